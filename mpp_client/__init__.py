@@ -1,0 +1,79 @@
+"""mpp-client: httpx that pays for what it uses, under a spending policy.
+
+The Machine Payments Protocol gives HTTP 402 a meaning: the server answers
+with a ``WWW-Authenticate: Payment`` challenge, the client pays and retries
+with a credential, the server returns the resource and a receipt. This package
+is the agent side of that exchange::
+
+    import mpp_client
+
+    client = mpp_client.Client(
+        methods=[mpp_client.DevWallet()],
+        policy=mpp_client.SimplePolicy(max_per_call="0.50 USD", budget="5.00 USD"),
+    )
+    response = client.get("https://api.example.com/paid")
+    print(mpp_client.payment_record(response))
+"""
+
+from ._exceptions import (
+    ApprovalRequired,
+    BudgetExceeded,
+    ChallengeError,
+    ChallengeExpired,
+    InsecureTransport,
+    NoAcceptableChallenge,
+    PaymentError,
+    PaymentFailed,
+    PaymentOutcomeUnknown,
+    PaymentRejected,
+    PolicyDenied,
+    ProtocolError,
+)
+from ._version import __version__
+from .auth import PaymentAuth
+from .client import AsyncClient, Client, payment_record
+from .ledger import Ledger, MemoryLedger, PaymentRecord
+from .methods import DevWallet, PaymentMethod, Quote, charge_terms
+from .money import Amount, MoneyError
+from .policy import Decision, Limit, PaymentContext, RuleResult, SimplePolicy, SpendPolicy
+from .protocol import Challenge, Credential, Problem, Receipt, parse_challenges
+
+__all__ = [
+    "Amount",
+    "ApprovalRequired",
+    "AsyncClient",
+    "BudgetExceeded",
+    "Challenge",
+    "ChallengeError",
+    "ChallengeExpired",
+    "Client",
+    "Credential",
+    "Decision",
+    "DevWallet",
+    "InsecureTransport",
+    "Ledger",
+    "Limit",
+    "MemoryLedger",
+    "MoneyError",
+    "NoAcceptableChallenge",
+    "PaymentAuth",
+    "PaymentContext",
+    "PaymentError",
+    "PaymentFailed",
+    "PaymentMethod",
+    "PaymentOutcomeUnknown",
+    "PaymentRecord",
+    "PaymentRejected",
+    "PolicyDenied",
+    "Problem",
+    "ProtocolError",
+    "Quote",
+    "Receipt",
+    "RuleResult",
+    "SimplePolicy",
+    "SpendPolicy",
+    "__version__",
+    "charge_terms",
+    "parse_challenges",
+    "payment_record",
+]

@@ -1,0 +1,180 @@
+"""The error hierarchy.
+
+Every refusal and every failure in the payment flow is one of these, so callers
+can ``except PaymentError`` and know that nothing deeper leaked out. Messages are
+written for people, name the reason, and never contain credentials, keys,
+signatures or tokens: the flow only ever puts public terms (amounts, payees,
+challenge ids) into them.
+
+::
+
+    PaymentError
+    ├── ChallengeError          the server's terms are malformed or unusable
+    │   └── ChallengeExpired
+    ├── InsecureTransport       a credential would travel over plain HTTP
+    ├── NoAcceptableChallenge   no offer matches a configured payment method
+    ├── PolicyDenied            the spending policy refused
+    │   ├── BudgetExceeded
+    │   └── ApprovalRequired
+    ├── PaymentFailed           the method could not pay; nothing was spent
+    ├── PaymentRejected         paid attempt answered with a new 402
+    ├── PaymentOutcomeUnknown   money may have moved, the result is unclear
+    └── ProtocolError           a receipt, problem or credential is malformed
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .policy import Decision
+    from .protocol import Problem
+
+__all__ = [
+    "ApprovalRequired",
+    "BudgetExceeded",
+    "ChallengeError",
+    "ChallengeExpired",
+    "InsecureTransport",
+    "NoAcceptableChallenge",
+    "PaymentError",
+    "PaymentFailed",
+    "PaymentOutcomeUnknown",
+    "PaymentRejected",
+    "PolicyDenied",
+    "ProtocolError",
+]
+
+
+class PaymentError(Exception):
+    """Base class of every error raised by mpp-client.
+
+    ``response`` is the HTTP response that led to the error when there is one
+    (already read, so its body and headers can be inspected after the fact).
+    """
+
+    def __init__(self, message: str, *, response: httpx.Response | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.response = response
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ChallengeError(PaymentError):
+    """A ``WWW-Authenticate: Payment`` challenge is malformed or cannot be paid.
+
+    Raised by :func:`mpp_client.parse_challenges` for bad input of any shape,
+    and by the flow when terms are unusable (unknown currency, bad amount, a
+    body digest that does not match the request body). Nothing was paid.
+    """
+
+
+class ChallengeExpired(ChallengeError):
+    """The challenge's validity window has passed (beyond the allowed clock skew)."""
+
+
+class InsecureTransport(PaymentError):
+    """A credential would have been sent over plain HTTP.
+
+    Credentials are bearer instruments for money; they only travel over HTTPS,
+    or to a loopback host when the client opted in with
+    ``allow_insecure_localhost=True``.
+    """
+
+
+class NoAcceptableChallenge(PaymentError):
+    """The server asked for payment, but no offer matched a configured method.
+
+    ``reasons`` lists, per offer, why it was passed over.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reasons: tuple[str, ...] = (),
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(message, response=response)
+        self.reasons = reasons
+
+
+class PolicyDenied(PaymentError):
+    """The spending policy refused this payment. ``decision`` says why."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        decision: Decision | None = None,
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(message, response=response)
+        self.decision = decision
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Human-readable reasons, one per rule that refused."""
+        if self.decision is None:
+            return (self.message,)
+        return self.decision.reasons
+
+
+class BudgetExceeded(PolicyDenied):
+    """Paying would take a budget over its limit (counting reserved and unknown spend)."""
+
+
+class ApprovalRequired(PolicyDenied):
+    """The payment needs a human approval that was not given."""
+
+
+class PaymentFailed(PaymentError):
+    """The payment method failed before any money could move.
+
+    The reservation was released; it is safe to try again.
+    """
+
+
+class PaymentRejected(PaymentError):
+    """The server answered the paid retry with another 402.
+
+    ``problem`` is the server's RFC 9457 problem detail when it sent one. Whether
+    the spend was released or kept as unknown depends on the method: a voucher
+    the server refused moved no money, a broadcast transfer did.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        problem: Problem | None = None,
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(message, response=response)
+        self.problem = problem
+
+
+class PaymentOutcomeUnknown(PaymentError):
+    """A payment was made but the paid request did not clearly succeed.
+
+    The amount stays counted as spent and the ledger marks the record unknown:
+    it must be resolved explicitly, never by paying again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        record: Any = None,
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(message, response=response)
+        self.record = record
+
+
+class ProtocolError(PaymentError):
+    """A credential, receipt or problem body does not follow the wire format."""

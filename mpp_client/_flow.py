@@ -1,0 +1,520 @@
+"""The payment pipeline, without I/O.
+
+``PaymentAuth`` drives one :class:`Call` per logical request; the sync and
+async flows differ only in how they send requests, read bodies and call the
+method's ``pay``/``apay``. Everything that decides (parse, select, quote,
+policy, reserve) and everything that records (commit, release, unknown) lives
+here once.
+
+::
+
+    request -> send -> 402? -> parse -> select offer -> quote -> policy.decide
+            -> ledger.reserve -> method.pay -> credential -> retry
+            -> receipt -> ledger.commit (or release / mark unknown) -> response
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from ._exceptions import (
+    ApprovalRequired,
+    BudgetExceeded,
+    ChallengeError,
+    ChallengeExpired,
+    InsecureTransport,
+    NoAcceptableChallenge,
+    PaymentError,
+    PaymentFailed,
+    PaymentOutcomeUnknown,
+    PaymentRejected,
+    PolicyDenied,
+    ProtocolError,
+)
+from .ledger import Ledger, PaymentRecord
+from .methods import PaymentMethod, Quote
+from .money import Amount, MoneyError
+from .policy import Decision, PaymentContext, RuleResult, SpendPolicy
+from .protocol import (
+    Challenge,
+    Credential,
+    Problem,
+    Receipt,
+    digest_matches,
+    parse_challenges_lenient,
+)
+
+__all__ = ["Call", "Engine", "Plan", "redact_url"]
+
+logger = logging.getLogger("mpp_client")
+
+#: Methods whose retried request must carry an Idempotency-Key.
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The most of a 402 body we will read (it only holds a problem detail).
+MAX_402_BODY = 64 * 1024
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+_OPTION_KEYS = frozenset({"purpose", "tags", "max_amount", "payee", "pay"})
+
+
+def redact_url(url: httpx.URL) -> str:
+    """The URL with every query value replaced, so tokens in queries never reach records."""
+    if not url.query:
+        return str(url.copy_with(fragment=None))
+    params = [(key, "REDACTED") for key, _ in url.params.multi_items()]
+    return str(url.copy_with(params=params, fragment=None))
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Per-call settings from ``request.extensions["mpp"]``; they only narrow the policy."""
+
+    purpose: str | None = None
+    tags: Mapping[str, str] | None = None
+    max_amount: Amount | None = None
+    payee: str | None = None
+    pay: bool = True
+
+    @classmethod
+    def from_request(cls, request: httpx.Request) -> CallOptions:
+        raw = request.extensions.get("mpp")
+        if raw is None:
+            return _NO_OPTIONS
+        if not isinstance(raw, Mapping):
+            raise PaymentError('extensions["mpp"] must be a dict of payment options')
+        unknown = set(raw) - _OPTION_KEYS
+        if unknown:
+            raise PaymentError(
+                f'unknown extensions["mpp"] option(s) {sorted(unknown)}; '
+                f"expected some of {sorted(_OPTION_KEYS)}"
+            )
+        purpose = raw.get("purpose")
+        if purpose is not None and not isinstance(purpose, str):
+            raise PaymentError('extensions["mpp"]["purpose"] must be a string')
+        tags = raw.get("tags")
+        if tags is not None and (
+            not isinstance(tags, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+        ):
+            raise PaymentError('extensions["mpp"]["tags"] must map strings to strings')
+        max_amount = raw.get("max_amount")
+        if max_amount is not None:
+            try:
+                max_amount = Amount.coerce(max_amount)
+            except MoneyError as exc:
+                raise PaymentError(f'extensions["mpp"]["max_amount"]: {exc}') from None
+        payee = raw.get("payee")
+        if payee is not None and not isinstance(payee, str):
+            raise PaymentError('extensions["mpp"]["payee"] must be a string')
+        pay = raw.get("pay", True)
+        if not isinstance(pay, bool):
+            raise PaymentError('extensions["mpp"]["pay"] must be True or False')
+        return cls(purpose, dict(tags) if tags else None, max_amount, payee, pay)
+
+
+_NO_OPTIONS = CallOptions()
+
+
+@dataclass(slots=True)
+class Plan:
+    """A payment that has been decided and reserved, waiting to be made."""
+
+    challenge: Challenge
+    method: PaymentMethod
+    quote: Quote
+    decision: Decision
+    record: PaymentRecord
+    target: httpx.Request
+    credential_header: str = ""
+
+
+class Engine:
+    """Configuration and shared state behind one :class:`~mpp_client.PaymentAuth`."""
+
+    def __init__(
+        self,
+        methods: Sequence[PaymentMethod],
+        policy: SpendPolicy | None,
+        ledger: Ledger,
+        *,
+        allow_insecure_localhost: bool,
+        max_payments: int,
+        clock_skew: timedelta,
+        clock: Callable[[], datetime],
+        accept_payment: str | None,
+    ) -> None:
+        self.methods = tuple(methods)
+        self.policy = policy
+        self.ledger = ledger
+        self.allow_insecure_localhost = allow_insecure_localhost
+        self.max_payments = max_payments
+        self.clock_skew = clock_skew
+        self.clock = clock
+        self.accept_payment = accept_payment
+        self._used_lock = threading.Lock()
+        self._used: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    # Challenge ids are single use: remember the ones we answered.
+    _USED_MAX = 10_000
+
+    def claim(self, challenge: Challenge) -> bool:
+        """Mark a challenge as answered; False if it already was."""
+        key = (challenge.realm, challenge.id)
+        with self._used_lock:
+            if key in self._used:
+                return False
+            self._used[key] = None
+            if len(self._used) > self._USED_MAX:
+                self._used.popitem(last=False)
+            return True
+
+    def was_used(self, challenge: Challenge) -> bool:
+        with self._used_lock:
+            return (challenge.realm, challenge.id) in self._used
+
+
+class Call:
+    """One logical request: at most ``max_payments`` payments, each recorded."""
+
+    def __init__(self, engine: Engine, request: httpx.Request) -> None:
+        self.engine = engine
+        self.options = CallOptions.from_request(request)
+        self.payments = 0
+        self.record: PaymentRecord | None = None
+        headers = request.headers
+        if engine.accept_payment and "accept-payment" not in headers:
+            headers["Accept-Payment"] = engine.accept_payment
+        if request.method in UNSAFE_METHODS and "idempotency-key" not in headers:
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+
+    @property
+    def wants_payment(self) -> bool:
+        return self.options.pay and self.payments < self.engine.max_payments
+
+    # -- deciding -----------------------------------------------------------------
+
+    def _check_transport(self, url: httpx.URL, response: httpx.Response) -> None:
+        if url.scheme == "https":
+            return
+        if url.scheme == "http" and is_loopback(url.host):
+            if self.engine.allow_insecure_localhost:
+                return
+            raise InsecureTransport(
+                f"refusing to send a payment credential over plain HTTP to {url.host}; "
+                "pass allow_insecure_localhost=True to allow loopback hosts in tests",
+                response=response,
+            )
+        raise InsecureTransport(
+            f"refusing to send a payment credential over {url.scheme}:// to {url.host}: "
+            "credentials only travel over HTTPS",
+            response=response,
+        )
+
+    def plan(self, response: httpx.Response) -> Plan:
+        """Choose, check, decide and reserve one payment for a 402 response."""
+        engine = self.engine
+        target = response.request
+        try:
+            offers, broken = parse_challenges_lenient(response.headers.get_list("www-authenticate"))
+        except ChallengeError as exc:
+            exc.response = response
+            raise
+        if not offers:
+            detail = f": {broken[0].message}" if broken else ""
+            raise ChallengeError(
+                f"402 response has no usable Payment challenge{detail}", response=response
+            )
+        self._check_transport(target.url, response)
+
+        now = engine.clock()
+        passed_over: list[str] = [f"malformed challenge: {e.message}" for e in broken]
+        first_error: PaymentError | None = None
+        for method, challenge in self._candidates(offers, passed_over):
+            try:
+                quote = method.quote(challenge)
+                self._check_terms(challenge, quote, target, now)
+            except ChallengeError as exc:
+                passed_over.append(f"{challenge.key} {challenge.id!r}: {exc.message}")
+                first_error = first_error or exc
+                continue
+            decision = self._decide(challenge, quote, target, now)
+            if not decision.allowed:
+                error = self._refusal(challenge, quote, decision, response)
+                passed_over.append(f"{challenge.key} {challenge.id!r}: {error.message}")
+                if first_error is None or not isinstance(first_error, PolicyDenied):
+                    first_error = error
+                continue
+            if not engine.claim(challenge):
+                passed_over.append(f"{challenge.key} {challenge.id!r}: challenge already answered")
+                continue
+            try:
+                record = engine.ledger.reserve(
+                    self._new_record(challenge, quote, decision, target, now), decision.limits
+                )
+            except BudgetExceeded as exc:
+                exc.decision = exc.decision or decision
+                exc.response = response
+                passed_over.append(f"{challenge.key} {challenge.id!r}: {exc.message}")
+                if first_error is None or not isinstance(first_error, PolicyDenied):
+                    first_error = exc
+                continue
+            logger.info(
+                "paying %s via %s for %s (challenge %s, payee %s)",
+                quote.amount,
+                challenge.key,
+                record.url,
+                challenge.id,
+                quote.payee,
+            )
+            return Plan(challenge, method, quote, decision, record, target)
+        if first_error is not None:
+            first_error.response = response
+            raise first_error
+        raise NoAcceptableChallenge(
+            "the server asked for payment, but no offer matches a configured method "
+            f"(offered: {', '.join(sorted({c.key for c in offers}))}; "
+            f"configured: {', '.join(m.name for m in engine.methods) or 'none'})",
+            reasons=tuple(passed_over),
+            response=response,
+        )
+
+    def _candidates(
+        self, offers: list[Challenge], passed_over: list[str]
+    ) -> list[tuple[PaymentMethod, Challenge]]:
+        """Offers we could pay, in our method preference order, then the server's."""
+        ranked: list[tuple[int, int, PaymentMethod, Challenge]] = []
+        for position, challenge in enumerate(offers):
+            for rank, method in enumerate(self.engine.methods):
+                if method.supports(challenge):
+                    if self.engine.was_used(challenge):
+                        passed_over.append(f"{challenge.key} {challenge.id!r}: already answered")
+                    else:
+                        ranked.append((rank, position, method, challenge))
+                    break
+            else:
+                passed_over.append(f"{challenge.key} {challenge.id!r}: no configured method")
+        ranked.sort(key=lambda item: (item[0], item[1]))
+        return [(method, challenge) for _, _, method, challenge in ranked]
+
+    def _check_terms(
+        self, challenge: Challenge, quote: Quote, target: httpx.Request, now: datetime
+    ) -> None:
+        skew = self.engine.clock_skew.total_seconds()
+        if challenge.is_expired(now, skew_seconds=skew):
+            raise ChallengeExpired(f"challenge expired at {challenge.expires_raw}")
+        if quote.expires is not None and (now - quote.expires).total_seconds() > skew:
+            raise ChallengeExpired(f"payment request expired at {quote.expires.isoformat()}")
+        if not isinstance(quote.amount, Amount) or quote.amount.units < 0:
+            raise ChallengeError("the method quoted an invalid amount")
+        if challenge.digest is not None and not digest_matches(challenge.digest, target.content):
+            raise ChallengeError(
+                "challenge digest does not match the request body; "
+                "refusing to pay for a different body"
+            )
+
+    def _decide(
+        self, challenge: Challenge, quote: Quote, target: httpx.Request, now: datetime
+    ) -> Decision:
+        policy = self.engine.policy
+        if policy is None:
+            return Decision(
+                "deny",
+                (
+                    RuleResult(
+                        "policy", False, "no spending policy is configured (deny by default)"
+                    ),
+                ),
+            )
+        context = PaymentContext(
+            url=redact_url(target.url),
+            http_method=target.method,
+            host=target.url.host,
+            challenge=challenge,
+            quote=quote,
+            now=now,
+            purpose=self.options.purpose,
+            tags=self.options.tags or {},
+            max_amount=self.options.max_amount,
+            expected_payee=self.options.payee,
+        )
+        return policy.decide(context)
+
+    @staticmethod
+    def _refusal(
+        challenge: Challenge, quote: Quote, decision: Decision, response: httpx.Response
+    ) -> PolicyDenied:
+        reasons = "; ".join(decision.reasons) or "no reason given"
+        text = f"policy refused to pay {quote.amount} to {quote.payee!r}: {reasons}"
+        if decision.outcome == "needs_approval":
+            return ApprovalRequired(text, decision=decision, response=response)
+        return PolicyDenied(text, decision=decision, response=response)
+
+    def _new_record(
+        self,
+        challenge: Challenge,
+        quote: Quote,
+        decision: Decision,
+        target: httpx.Request,
+        now: datetime,
+    ) -> PaymentRecord:
+        return PaymentRecord(
+            id=uuid.uuid4().hex,
+            created_at=now,
+            status="reserved",
+            http_method=target.method,
+            url=redact_url(target.url),
+            realm=challenge.realm,
+            method=challenge.method,
+            intent=challenge.intent,
+            amount=quote.amount,
+            charge=decision.charge or quote.amount,
+            payee=quote.payee,
+            challenge_id=challenge.id,
+            decision=decision,
+            purpose=self.options.purpose,
+            tags=self.options.tags or {},
+        )
+
+    # -- paying -------------------------------------------------------------------
+
+    def pay_failed(self, plan: Plan, exc: BaseException) -> PaymentError:
+        """The method raised: nothing moved unless the method says it may have."""
+        ledger = self.engine.ledger
+        if isinstance(exc, PaymentOutcomeUnknown) or (
+            plan.method.moves_funds_on_pay and not isinstance(exc, PaymentFailed)
+        ):
+            reason = (
+                f"payment method {plan.method.name!r} failed mid-payment ({type(exc).__name__})"
+            )
+            record = ledger.mark_unknown(plan.record.id, reason)
+            self.record = record
+            return PaymentOutcomeUnknown(
+                f"{reason}; the amount stays counted until resolved", record=record
+            )
+        reason = f"payment method {plan.method.name!r} failed: {type(exc).__name__}"
+        self.record = ledger.release(plan.record.id, reason)
+        if isinstance(exc, PaymentFailed):
+            return exc
+        return PaymentFailed(f"{reason}; nothing was paid")
+
+    def credential(self, plan: Plan, payload: Mapping[str, Any]) -> tuple[str, str]:
+        """The header name and value carrying the credential."""
+        if not isinstance(payload, Mapping):
+            raise TypeError("payment methods must return the payload as a mapping")
+        value = Credential.for_challenge(
+            plan.challenge, payload, source=plan.method.source
+        ).to_header()
+        self.payments += 1
+        return plan.challenge.credential_header, value
+
+    def retry_request(self, plan: Plan) -> httpx.Request:
+        """A copy of the request that got the challenge, body intact, same Idempotency-Key."""
+        target = plan.target
+        headers = httpx.Headers(target.headers)
+        return httpx.Request(
+            target.method,
+            target.url,
+            headers=headers,
+            content=target.content,
+            extensions=target.extensions,
+        )
+
+    # -- settling -----------------------------------------------------------------
+
+    def retry_lost(self, plan: Plan) -> PaymentOutcomeUnknown:
+        """The paid retry never produced a response (transport error, cancellation)."""
+        reason = "the paid request failed before a response arrived"
+        record = self.engine.ledger.mark_unknown(plan.record.id, reason)
+        self.record = record
+        return PaymentOutcomeUnknown(
+            f"{reason}; {record.amount} to {record.payee!r} stays counted until resolved "
+            f"(ledger record {record.id})",
+            record=record,
+        )
+
+    def settle(self, plan: Plan, response: httpx.Response) -> bool:
+        """Record what the paid retry's response means. True: pay again (a fresh 402).
+
+        Raises a typed error when the outcome is a failure.
+        """
+        ledger = self.engine.ledger
+        status = response.status_code
+        if 200 <= status < 300:
+            receipt = self._receipt(response, plan)
+            self.record = ledger.commit(plan.record.id, receipt)
+            return False
+        if status == 402:
+            problem = Problem.parse(response.content, response.headers.get("content-type"))
+            code = problem.code if problem is not None and problem.code else "no problem type"
+            if plan.method.moves_funds_on_pay:
+                reason = f"server answered 402 ({code}) after a payment that moved funds"
+                self.record = ledger.mark_unknown(plan.record.id, reason)
+                raise PaymentOutcomeUnknown(
+                    f"{reason}; not paying again (ledger record {plan.record.id})",
+                    record=self.record,
+                    response=response,
+                )
+            self.record = ledger.release(plan.record.id, f"server refused the credential ({code})")
+            if self.wants_payment:
+                return True
+            detail = f": {problem.detail}" if problem is not None and problem.detail else ""
+            raise PaymentRejected(
+                f"server refused the payment credential ({code}){detail}",
+                problem=problem,
+                response=response,
+            )
+        reason = f"paid request answered HTTP {status}"
+        self.record = ledger.mark_unknown(plan.record.id, reason)
+        raise PaymentOutcomeUnknown(
+            f"{reason}; {plan.record.amount} to {plan.record.payee!r} stays counted "
+            f"until resolved (ledger record {plan.record.id})",
+            record=self.record,
+            response=response,
+        )
+
+    @staticmethod
+    def _receipt(response: httpx.Response, plan: Plan) -> Receipt | None:
+        value = response.headers.get("payment-receipt")
+        if value is None:
+            return None
+        try:
+            receipt = Receipt.parse(value)
+        except ProtocolError as exc:
+            logger.warning("ignoring a malformed Payment-Receipt: %s", exc.message)
+            return None
+        if receipt.method != plan.challenge.method:
+            logger.warning(
+                "Payment-Receipt names method %r, the payment used %r",
+                receipt.method[:40],
+                plan.challenge.method,
+            )
+        return receipt
+
+    def finish(self, response: httpx.Response) -> None:
+        if self.record is not None:
+            response.extensions["mpp"] = self.record
+
+
+def read_402_limit_error(response: httpx.Response) -> ChallengeError:
+    return ChallengeError(
+        f"402 response body is over {MAX_402_BODY} bytes; refusing to process it",
+        response=response,
+    )

@@ -1,0 +1,297 @@
+"""``PaymentAuth``: the 402 flow as an ``httpx.Auth``.
+
+It works like ``httpx.DigestAuth`` does for 401: send the request, and when the
+server answers with a challenge, answer it and send the request again. Here
+the challenge is a price, so between the two sends the spending policy decides
+and the ledger reserves, and after the second the ledger records the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from ._flow import MAX_402_BODY, Call, Engine, read_402_limit_error
+from .ledger import Ledger, MemoryLedger
+from .methods import PaymentMethod
+from .policy import SpendPolicy
+from .protocol import format_accept_payment
+
+__all__ = ["PaymentAuth"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PaymentAuth(httpx.Auth):
+    """Pays HTTP 402 ``Payment`` challenges with the configured methods.
+
+    Usable with any httpx client::
+
+        auth = PaymentAuth([DevWallet()], policy=SimplePolicy(max_per_call="0.10 USD"))
+        httpx.get(url, auth=auth)
+
+    Parameters:
+        methods: payment methods in order of preference.
+        policy: decides each payment. ``None`` refuses every payment (deny by default).
+        ledger: records spend; defaults to an in-memory ledger.
+        allow_insecure_localhost: let credentials go over plain HTTP to loopback
+            hosts (tests and demos only). Other plain-HTTP hosts are always refused.
+        max_payments: payments per logical request (default 1). A server that
+            refuses a voucher may be paid again up to this many times; a payment
+            whose outcome is unknown is never repeated.
+        clock_skew: tolerance when checking a challenge's expiry.
+        accept_payment: send ``Accept-Payment`` built from ``methods`` (True),
+            a given value (str), or nothing (False).
+        auth: another ``httpx.Auth`` (Bearer, Basic...) applied to every request,
+            including the paid retry.
+    """
+
+    requires_request_body = True
+    requires_response_body = False
+
+    def __init__(
+        self,
+        methods: Sequence[PaymentMethod],
+        *,
+        policy: SpendPolicy | None = None,
+        ledger: Ledger | None = None,
+        allow_insecure_localhost: bool = False,
+        max_payments: int = 1,
+        clock_skew: timedelta = timedelta(seconds=5),
+        accept_payment: bool | str = True,
+        auth: httpx.Auth | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        methods = tuple(methods)
+        for method in methods:
+            if not isinstance(method, PaymentMethod):
+                raise TypeError(f"methods must be PaymentMethod instances, got {method!r}")
+        if not isinstance(max_payments, int) or max_payments < 0:
+            raise ValueError("max_payments must be a non-negative int")
+        if accept_payment is True:
+            header: str | None = (
+                format_accept_payment(
+                    (m.name, intent, 1) for m in methods for intent in sorted(m.intents)
+                )
+                or None
+            )
+        elif accept_payment is False:
+            header = None
+        else:
+            header = accept_payment
+        self._engine = Engine(
+            methods,
+            policy,
+            ledger if ledger is not None else MemoryLedger(),
+            allow_insecure_localhost=allow_insecure_localhost,
+            max_payments=max_payments,
+            clock_skew=clock_skew,
+            clock=clock,
+            accept_payment=header,
+        )
+        self._inner = auth
+
+    @property
+    def methods(self) -> tuple[PaymentMethod, ...]:
+        return self._engine.methods
+
+    @property
+    def policy(self) -> SpendPolicy | None:
+        return self._engine.policy
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._engine.ledger
+
+    def with_auth(self, auth: httpx.Auth | None) -> PaymentAuth:
+        """The same payment configuration (shared ledger and state) around another auth."""
+        clone = object.__new__(PaymentAuth)
+        clone._engine = self._engine
+        clone._inner = auth
+        return clone
+
+    def __repr__(self) -> str:
+        names = ", ".join(m.name for m in self._engine.methods)
+        return f"<PaymentAuth methods=[{names}] policy={self._engine.policy!r}>"
+
+    # -- sync -------------------------------------------------------------------
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        call = Call(self._engine, request)
+        inner = _SyncInner(self._inner, request, None)
+        outgoing: httpx.Request | None = inner.start()
+        while outgoing is not None:
+            outgoing = inner.feed((yield outgoing))
+        response = inner.response
+        while response.status_code == 402 and call.wants_payment:
+            _read_402_sync(response)
+            plan = call.plan(response)
+            try:
+                header = call.credential(plan, plan.method.pay(plan.challenge))
+            except Exception as exc:
+                raise call.pay_failed(plan, exc) from None
+            inner = _SyncInner(self._inner, call.retry_request(plan), header)
+            try:
+                outgoing = inner.start()
+                while outgoing is not None:
+                    outgoing = inner.feed((yield outgoing))
+            except GeneratorExit:
+                # httpx closes the flow when sending failed: the payment was made
+                # and its result is unknown. Record that, and say so.
+                raise call.retry_lost(plan) from None
+            response = inner.response
+            if response.status_code == 402:
+                _read_402_sync(response)
+            if not call.settle(plan, response):
+                break
+        call.finish(response)
+
+    # -- async ------------------------------------------------------------------
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        call = Call(self._engine, request)
+        inner = _AsyncInner(self._inner, request, None)
+        outgoing: httpx.Request | None = await inner.start()
+        while outgoing is not None:
+            outgoing = await inner.feed((yield outgoing))
+        response = inner.response
+        while response.status_code == 402 and call.wants_payment:
+            await _read_402_async(response)
+            plan = call.plan(response)
+            try:
+                header = call.credential(plan, await plan.method.apay(plan.challenge))
+            except Exception as exc:
+                raise call.pay_failed(plan, exc) from None
+            inner = _AsyncInner(self._inner, call.retry_request(plan), header)
+            try:
+                outgoing = await inner.start()
+                while outgoing is not None:
+                    outgoing = await inner.feed((yield outgoing))
+            except GeneratorExit:
+                raise call.retry_lost(plan) from None
+            response = inner.response
+            if response.status_code == 402:
+                await _read_402_async(response)
+            if not call.settle(plan, response):
+                break
+        call.finish(response)
+
+
+class _SyncInner:
+    """Steps one request through an inner ``httpx.Auth`` (which may need several
+    round trips), adding the credential header to every request it sends."""
+
+    __slots__ = ("_flow", "_header", "_inner", "_request", "response")
+
+    def __init__(
+        self, inner: httpx.Auth | None, request: httpx.Request, header: tuple[str, str] | None
+    ) -> None:
+        self._inner = inner
+        self._request = request
+        self._header = header
+        self._flow: Generator[httpx.Request, httpx.Response, None] | None = None
+        self.response: httpx.Response
+
+    def _mark(self, request: httpx.Request) -> httpx.Request:
+        if self._header is not None:
+            request.headers[self._header[0]] = self._header[1]
+        return request
+
+    def start(self) -> httpx.Request:
+        if self._inner is None:
+            return self._mark(self._request)
+        self._flow = self._inner.sync_auth_flow(self._request)
+        return self._mark(next(self._flow))
+
+    def feed(self, response: httpx.Response) -> httpx.Request | None:
+        """Give the response; get the next request, or None when done."""
+        if self._flow is None:
+            self.response = response
+            return None
+        assert self._inner is not None
+        if self._inner.requires_response_body:
+            response.read()
+        try:
+            return self._mark(self._flow.send(response))
+        except StopIteration:
+            self.response = response
+            return None
+
+
+class _AsyncInner:
+    """Async twin of :class:`_SyncInner`."""
+
+    __slots__ = ("_flow", "_header", "_inner", "_request", "response")
+
+    def __init__(
+        self, inner: httpx.Auth | None, request: httpx.Request, header: tuple[str, str] | None
+    ) -> None:
+        self._inner = inner
+        self._request = request
+        self._header = header
+        self._flow: AsyncGenerator[httpx.Request, httpx.Response] | None = None
+        self.response: httpx.Response
+
+    def _mark(self, request: httpx.Request) -> httpx.Request:
+        if self._header is not None:
+            request.headers[self._header[0]] = self._header[1]
+        return request
+
+    async def start(self) -> httpx.Request:
+        if self._inner is None:
+            return self._mark(self._request)
+        self._flow = self._inner.async_auth_flow(self._request)
+        return self._mark(await self._flow.__anext__())
+
+    async def feed(self, response: httpx.Response) -> httpx.Request | None:
+        if self._flow is None:
+            self.response = response
+            return None
+        assert self._inner is not None
+        if self._inner.requires_response_body:
+            await response.aread()
+        try:
+            return self._mark(await self._flow.asend(response))
+        except StopAsyncIteration:
+            self.response = response
+            return None
+
+
+def _check_length(response: httpx.Response) -> None:
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_402_BODY:
+        raise read_402_limit_error(response)
+
+
+def _read_402_sync(response: httpx.Response) -> None:
+    """Read a 402 body (a problem detail), refusing hostile sizes."""
+    _check_length(response)
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_402_BODY:
+            raise read_402_limit_error(response)
+        chunks.append(chunk)
+    # Keep the body readable afterwards, as response.read() would.
+    response._content = b"".join(chunks)
+
+
+async def _read_402_async(response: httpx.Response) -> None:
+    _check_length(response)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_402_BODY:
+            raise read_402_limit_error(response)
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
