@@ -288,6 +288,13 @@ class Call:
         if first_error is not None:
             first_error.response = response
             raise first_error
+        reused = [c for c in offers if engine.was_used(c)]
+        if reused:
+            raise ChallengeError(
+                f"the server re-sent challenge {reused[0].id!r}, which was already answered: "
+                "challenges are single use, refusing to pay it again",
+                response=response,
+            )
         raise NoAcceptableChallenge(
             "the server asked for payment, but no offer matches a configured method "
             f"(offered: {', '.join(sorted({c.key for c in offers}))}; "
@@ -493,6 +500,15 @@ class Call:
     @staticmethod
     def _receipt(response: httpx.Response, plan: Plan) -> Receipt | None:
         value = response.headers.get("payment-receipt")
+        if value is None:
+            # The paid request may have been redirected: the receipt then rides on
+            # the redirect response that accepted the credential.
+            for earlier in reversed(response.history):
+                if earlier.status_code == 402:
+                    break
+                value = earlier.headers.get("payment-receipt")
+                if value is not None:
+                    break
         if value is None:
             return None
         try:

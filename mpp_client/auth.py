@@ -141,10 +141,11 @@ class PaymentAuth(httpx.Auth):
                 outgoing = inner.start()
                 while outgoing is not None:
                     outgoing = inner.feed((yield outgoing))
-            except GeneratorExit:
+            except GeneratorExit as closed:
                 # httpx closes the flow when sending failed: the payment was made
-                # and its result is unknown. Record that, and say so.
-                raise call.retry_lost(plan) from None
+                # and its result is unknown. Record that, and say so, with the
+                # transport error as the cause.
+                raise call.retry_lost(plan) from closed.__context__
             response = inner.response
             if response.status_code == 402:
                 _read_402_sync(response)
@@ -175,8 +176,8 @@ class PaymentAuth(httpx.Auth):
                 outgoing = await inner.start()
                 while outgoing is not None:
                     outgoing = await inner.feed((yield outgoing))
-            except GeneratorExit:
-                raise call.retry_lost(plan) from None
+            except GeneratorExit as closed:
+                raise call.retry_lost(plan) from closed.__context__
             response = inner.response
             if response.status_code == 402:
                 await _read_402_async(response)
