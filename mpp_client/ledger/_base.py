@@ -70,13 +70,17 @@ class PaymentRecord:
             updated_at=now,
         )
 
+    def in_scope(self, limit: Limit) -> bool:
+        """True when ``limit`` covers this payment (its payee and method filters)."""
+        return (limit.payee is None or self.payee == limit.payee) and (
+            limit.method is None or self.method == limit.method
+        )
+
     def matches(self, limit: Limit, now: datetime) -> bool:
-        """True when this record counts against ``limit``."""
+        """True when this record counts against ``limit`` at ``now``."""
         if self.status not in COUNTED or self.charge.currency != limit.cap.currency:
             return False
-        if limit.payee is not None and self.payee != limit.payee:
-            return False
-        if limit.method is not None and self.method != limit.method:
+        if not self.in_scope(limit):
             return False
         return limit.window is None or self.created_at > now - limit.window
 

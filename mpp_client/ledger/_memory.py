@@ -42,6 +42,8 @@ class MemoryLedger(Ledger):
         with self._lock:
             now = self._clock()
             for limit in limits:
+                if not record.in_scope(limit):
+                    continue
                 if record.charge.currency != limit.cap.currency:
                     raise BudgetExceeded(
                         f"{record.charge} cannot count against budget {limit.name!r} "
