@@ -82,7 +82,7 @@ def test_two_phase_lifecycle_and_counting() -> None:
     budget = [Limit("budget", Amount.parse("1.00 USD"))]
     a = ledger.reserve(record("0.40 USD"), budget)
     b = ledger.reserve(record("0.40 USD", payee="other"), budget)
-    with pytest.raises(BudgetExceeded, match="0.20 USD remains"):
+    with pytest.raises(BudgetExceeded, match=r"0\.20 USD remains"):
         ledger.reserve(record("0.30 USD", payee="third"), budget)
     ledger.release(b.id, "nothing paid")
     assert ledger.spent("USD") == Amount.parse("0.40 USD")

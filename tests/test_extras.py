@@ -1,0 +1,64 @@
+"""The core installs light: optional extras are imported lazily, and a missing
+one fails with the pip command to run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+BLOCKER = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    BLOCKED = {"uvicorn", "starlette", "web3", "eth_account", "pytempo", "stripe", "psycopg",
+               "mpp", "rfc8785", "respx"}
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+def run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKER + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_core_imports_without_any_extra() -> None:
+    result = run(
+        """
+        import mpp_client, mpp_client.protocol, mpp_client.testing
+        from mpp_client.testing import PaidServer
+        PaidServer({"/paid": "0.25 USD"})
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        print("loaded:", loaded)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "loaded: []" in result.stdout
+
+
+def test_missing_extra_names_the_pip_install() -> None:
+    result = run(
+        """
+        import mpp_client
+        from mpp_client.testing import LocalServer, PaidServer
+        try:
+            LocalServer(PaidServer())
+        except mpp_client.PaymentError as exc:
+            print("error:", exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'error: LocalServer needs uvicorn: pip install "mpp-client[testing]"' in result.stdout

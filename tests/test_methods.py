@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+from mpp_client import Amount, ChallengeError, DevWallet
+from mpp_client._didkey import did_key_from_public, public_from_did_key
+from mpp_client.methods.dev import verify_voucher
+from mpp_client.protocol import Challenge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dev_challenge(**request: object) -> Challenge:
+    body = {"amount": "25", "currency": "usd", "recipient": "m"}
+    body.update(request)
+    return Challenge.create(id="c1", realm="r", method="dev", intent="charge", request=body)
+
+
+def test_quote_reads_the_request() -> None:
+    quote = DevWallet().quote(dev_challenge())
+    assert quote.amount == Amount(25, "USD", 2)
+    assert quote.payee == "m" and quote.currency == "usd" and quote.method == "dev"
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"currency": "eur"}, "pays 'usd'"),
+        ({"recipient": None}, "recipient"),
+        ({"amount": "01"}, "digits"),
+        ({"amount": ""}, "digits"),
+        ({"currency": 5}, "currency"),
+        ({"methodDetails": []}, "methodDetails"),
+        ({"expires": "tomorrow"}, "RFC 3339"),
+    ],
+)
+def test_quote_refuses_bad_terms(request_: dict[str, object], message: str) -> None:
+    challenge = dev_challenge(**request_)
+    if request_.get("recipient", "x") is None:
+        body = {k: v for k, v in challenge.request.items() if k != "recipient"}
+        challenge = Challenge.create(id="c", realm="r", method="dev", intent="charge", request=body)
+    with pytest.raises(ChallengeError, match=message):
+        DevWallet().quote(challenge)
+
+
+def test_voucher_binds_the_exact_challenge() -> None:
+    wallet = DevWallet(bytes(32))
+    challenge = dev_challenge()
+    payload = dict(wallet.pay(challenge))
+    echo = {
+        "id": challenge.id,
+        "realm": challenge.realm,
+        "method": "dev",
+        "intent": "charge",
+        "request": challenge.request_b64,
+    }
+    assert verify_voucher(echo, payload) == wallet.source
+    for field, value in [("id", "c2"), ("realm", "x"), ("request", "e30")]:
+        with pytest.raises(ValueError, match="does not verify"):
+            verify_voucher({**echo, field: value}, payload)
+    other = DevWallet(bytes([1]) * 32)
+    with pytest.raises(ValueError, match="does not verify"):
+        verify_voucher(echo, {**payload, "payer": other.source})
+    with pytest.raises(ValueError):
+        verify_voucher(echo, {**payload, "payer": "did:web:example.com"})
+    with pytest.raises(ValueError):
+        verify_voucher(echo, {"type": "flag", "paid": True})
+
+
+async def test_apay_matches_pay() -> None:
+    wallet = DevWallet(bytes(32))
+    challenge = dev_challenge()
+    assert await wallet.apay(challenge) == wallet.pay(challenge)
+
+
+def test_seeded_wallet_is_stable_and_keeps_its_key_out_of_repr() -> None:
+    seed = bytes(range(32))
+    assert DevWallet(seed).source == DevWallet(seed).source
+    assert DevWallet().source != DevWallet().source
+    assert seed.hex() not in repr(DevWallet(seed))
+    assert repr(DevWallet(seed)).startswith("<DevWallet source='did:key:z6Mk")
+
+
+def test_did_key_round_trip_and_known_vector() -> None:
+    # W3C did:key test vector for an Ed25519 key.
+    did = "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp"
+    public = public_from_did_key(did)
+    assert len(public) == 32
+    assert did_key_from_public(public) == did
+    for bad in ["did:key:abc", "did:key:z111", "did:web:x", "did:key:z6Mk0OIl"]:
+        with pytest.raises(ValueError):
+            public_from_did_key(bad)
+
+
+def test_custom_method_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(ROOT / "examples" / "custom_method.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "hi - paid 0.05 USD" in out and "code:B2" in out
+
+
+def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(ROOT / "examples" / "budgeted_agent.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.count("PAID ") == 3 and out.count("REFUSED ") == 2
+    assert "spent 0.90 USD of 1.00 USD; 0.10 USD remains" in out
+    assert "exceeds the per-call cap" in out and "would exceed budget" in out
