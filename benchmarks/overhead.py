@@ -151,15 +151,18 @@ class InProcessTransport(httpx.BaseTransport):
 
 
 def paying_client(
-    *, budget: str | None = None, ledger: mpp_client.Ledger | None = None, **kwargs: object
+    *,
+    budget: str | None = None,
+    ledger: mpp_client.Ledger | None = None,
+    transport: httpx.BaseTransport | None = None,
 ) -> mpp_client.Client:
-    """The client under test, configured as in the brief."""
+    """The client under test: a dev wallet, a per-call cap, loopback HTTP allowed."""
     return mpp_client.Client(
         methods=[mpp_client.DevWallet()],
         policy=mpp_client.SimplePolicy(max_per_call=MAX_PER_CALL, budget=budget),
         ledger=ledger,
         allow_insecure_localhost=True,
-        **kwargs,  # type: ignore[arg-type]
+        transport=transport,
     )
 
 
@@ -198,13 +201,287 @@ def paid_sampler(
 
 def floor_sampler(client: httpx.Client, transport: InProcessTransport) -> Sampler:
     """Two plain GETs through the paid path's transport: a 402 exchange's httpx cost."""
-    first = unpaid_sampler(client, f"{BASE}/free")
+    get_free = unpaid_sampler(client, f"{BASE}/free")
 
     def sample() -> tuple[int, int]:
         server_before = transport.server_ns
-        total = first()[0] + first()[0]
+        total = get_free()[0] + get_free()[0]
         return total, transport.server_ns - server_before
 
     return sample
 
 
+# -- measuring -----------------------------------------------------------------------
+
+#: Called at the start of every block; returns the sampler for that block.
+BlockFactory = Callable[[], Sampler]
+
+
+def same(sampler: Sampler) -> BlockFactory:
+    """A factory that reuses one sampler (and its client) for every block."""
+    return lambda: sampler
+
+
+@dataclass(slots=True)
+class Series:
+    """Per-request samples of one client in one scenario."""
+
+    totals: list[int] = field(default_factory=list)
+    servers: list[int] = field(default_factory=list)
+    #: Median client-side time of each block, to compare clients round by round.
+    block_medians: list[float] = field(default_factory=list)
+
+    def add_block(self, samples: list[tuple[int, int]]) -> None:
+        self.totals.extend(total for total, _ in samples)
+        self.servers.extend(server for _, server in samples)
+        self.block_medians.append(statistics.median(total - server for total, server in samples))
+
+    @property
+    def total(self) -> float:
+        return statistics.median(self.totals)
+
+    @property
+    def server(self) -> float:
+        return statistics.median(self.servers)
+
+    @property
+    def client(self) -> float:
+        """Median of (total - server) per request: the client-side cost."""
+        return statistics.median(t - s for t, s in zip(self.totals, self.servers, strict=True))
+
+
+def run_block(sample: Sampler, size: int) -> list[tuple[int, int]]:
+    gc.collect()
+    return [sample() for _ in range(size)]
+
+
+def interleave(factories: Mapping[str, BlockFactory], rounds: int, block: int) -> dict[str, Series]:
+    """Alternating blocks, the order flipped each round, after one warm-up block each."""
+    names = list(factories)
+    for name in names:
+        run_block(factories[name](), max(1, block // 4))
+    results = {name: Series() for name in names}
+    for round_index in range(rounds):
+        order = names if round_index % 2 == 0 else names[::-1]
+        for name in order:
+            results[name].add_block(run_block(factories[name](), block))
+    return results
+
+
+def measure(sampler: Sampler, size: int) -> Series:
+    """One block without a partner (for rows that have nothing to alternate with)."""
+    series = Series()
+    series.add_block(run_block(sampler, size))
+    return series
+
+
+# -- scenarios -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """An httpx-vs-mpp result for unpaid requests."""
+
+    label: str
+    httpx: Series
+    mpp: Series
+    target: float | None
+
+    @property
+    def ratio(self) -> float:
+        return self.mpp.client / self.httpx.client
+
+    @property
+    def round_ratios(self) -> tuple[float, float]:
+        """The 25th and 75th percentiles of the per-round mpp/httpx ratios."""
+        ratios = [
+            m / h for m, h in zip(self.mpp.block_medians, self.httpx.block_medians, strict=True)
+        ]
+        if len(ratios) < 2:
+            return ratios[0], ratios[0]
+        quartiles = statistics.quantiles(ratios, n=4)
+        return quartiles[0], quartiles[2]
+
+
+@dataclass(frozen=True, slots=True)
+class PaidRow:
+    """One paid-request measurement; ``target_ns`` applies to its client-side median."""
+
+    label: str
+    series: Series
+    target_ns: int | None = None
+
+
+def compare_unpaid(
+    label: str,
+    url: str,
+    rounds: int,
+    block: int,
+    target: float | None,
+    transport: Callable[[], httpx.BaseTransport] | None = None,
+) -> Comparison:
+    """httpx.Client against mpp_client.Client, GET ``url``, in alternating blocks."""
+    with (
+        httpx.Client(transport=transport() if transport else None) as plain,
+        paying_client(transport=transport() if transport else None) as mpp,
+    ):
+        series = interleave(
+            {
+                "httpx": same(unpaid_sampler(plain, url)),
+                "mpp": same(unpaid_sampler(mpp, url)),
+            },
+            rounds,
+            block,
+        )
+    return Comparison(label, series["httpx"], series["mpp"], target)
+
+
+def compare_paid_in_process(settings: Settings) -> tuple[PaidRow, PaidRow]:
+    """Paid flow (new client and ledger each block) against the two-GET httpx floor."""
+    transport = InProcessTransport(PaidServer(PRICES))
+
+    def fresh_paid() -> Sampler:
+        client = paying_client(transport=transport, ledger=mpp_client.MemoryLedger())
+        return paid_sampler(client, f"{BASE}/paid", transport)
+
+    with httpx.Client(transport=transport) as plain:
+        series = interleave(
+            {"paid": fresh_paid, "floor": same(floor_sampler(plain, transport))},
+            settings.paid_rounds,
+            settings.paid_block,
+        )
+    return (
+        PaidRow("paid, no budget, fresh ledger", series["paid"], PAID_CLIENT_TARGET_NS),
+        PaidRow("httpx floor: 2 plain GETs, same transport", series["floor"]),
+    )
+
+
+def measure_prefilled_ledger(settings: Settings) -> PaidRow:
+    """Paid requests under a budget once the placeholder ledger holds ``prefill`` records."""
+    transport = InProcessTransport(PaidServer(PRICES))
+    with paying_client(budget=HUGE_BUDGET, transport=transport) as client:
+        sample = paid_sampler(client, f"{BASE}/paid", transport)
+        for _ in range(settings.prefill):
+            sample()
+        series = measure(sample, settings.prefilled_samples)
+    high = settings.prefill + settings.prefilled_samples
+    label = f"paid, budget, ledger n={settings.prefill}..{high} [placeholder O(n)]"
+    return PaidRow(label, series)
+
+
+def compare_paid_socket(server_url: str, settings: Settings) -> tuple[PaidRow, PaidRow]:
+    """For context: one mpp client, paid and unpaid GETs over the loopback socket."""
+    with paying_client() as client:
+        series = interleave(
+            {
+                "paid": same(paid_sampler(client, f"{server_url}/paid")),
+                "free": same(unpaid_sampler(client, f"{server_url}/free")),
+            },
+            settings.socket_paid_rounds,
+            settings.socket_paid_block,
+        )
+    return (
+        PaidRow("paid GET, loopback socket (server incl.)", series["paid"]),
+        PaidRow("unpaid GET, same client and socket", series["free"]),
+    )
+
+
+# -- report --------------------------------------------------------------------------
+
+
+def fmt_ns(ns: float) -> str:
+    if ns >= 1_000_000:
+        return f"{ns / 1_000_000:.2f} ms"
+    return f"{ns / 1_000:.1f} us"
+
+
+def verdict(passed: bool) -> str:
+    return "PASS" if passed else "MISS"
+
+
+def unpaid_table(comparisons: list[Comparison]) -> list[str]:
+    header = (
+        f"{'unpaid requests (median per request)':<40} {'httpx':>10} {'mpp':>10} "
+        f"{'ratio':>6} {'overhead':>9} {'rounds p25-p75':>15}  target"
+    )
+    lines = [header, "-" * len(header)]
+    for c in comparisons:
+        low, high = c.round_ratios
+        if c.target is None:
+            target = "(info)"
+        else:
+            target = f"<= {c.target:.0%} {verdict(c.ratio - 1 <= c.target)}"
+        lines.append(
+            f"{c.label:<40} {fmt_ns(c.httpx.client):>10} {fmt_ns(c.mpp.client):>10} "
+            f"{c.ratio:>6.3f} {c.ratio - 1:>+9.1%} {f'{low:.3f}-{high:.3f}':>15}  {target}"
+        )
+    return lines
+
+
+def paid_table(rows: list[PaidRow], attributable: float) -> list[str]:
+    header = (
+        f"{'paid requests (median per request)':<52} {'total':>10} {'server':>10} "
+        f"{'client':>10}  target"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        s = row.series
+        server = fmt_ns(s.server) if any(s.servers) else "-"
+        target = "(info)"
+        if row.target_ns is not None:
+            target = f"< {fmt_ns(row.target_ns)} {verdict(s.client < row.target_ns)}"
+        lines.append(
+            f"{row.label:<52} {fmt_ns(s.total):>10} {server:>10} {fmt_ns(s.client):>10}  {target}"
+        )
+    label = "mpp's own share per payment (client - floor)"
+    lines.append(f"{label:<52} {'':>10} {'':>10} {fmt_ns(attributable):>10}  (info)")
+    return lines
+
+
+def run(settings: Settings) -> list[str]:
+    """Every scenario, in one process; returns the report lines."""
+    with LocalServer(PaidServer(PRICES)) as server:
+        socket = compare_unpaid(
+            "unpaid GET, loopback socket",
+            f"{server.url}/free",
+            settings.socket_rounds,
+            settings.socket_block,
+            UNPAID_OVERHEAD_TARGET,
+        )
+        socket_paid, socket_free = compare_paid_socket(server.url, settings)
+    canned = compare_unpaid(
+        "unpaid GET, canned transport (no I/O)",
+        f"{BASE}/free",
+        settings.canned_rounds,
+        settings.canned_block,
+        None,
+        CannedTransport,
+    )
+    paid, floor = compare_paid_in_process(settings)
+    prefilled = measure_prefilled_ledger(settings)
+    attributable = paid.series.client - floor.series.client
+    return [
+        *unpaid_table([socket, canned]),
+        "",
+        *paid_table([paid, floor, prefilled, socket_paid, socket_free], attributable),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (~5 s)")
+    args = parser.parse_args()
+    settings = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    lines = run(settings)
+    elapsed = time.perf_counter() - started
+    mode = "quick" if args.quick else "full"
+    print(f"mpp_client {mpp_client.__version__}, httpx {httpx.__version__}; {mode} run")
+    print()
+    print("\n".join(lines))
+    print()
+    print(f"({elapsed:.1f} s; medians of per-request samples; see the docstring for method)")
+
+
+if __name__ == "__main__":
+    main()

@@ -44,8 +44,9 @@ class PaymentAuth(httpx.Auth):
             refuses a voucher may be paid again up to this many times; a payment
             whose outcome is unknown is never repeated.
         clock_skew: tolerance when checking a challenge's expiry.
-        accept_payment: send ``Accept-Payment`` built from ``methods`` (True),
-            a given value (str), or nothing (False).
+        accept_payment: send ``Accept-Payment`` built from ``methods`` (True:
+            the first method gets ``q=1``, each later one 0.1 less), a given
+            value (str), or nothing (False).
         auth: another ``httpx.Auth`` (Bearer, Basic...) applied to every request,
             including the paid retry.
     """
@@ -73,9 +74,12 @@ class PaymentAuth(httpx.Auth):
         if not isinstance(max_payments, int) or max_payments < 0:
             raise ValueError("max_payments must be a non-negative int")
         if accept_payment is True:
+            # Methods earlier in the list are preferred: say so with falling q-values.
             header: str | None = (
                 format_accept_payment(
-                    (m.name, intent, 1) for m in methods for intent in sorted(m.intents)
+                    (m.name, intent, f"{max(10 - rank, 1) / 10:.1f}")
+                    for rank, m in enumerate(methods)
+                    for intent in sorted(m.intents)
                 )
                 or None
             )

@@ -783,3 +783,23 @@ async def test_tasks_never_overspend() -> None:
         outcomes = await asyncio.gather(*(one() for _ in range(25)))
     assert outcomes.count("paid") == 5
     assert server.total_received == Amount.parse("0.50 USD")
+
+
+class Tempoish(DevWallet):
+    name = "tempo"
+
+
+async def test_accept_payment_states_method_preferences() -> None:
+    server = PaidServer({"/paid": "0.25 USD"})
+    recorder = Recorder(server)
+    async with make_async(recorder, methods=[Tempoish(), DevWallet()]) as client:
+        await client.get("/paid")
+    assert recorder.seen[0].headers["accept-payment"] == "tempo/charge, dev/charge;q=0.9"
+    async with make_async(recorder, accept_payment=False) as client:
+        await client.get("/free")
+    assert "accept-payment" not in recorder.seen[-1].headers
+    async with make_async(recorder, accept_payment="dev/*") as client:
+        await client.get("/free", headers={"Accept-Payment": "mine/charge"})
+        await client.get("/free")
+    assert recorder.seen[-2].headers["accept-payment"] == "mine/charge"
+    assert recorder.seen[-1].headers["accept-payment"] == "dev/*"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import json
 import math
@@ -98,7 +99,7 @@ def test_several_challenges_in_one_value() -> None:
 
 
 def test_several_values() -> None:
-    values = [_header(id="one"), "Basic realm=\"x\"", _header(id="two") + ", " + _header(id="3")]
+    values = [_header(id="one"), 'Basic realm="x"', _header(id="two") + ", " + _header(id="3")]
     assert [c.id for c in parse_challenges(values)] == ["one", "two", "3"]
     # Any iterable of strings will do.
     assert [c.id for c in parse_challenges(iter(values))] == ["one", "two", "3"]
@@ -154,7 +155,12 @@ def test_scheme_and_param_names_are_case_insensitive() -> None:
 
 def test_token_and_quoted_values() -> None:
     ch = _one("Payment id=abc_1, realm=api.example.com, method=tempo, intent=charge, request=e30")
-    assert (ch.id, ch.realm, ch.method, ch.request_b64) == ("abc_1", "api.example.com", "tempo", "e30")
+    assert (ch.id, ch.realm, ch.method, ch.request_b64) == (
+        "abc_1",
+        "api.example.com",
+        "tempo",
+        "e30",
+    )
     mixed = _one('Payment id=abc, realm="r r", method=tempo, intent="charge", request=e30')
     assert (mixed.id, mixed.realm, mixed.intent) == ("abc", "r r", "charge")
 
@@ -295,6 +301,8 @@ def test_invalid_intents(intent: str) -> None:
         (_b64json('{"a":1,"a":2}'), "duplicate key"),
         (_b64json('{"a":NaN}'), "NaN"),
         (_b64json('{"a":Infinity}'), "Infinity"),
+        (_b64json('{"a":1e999}'), "out of the range of a double"),
+        (_b64json('{"a":[-1.5E400]}'), "out of the range of a double"),
         (_b64json('{"a":"\\ud800"}'), "lone UTF-16 surrogate"),
         (b64url_encode(b"\xff\xfe{}"), "UTF-8"),
         (_b64json("[" * 100 + "]" * 100), "nests deeper"),
@@ -419,8 +427,9 @@ def test_header_name_is_kept_as_received() -> None:
     # The server binds the header string into the challenge id, so the echo
     # must carry the very string it sent, whatever its case.
     ch = _one(_header(header="payment-authorization"))
-    assert ch.header is not None
-    assert ch.header.lower() == "payment-authorization"
+    assert ch.header == "payment-authorization"
+    assert ch.credential_header == "payment-authorization"
+    assert 'header="payment-authorization"' in format_challenge(ch)
     assert Credential.for_challenge(ch, {}).echo["header"] == "payment-authorization"
 
 
@@ -827,6 +836,12 @@ def test_receipt_parse_errors(value: Any, problem: str) -> None:
     assert problem in str(info.value)
 
 
+def test_receipt_with_overflowing_number_is_refused() -> None:
+    # It would decode to infinity, which could never be re-encoded (to_header).
+    with pytest.raises(ProtocolError, match="range of a double"):
+        Receipt.parse(_b64json('{"status":"success","method":"m","reference":"x","n":1e999}'))
+
+
 def test_receipt_to_header_round_trip() -> None:
     receipt = Receipt(
         status="success",
@@ -908,6 +923,7 @@ def test_problem_build_round_trip() -> None:
         (b"\xff\xfe", "application/problem+json"),
         (b'{"a": 1, "a": 2}', "application/problem+json"),
         (b'{"a": NaN}', "application/problem+json"),
+        (b'{"a": 1e999}', "application/problem+json"),
         (b"{" + b" " * (64 * 1024) + b"}", "application/problem+json"),
     ],
 )
@@ -970,7 +986,8 @@ def test_digest_mismatch() -> None:
         ("unknown=abc, other=def", "no supported algorithm"),
         ("", "algorithm=value"),
         ("sha-256", "algorithm=value"),
-        ("sha-256=:!!!!:", "not base64"),
+        ("sha-256=:!!!!:", "sha-256 digest"),
+        ("sha-512=", "sha-512 digest"),
         ("sha-256=:AAAA:", "wrong length"),
         (f"sha-512=:{SHA256}:", "wrong length"),
     ],
@@ -1006,7 +1023,9 @@ def test_accept_payment_order_and_q() -> None:
     assert format_accept_payment([]) == ""
 
 
-@pytest.mark.parametrize("q", [1.5, 2, -0.5, -1, "0.1234", "abc", "", "1.001", "0.a", True, 1e-05])
+@pytest.mark.parametrize(
+    "q", [1.5, 2, -0.5, -1, "0.1234", "abc", "", "1.001", "0.a", "0.٥", True, 1e-05]
+)
 def test_accept_payment_invalid_q(q: Any) -> None:
     with pytest.raises(ValueError, match="q must be"):
         format_accept_payment([("tempo", "charge", q)])
@@ -1056,7 +1075,9 @@ _JSON_SCALAR = (
 )
 _JSON = st.recursive(
     _JSON_SCALAR,
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5)
+    ),
     max_leaves=25,
 )
 
@@ -1183,7 +1204,7 @@ def test_problem_parse_never_raises(body: bytes, content_type: str | None) -> No
 
 # Formatting refuses control characters (header injection); tab is allowed.
 _VALUE_TEXT = st.text(
-    st.characters(exclude_categories=("Cs", "Cc"), include_characters="\t\"\\"), max_size=40
+    st.characters(exclude_categories=("Cs", "Cc"), include_characters='\t"\\'), max_size=40
 )
 _REQUEST = st.dictionaries(st.text(max_size=10), _JSON, max_size=5)
 
@@ -1229,7 +1250,12 @@ def test_format_parse_round_trip(challenge: Challenge, before: str) -> None:
     text.encode("latin-1")  # never anything above U+00FF on the wire
     parsed = _one(before + text + ", Basic YQ==")
     for name in _FIELDS:
-        assert getattr(parsed, name) == getattr(challenge, name), name
+        if name == "request":
+            # JSON has one number type: an integral float above 2**53 comes back
+            # as the int it denotes, so compare the JSON values, not the Python ones.
+            assert canonical_json(parsed.request) == canonical_json(challenge.request)
+        else:
+            assert getattr(parsed, name) == getattr(challenge, name), name
     # The credential echoes exactly what was received.
     echo = Credential.for_challenge(parsed, {}).echo
     assert echo["request"] == challenge.request_b64
@@ -1286,10 +1312,16 @@ _PREFIX = 'Payment id="a", realm="r", method="m", intent="charge", request="e30"
 
 def _best_of(runs: int, call: Callable[[], object]) -> float:
     best = math.inf
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
+    enabled = gc.isenabled()
+    gc.disable()  # a collection landing in one run would only add noise
+    try:
+        for _ in range(runs):
+            start = time.perf_counter()
+            call()
+            best = min(best, time.perf_counter() - start)
+    finally:
+        if enabled:
+            gc.enable()
     return best
 
 

@@ -19,7 +19,7 @@ def _q(weight: float | int | str) -> str:
     whole, _, frac = text.partition(".")
     if whole not in ("0", "1") or (whole == "1" and frac.strip("0")) or len(frac) > 3:
         raise ValueError(f"q must be between 0 and 1 with at most 3 decimals, got {weight!r}")
-    if not frac.isdigit() and frac:
+    if frac and not (frac.isascii() and frac.isdigit()):  # "0.٥" is not a q-value
         raise ValueError(f"q must be between 0 and 1 with at most 3 decimals, got {weight!r}")
     frac = frac.rstrip("0")
     return whole + ("." + frac if frac else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from typing import Any
 
@@ -72,6 +73,14 @@ def _reject_constant(name: str) -> Any:
     raise Base64Error(f"JSON contains the non-standard constant {name}")
 
 
+def _finite_float(text: str) -> float:
+    # 1e999 is valid JSON syntax but overflows to infinity, which JCS cannot encode.
+    value = float(text)
+    if math.isinf(value):
+        raise Base64Error("JSON contains a number out of the range of a double")
+    return value
+
+
 def _depth_ok(text: str) -> bool:
     depth = 0
     deepest = 0
@@ -100,7 +109,12 @@ def loads_json(text: str) -> Any:
     if text.count("[") + text.count("{") > _MAX_JSON_DEPTH and not _depth_ok(text):
         raise Base64Error(f"JSON nests deeper than {_MAX_JSON_DEPTH} levels")
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        obj = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
     except Base64Error:
         raise
     except (ValueError, RecursionError):

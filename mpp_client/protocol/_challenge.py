@@ -240,7 +240,8 @@ def _build(raw: RawChallenge) -> Challenge:
                 f"Payment challenge asks for the credential in an unsupported header "
                 f"{params['header'][:40]!r}"
             )
-        header = None if wanted == AUTHORIZATION else wanted
+        # Kept as received: the server binds this exact string into the id.
+        header = None if wanted == AUTHORIZATION else params["header"]
     return Challenge(
         id=cid,
         realm=params["realm"],

@@ -72,7 +72,9 @@ class Credential:
     def to_header(self) -> str:
         """Format as the header value ``Payment <base64url JSON>``."""
         try:
-            text = json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+            text = json.dumps(
+                self.to_json(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            )
             return "Payment " + b64url_encode(text.encode("utf-8"))
         except (TypeError, ValueError) as exc:
             # The message names the problem, never the payload's contents.

@@ -51,7 +51,8 @@ def parse_digest(value: str) -> dict[str, bytes]:
             raw = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             try:
-                raw = base64.urlsafe_b64decode(encoded)
+                # Some servers write the digest in the URL-safe alphabet.
+                raw = base64.b64decode(encoded, altchars=b"-_", validate=True)
             except (binascii.Error, ValueError):
                 raise ChallengeError(f"challenge {algorithm} digest is not base64") from None
         if len(raw) != _ALGORITHMS[algorithm]().digest_size:

@@ -54,15 +54,17 @@ def _encode(value: Any, out: list[str]) -> None:
     elif isinstance(value, str):
         out.append(json.dumps(value, ensure_ascii=False))
     elif isinstance(value, int):
+        # Written exactly. RFC 8785 peers read integers beyond 2**53 as doubles,
+        # so money and ids travel as strings; this only keeps round trips exact.
         out.append(str(value))
     elif isinstance(value, float):
         out.append(_number(value))
     elif isinstance(value, Mapping):
         out.append("{")
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError("JCS object keys must be strings")
         keys = sorted(value, key=lambda k: k.encode("utf-16-be"))
         for index, key in enumerate(keys):
-            if not isinstance(key, str):
-                raise TypeError("JCS object keys must be strings")
             if index:
                 out.append(",")
             out.append(json.dumps(key, ensure_ascii=False))

@@ -9,7 +9,8 @@ __all__ = ["format_rfc3339", "parse_rfc3339"]
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,12}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # RFC 3339 digits are ASCII; \d would also match e.g. Arabic-Indic digits
 )
 
 
@@ -20,7 +21,9 @@ def parse_rfc3339(value: str) -> datetime:
     to microseconds). A missing offset is refused: a validity window in an
     unknown time zone is not a validity window. Raises ``ValueError``.
     """
-    match = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        raise ValueError(f"not an RFC 3339 date-time: got {type(value).__name__}")
+    match = _RFC3339.fullmatch(value)
     if match is None:
         raise ValueError(f"not an RFC 3339 date-time: {value[:64]!r}")
     year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
@@ -37,7 +40,11 @@ def parse_rfc3339(value: str) -> datetime:
             raise ValueError(f"bad UTC offset in {value[:64]!r}")
         tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
     parsed = datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00:00+01:00 lies before datetime.min in UTC.
+        raise ValueError(f"date-time out of range in UTC: {value[:64]!r}") from None
 
 
 def format_rfc3339(moment: datetime) -> str:
