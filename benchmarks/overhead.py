@@ -57,6 +57,7 @@ import gc
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import httpx
@@ -93,23 +94,23 @@ class Settings:
 
 
 FULL = Settings(
-    socket_rounds=20,
-    socket_block=200,
-    canned_rounds=20,
-    canned_block=500,
-    paid_rounds=20,
-    paid_block=50,
+    socket_rounds=60,
+    socket_block=150,
+    canned_rounds=60,
+    canned_block=250,
+    paid_rounds=40,
+    paid_block=40,
     prefill=1000,
     prefilled_samples=100,
     socket_paid_rounds=10,
     socket_paid_block=20,
 )
 QUICK = Settings(
-    socket_rounds=6,
+    socket_rounds=12,
     socket_block=50,
-    canned_rounds=6,
-    canned_block=200,
-    paid_rounds=6,
+    canned_rounds=20,
+    canned_block=100,
+    paid_rounds=10,
     paid_block=20,
     prefill=200,
     prefilled_samples=30,
@@ -118,7 +119,7 @@ QUICK = Settings(
 )
 
 
-# -- transports ----------------------------------------------------------------
+# -- transports ------------------------------------------------------------------------
 
 
 class CannedTransport(httpx.BaseTransport):
@@ -147,7 +148,7 @@ class InProcessTransport(httpx.BaseTransport):
         )
 
 
-# -- clients and samplers ----------------------------------------------------------
+# -- clients and samplers --------------------------------------------------------------
 
 
 def paying_client(
@@ -211,7 +212,7 @@ def floor_sampler(client: httpx.Client, transport: InProcessTransport) -> Sample
     return sample
 
 
-# -- measuring -----------------------------------------------------------------------
+# -- measuring -------------------------------------------------------------------------
 
 #: Called at the start of every block; returns the sampler for that block.
 BlockFactory = Callable[[], Sampler]
@@ -275,7 +276,7 @@ def measure(sampler: Sampler, size: int) -> Series:
     return series
 
 
-# -- scenarios -----------------------------------------------------------------------
+# -- scenarios -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,12 +340,14 @@ def compare_unpaid(
 def compare_paid_in_process(settings: Settings) -> tuple[PaidRow, PaidRow]:
     """Paid flow (new client and ledger each block) against the two-GET httpx floor."""
     transport = InProcessTransport(PaidServer(PRICES))
+    with ExitStack() as clients:
 
-    def fresh_paid() -> Sampler:
-        client = paying_client(transport=transport, ledger=mpp_client.MemoryLedger())
-        return paid_sampler(client, f"{BASE}/paid", transport)
+        def fresh_paid() -> Sampler:
+            ledger = mpp_client.MemoryLedger()
+            client = clients.enter_context(paying_client(transport=transport, ledger=ledger))
+            return paid_sampler(client, f"{BASE}/paid", transport)
 
-    with httpx.Client(transport=transport) as plain:
+        plain = clients.enter_context(httpx.Client(transport=transport))
         series = interleave(
             {"paid": fresh_paid, "floor": same(floor_sampler(plain, transport))},
             settings.paid_rounds,
@@ -386,7 +389,7 @@ def compare_paid_socket(server_url: str, settings: Settings) -> tuple[PaidRow, P
     )
 
 
-# -- report --------------------------------------------------------------------------
+# -- report ----------------------------------------------------------------------------
 
 
 def fmt_ns(ns: float) -> str:
@@ -469,7 +472,7 @@ def run(settings: Settings) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (~5 s)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (a few seconds)")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     started = time.perf_counter()

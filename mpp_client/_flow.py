@@ -143,7 +143,6 @@ class Plan:
     decision: Decision
     record: PaymentRecord
     target: httpx.Request
-    credential_header: str = ""
 
 
 class Engine:

@@ -190,11 +190,11 @@ class PaymentAuth(httpx.Auth):
         call.finish(response)
 
 
-class _SyncInner:
+class _Inner:
     """Steps one request through an inner ``httpx.Auth`` (which may need several
     round trips), adding the credential header to every request it sends."""
 
-    __slots__ = ("_flow", "_header", "_inner", "_request", "response")
+    __slots__ = ("_header", "_inner", "_request", "response")
 
     def __init__(
         self, inner: httpx.Auth | None, request: httpx.Request, header: tuple[str, str] | None
@@ -202,7 +202,6 @@ class _SyncInner:
         self._inner = inner
         self._request = request
         self._header = header
-        self._flow: Generator[httpx.Request, httpx.Response, None] | None = None
         self.response: httpx.Response
 
     def _mark(self, request: httpx.Request) -> httpx.Request:
@@ -210,7 +209,13 @@ class _SyncInner:
             request.headers[self._header[0]] = self._header[1]
         return request
 
+
+class _SyncInner(_Inner):
+    __slots__ = ("_flow",)
+    _flow: Generator[httpx.Request, httpx.Response, None] | None
+
     def start(self) -> httpx.Request:
+        self._flow = None
         if self._inner is None:
             return self._mark(self._request)
         self._flow = self._inner.sync_auth_flow(self._request)
@@ -231,26 +236,12 @@ class _SyncInner:
             return None
 
 
-class _AsyncInner:
-    """Async twin of :class:`_SyncInner`."""
-
-    __slots__ = ("_flow", "_header", "_inner", "_request", "response")
-
-    def __init__(
-        self, inner: httpx.Auth | None, request: httpx.Request, header: tuple[str, str] | None
-    ) -> None:
-        self._inner = inner
-        self._request = request
-        self._header = header
-        self._flow: AsyncGenerator[httpx.Request, httpx.Response] | None = None
-        self.response: httpx.Response
-
-    def _mark(self, request: httpx.Request) -> httpx.Request:
-        if self._header is not None:
-            request.headers[self._header[0]] = self._header[1]
-        return request
+class _AsyncInner(_Inner):
+    __slots__ = ("_flow",)
+    _flow: AsyncGenerator[httpx.Request, httpx.Response] | None
 
     async def start(self) -> httpx.Request:
+        self._flow = None
         if self._inner is None:
             return self._mark(self._request)
         self._flow = self._inner.async_auth_flow(self._request)

@@ -49,41 +49,9 @@ def _strip_credentials(headers: httpx.Headers) -> None:
 
 
 class _PaymentMixin:
-    _payment: PaymentAuth | None
+    """What ``Client`` and ``AsyncClient`` add to their httpx base class.
 
-    @property
-    def payment_auth(self) -> PaymentAuth | None:
-        """The payment flow, or ``None`` when this client does not pay."""
-        return self._payment
-
-    @property
-    def ledger(self) -> Ledger | None:
-        return self._payment.ledger if self._payment is not None else None
-
-    @property
-    def policy(self) -> SpendPolicy | None:
-        return self._payment.policy if self._payment is not None else None
-
-    def _wrap_auth(self, auth: httpx.Auth) -> httpx.Auth:
-        if self._payment is None:
-            return auth
-        # httpx uses a bare Auth() to mean "no authentication".
-        return self._payment.with_auth(None if type(auth) is httpx.Auth else auth)
-
-
-class Client(_PaymentMixin, httpx.Client):
-    """An ``httpx.Client`` that pays ``402 Payment Required`` responses.
-
-    Takes every ``httpx.Client`` argument, plus:
-
-    - ``methods``: payment methods, in order of preference;
-    - ``policy``: the spending policy (payments are refused without one);
-    - ``ledger``: where spend is recorded (in memory by default);
-    - ``allow_insecure_localhost``, ``max_payments``, ``clock_skew``,
-      ``accept_payment``: see :class:`~mpp_client.PaymentAuth`.
-
-    Without ``methods`` it is exactly an ``httpx.Client``. Any ``auth`` (given
-    here or per request) still applies: payments wrap around it.
+    Listed before the httpx class in the bases, so ``super()`` here is httpx.
     """
 
     def __init__(
@@ -111,6 +79,19 @@ class Client(_PaymentMixin, httpx.Client):
             },
         )
 
+    @property
+    def payment_auth(self) -> PaymentAuth | None:
+        """The payment flow, or ``None`` when this client does not pay."""
+        return self._payment
+
+    @property
+    def ledger(self) -> Ledger | None:
+        return self._payment.ledger if self._payment is not None else None
+
+    @property
+    def policy(self) -> SpendPolicy | None:
+        return self._payment.policy if self._payment is not None else None
+
     def _build_request_auth(
         self,
         request: httpx.Request,
@@ -118,62 +99,39 @@ class Client(_PaymentMixin, httpx.Client):
             httpx.USE_CLIENT_DEFAULT
         ),
     ) -> httpx.Auth:
-        return self._wrap_auth(super()._build_request_auth(request, auth))
+        # The one hook through which every request's auth passes: wrap it.
+        base: httpx.Auth = super()._build_request_auth(request, auth)  # type: ignore[misc]
+        if self._payment is None:
+            return base
+        # httpx uses a bare Auth() to mean "no authentication".
+        return self._payment.with_auth(None if type(base) is httpx.Auth else base)
 
     def _redirect_headers(
         self, request: httpx.Request, url: httpx.URL, method: str
     ) -> httpx.Headers:
-        headers = super()._redirect_headers(request, url, method)
+        headers: httpx.Headers = super()._redirect_headers(request, url, method)  # type: ignore[misc]
         _strip_credentials(headers)
         return headers
 
     def __repr__(self) -> str:
-        return f"<mpp_client.Client payment={self._payment!r}>"
+        return f"<mpp_client.{type(self).__name__} payment={self._payment!r}>"
+
+
+class Client(_PaymentMixin, httpx.Client):
+    """An ``httpx.Client`` that pays ``402 Payment Required`` responses.
+
+    Takes every ``httpx.Client`` argument, plus:
+
+    - ``methods``: payment methods, in order of preference;
+    - ``policy``: the spending policy (payments are refused without one);
+    - ``ledger``: where spend is recorded (in memory by default);
+    - ``allow_insecure_localhost``, ``max_payments``, ``clock_skew``,
+      ``accept_payment``: see :class:`~mpp_client.PaymentAuth`.
+
+    Without ``methods`` it is exactly an ``httpx.Client``. Any ``auth`` (given
+    here or per request) still applies: payments wrap around it.
+    """
 
 
 class AsyncClient(_PaymentMixin, httpx.AsyncClient):
     """The async twin of :class:`Client`: an ``httpx.AsyncClient`` that pays."""
-
-    def __init__(
-        self,
-        *,
-        methods: Sequence[PaymentMethod] | None = None,
-        policy: SpendPolicy | None = None,
-        ledger: Ledger | None = None,
-        allow_insecure_localhost: bool = False,
-        max_payments: int = 1,
-        clock_skew: timedelta = timedelta(seconds=5),
-        accept_payment: bool | str = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._payment = _build_payment(
-            methods,
-            policy,
-            ledger,
-            {
-                "allow_insecure_localhost": allow_insecure_localhost,
-                "max_payments": max_payments,
-                "clock_skew": clock_skew,
-                "accept_payment": accept_payment,
-            },
-        )
-
-    def _build_request_auth(
-        self,
-        request: httpx.Request,
-        auth: httpx._types.AuthTypes | httpx._client.UseClientDefault | None = (
-            httpx.USE_CLIENT_DEFAULT
-        ),
-    ) -> httpx.Auth:
-        return self._wrap_auth(super()._build_request_auth(request, auth))
-
-    def _redirect_headers(
-        self, request: httpx.Request, url: httpx.URL, method: str
-    ) -> httpx.Headers:
-        headers = super()._redirect_headers(request, url, method)
-        _strip_credentials(headers)
-        return headers
-
-    def __repr__(self) -> str:
-        return f"<mpp_client.AsyncClient payment={self._payment!r}>"
