@@ -44,8 +44,12 @@ collection pause.
 
 Reading the results
 -------------------
-``ratio`` is median(mpp) / median(httpx); ``overhead`` is the same as a
-percentage. ``rounds p25-p75`` is the spread of the per-round ratios: when it
+The ``httpx`` and ``mpp`` columns are medians over all of a client's samples.
+``ratio`` pairs the clients round by round: each round gives mpp/httpx from
+the two block medians, and ``ratio`` is the median of those (``overhead`` is
+the same as a percentage). Pairing cancels slow drift that pooled medians
+would keep, so ``ratio`` can differ slightly from the quotient of the two
+columns. ``rounds p25-p75`` is the spread of the per-round ratios: when it
 straddles 1.00 the difference is within the machine's noise. PASS/MISS only
 reports against the targets; the script never fails because of them.
 """
@@ -289,15 +293,21 @@ class Comparison:
     target: float | None
 
     @property
-    def ratio(self) -> float:
-        return self.mpp.client / self.httpx.client
-
-    @property
-    def round_ratios(self) -> tuple[float, float]:
-        """The 25th and 75th percentiles of the per-round mpp/httpx ratios."""
-        ratios = [
+    def round_ratios(self) -> list[float]:
+        """mpp/httpx per round, from the two block medians of that round."""
+        return [
             m / h for m, h in zip(self.mpp.block_medians, self.httpx.block_medians, strict=True)
         ]
+
+    @property
+    def ratio(self) -> float:
+        """The median per-round ratio: paired, so drift between rounds cancels out."""
+        return statistics.median(self.round_ratios)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """The 25th and 75th percentiles of the per-round ratios."""
+        ratios = self.round_ratios
         if len(ratios) < 2:
             return ratios[0], ratios[0]
         quartiles = statistics.quantiles(ratios, n=4)
@@ -409,7 +419,7 @@ def unpaid_table(comparisons: list[Comparison]) -> list[str]:
     )
     lines = [header, "-" * len(header)]
     for c in comparisons:
-        low, high = c.round_ratios
+        low, high = c.spread
         if c.target is None:
             target = "(info)"
         else:

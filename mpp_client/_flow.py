@@ -69,7 +69,7 @@ _OPTION_KEYS = frozenset({"purpose", "tags", "max_amount", "payee", "pay"})
 def redact_url(url: httpx.URL) -> str:
     """The URL with every query value replaced, so tokens in queries never reach records."""
     if not url.query:
-        return str(url.copy_with(fragment=None))
+        return str(url.copy_with(fragment=None)) if url.fragment else str(url)
     params = [(key, "REDACTED") for key, _ in url.params.multi_items()]
     return str(url.copy_with(params=params, fragment=None))
 
@@ -244,6 +244,7 @@ class Call:
         self._check_transport(target.url, response)
 
         now = engine.clock()
+        redacted = redact_url(target.url)
         passed_over: list[str] = [f"malformed challenge: {e.message}" for e in broken]
         first_error: PaymentError | None = None
         for method, challenge in self._candidates(offers, passed_over):
@@ -254,7 +255,7 @@ class Call:
                 passed_over.append(f"{challenge.key} {challenge.id!r}: {exc.message}")
                 first_error = first_error or exc
                 continue
-            decision = self._decide(challenge, quote, target, now)
+            decision = self._decide(challenge, quote, target, redacted, now)
             if not decision.allowed:
                 error = self._refusal(challenge, quote, decision, response)
                 passed_over.append(f"{challenge.key} {challenge.id!r}: {error.message}")
@@ -266,7 +267,10 @@ class Call:
                 continue
             try:
                 record = engine.ledger.reserve(
-                    self._new_record(challenge, quote, decision, target, now), decision.limits
+                    self._new_record(
+                        challenge, quote, decision, target=target, redacted=redacted, now=now
+                    ),
+                    decision.limits,
                 )
             except BudgetExceeded as exc:
                 exc.decision = exc.decision or decision
@@ -337,7 +341,12 @@ class Call:
             )
 
     def _decide(
-        self, challenge: Challenge, quote: Quote, target: httpx.Request, now: datetime
+        self,
+        challenge: Challenge,
+        quote: Quote,
+        target: httpx.Request,
+        redacted: str,
+        now: datetime,
     ) -> Decision:
         policy = self.engine.policy
         if policy is None:
@@ -350,7 +359,7 @@ class Call:
                 ),
             )
         context = PaymentContext(
-            url=redact_url(target.url),
+            url=redacted,
             http_method=target.method,
             host=target.url.host,
             challenge=challenge,
@@ -378,7 +387,9 @@ class Call:
         challenge: Challenge,
         quote: Quote,
         decision: Decision,
+        *,
         target: httpx.Request,
+        redacted: str,
         now: datetime,
     ) -> PaymentRecord:
         return PaymentRecord(
@@ -386,7 +397,7 @@ class Call:
             created_at=now,
             status="reserved",
             http_method=target.method,
-            url=redact_url(target.url),
+            url=redacted,
             realm=challenge.realm,
             method=challenge.method,
             intent=challenge.intent,

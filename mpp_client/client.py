@@ -100,6 +100,13 @@ class _PaymentMixin:
         ),
     ) -> httpx.Auth:
         # The one hook through which every request's auth passes: wrap it.
+        if (
+            self._payment is not None
+            and isinstance(auth, httpx._client.UseClientDefault)
+            and self._auth is None  # type: ignore[attr-defined]
+            and not request.url.userinfo
+        ):
+            return self._payment  # the common case, without building a bare Auth()
         base: httpx.Auth = super()._build_request_auth(request, auth)  # type: ignore[misc]
         if self._payment is None:
             return base

@@ -32,11 +32,16 @@ class MemoryLedger(Ledger):
         self._clock = clock
 
     def _usage(self, limit: Limit, now: datetime) -> Amount:
-        total = Amount.zero(limit.cap.currency, limit.cap.decimals)
+        # Sum plain integers (at the finest decimals seen), build one Amount at the end.
+        units, decimals = 0, limit.cap.decimals
         for record in self._records.values():
             if record.matches(limit, now):
-                total = total + record.charge
-        return total
+                charge = record.charge
+                if charge.decimals > decimals:
+                    units *= 10 ** (charge.decimals - decimals)
+                    decimals = charge.decimals
+                units += charge.units * 10 ** (decimals - charge.decimals)
+        return Amount(units, limit.cap.currency, decimals)
 
     def reserve(self, record: PaymentRecord, limits: Sequence[Limit]) -> PaymentRecord:
         with self._lock:
