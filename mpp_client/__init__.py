@@ -21,6 +21,14 @@ from ._exceptions import (
     ChallengeError,
     ChallengeExpired,
     InsecureTransport,
+    KeystoreError,
+    MandateAgentMismatch,
+    MandateError,
+    MandateExpired,
+    MandateNotYetValid,
+    MandateOwnerUntrusted,
+    MandateRevoked,
+    MandateSignatureInvalid,
     NoAcceptableChallenge,
     PaymentError,
     PaymentFailed,
@@ -28,18 +36,33 @@ from ._exceptions import (
     PaymentRejected,
     PolicyDenied,
     ProtocolError,
+    RevocationsInvalid,
 )
 from ._version import __version__
 from .auth import PaymentAuth
-from .client import AsyncClient, Client, payment_record
+from .client import AsyncClient, Client, payment_decision, payment_record
+from .identity import AgentKey, OwnerKey, sign_record, verify_record, verify_signature
 from .ledger import Ledger, MemoryLedger, PaymentRecord
+from .mandate import Mandate, Revocations, load_mandate
 from .methods import DevWallet, PaymentMethod, Quote, charge_terms
 from .money import Amount, MoneyError
-from .policy import Decision, Limit, PaymentContext, RuleResult, SimplePolicy, SpendPolicy
+from .policy import (
+    ApprovalRequest,
+    Decision,
+    Limit,
+    PaymentContext,
+    Policy,
+    PolicyError,
+    RuleResult,
+    SimplePolicy,
+    SpendPolicy,
+)
 from .protocol import Challenge, Credential, Problem, Receipt, parse_challenges
 
 __all__ = [
+    "AgentKey",
     "Amount",
+    "ApprovalRequest",
     "ApprovalRequired",
     "AsyncClient",
     "BudgetExceeded",
@@ -51,11 +74,21 @@ __all__ = [
     "Decision",
     "DevWallet",
     "InsecureTransport",
+    "KeystoreError",
     "Ledger",
     "Limit",
+    "Mandate",
+    "MandateAgentMismatch",
+    "MandateError",
+    "MandateExpired",
+    "MandateNotYetValid",
+    "MandateOwnerUntrusted",
+    "MandateRevoked",
+    "MandateSignatureInvalid",
     "MemoryLedger",
     "MoneyError",
     "NoAcceptableChallenge",
+    "OwnerKey",
     "PaymentAuth",
     "PaymentContext",
     "PaymentError",
@@ -64,16 +97,25 @@ __all__ = [
     "PaymentOutcomeUnknown",
     "PaymentRecord",
     "PaymentRejected",
+    "Policy",
     "PolicyDenied",
+    "PolicyError",
     "Problem",
     "ProtocolError",
     "Quote",
     "Receipt",
+    "Revocations",
+    "RevocationsInvalid",
     "RuleResult",
     "SimplePolicy",
     "SpendPolicy",
     "__version__",
     "charge_terms",
+    "load_mandate",
     "parse_challenges",
+    "payment_decision",
     "payment_record",
+    "sign_record",
+    "verify_record",
+    "verify_signature",
 ]

@@ -19,7 +19,15 @@ challenge ids) into them.
     ├── PaymentFailed           the method could not pay; nothing was spent
     ├── PaymentRejected         paid attempt answered with a new 402
     ├── PaymentOutcomeUnknown   money may have moved, the result is unclear
-    └── ProtocolError           a receipt, problem or credential is malformed
+    ├── ProtocolError           a receipt, problem or credential is malformed
+    ├── PolicyError             a policy document is invalid (mpp_client.policy)
+    ├── KeystoreError           a key file cannot be read, decrypted or written
+    └── MandateError            a mandate cannot be trusted
+        ├── MandateSignatureInvalid
+        │   └── MandateOwnerUntrusted
+        ├── MandateExpired, MandateNotYetValid, MandateRevoked
+        ├── MandateAgentMismatch
+        └── RevocationsInvalid
 """
 
 from __future__ import annotations
@@ -38,6 +46,14 @@ __all__ = [
     "ChallengeError",
     "ChallengeExpired",
     "InsecureTransport",
+    "KeystoreError",
+    "MandateAgentMismatch",
+    "MandateError",
+    "MandateExpired",
+    "MandateNotYetValid",
+    "MandateOwnerUntrusted",
+    "MandateRevoked",
+    "MandateSignatureInvalid",
     "NoAcceptableChallenge",
     "PaymentError",
     "PaymentFailed",
@@ -45,6 +61,7 @@ __all__ = [
     "PaymentRejected",
     "PolicyDenied",
     "ProtocolError",
+    "RevocationsInvalid",
 ]
 
 
@@ -178,3 +195,61 @@ class PaymentOutcomeUnknown(PaymentError):
 
 class ProtocolError(PaymentError):
     """A credential, receipt or problem body does not follow the wire format."""
+
+
+class KeystoreError(PaymentError):
+    """An encrypted key file cannot be written, read or decrypted.
+
+    Raised for a wrong passphrase, an altered or truncated file, a file holding
+    the other kind of key, and a file that other users can read. The message
+    names the file and the reason, never the passphrase or the key.
+    """
+
+
+class MandateError(PaymentError):
+    """A mandate (or a revocation list) is malformed or does not authorize this agent.
+
+    Raised directly for documents that cannot be parsed; the subclasses say why
+    a well-formed mandate was refused. Either way the agent must not pay under it.
+    """
+
+
+class MandateSignatureInvalid(MandateError):
+    """The owner's signature does not cover this mandate as it reads now.
+
+    The body was altered after signing, or the signature was not made by the
+    owner named in it.
+    """
+
+
+class MandateOwnerUntrusted(MandateSignatureInvalid):
+    """The mandate names an owner that is not among the trusted owner keys.
+
+    A subclass of :class:`MandateSignatureInvalid` because anyone can sign a
+    mandate with a key of their own: without trust in the signer the signature
+    proves nothing.
+    """
+
+
+class MandateExpired(MandateError):
+    """The mandate's ``expires_at`` has passed (beyond the allowed clock skew)."""
+
+
+class MandateNotYetValid(MandateError):
+    """The mandate's ``not_before`` lies in the future (beyond the allowed clock skew)."""
+
+
+class MandateRevoked(MandateError):
+    """The owner revoked the mandate by id."""
+
+
+class MandateAgentMismatch(MandateError):
+    """The mandate was issued to a different agent ``did:key``."""
+
+
+class RevocationsInvalid(MandateError):
+    """A revocation list is malformed, forged, or not signed by a trusted owner.
+
+    Refused loudly rather than ignored: an agent fed a forged (say, empty) list
+    would otherwise keep paying under mandates its owner had revoked.
+    """

@@ -15,6 +15,7 @@ here once.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import threading
@@ -41,10 +42,11 @@ from ._exceptions import (
     PolicyDenied,
     ProtocolError,
 )
+from .identity import AgentKey, sign_record
 from .ledger import Ledger, PaymentRecord
 from .methods import PaymentMethod, Quote
 from .money import Amount, MoneyError
-from .policy import Decision, PaymentContext, RuleResult, SpendPolicy
+from .policy import ApprovalRequest, Approver, Decision, PaymentContext, RuleResult, SpendPolicy
 from .protocol import (
     Challenge,
     Credential,
@@ -54,7 +56,7 @@ from .protocol import (
     parse_challenges_lenient,
 )
 
-__all__ = ["Call", "Engine", "Plan", "redact_url"]
+__all__ = ["Call", "DryRun", "Engine", "Offer", "Pending", "Plan", "redact_url"]
 
 logger = logging.getLogger("mpp_client")
 
@@ -133,6 +135,34 @@ class CallOptions:
 _NO_OPTIONS = CallOptions()
 
 
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """An offer that quoted well, with where and when it was considered."""
+
+    challenge: Challenge
+    method: PaymentMethod
+    quote: Quote
+    target: httpx.Request
+    redacted: str
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A payment the policy allows only with a human approval."""
+
+    offer: Offer
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """The policy's decision in dry-run mode: reported, never paid."""
+
+    offer: Offer
+    decision: Decision
+
+
 @dataclass(slots=True)
 class Plan:
     """A payment that has been decided and reserved, waiting to be made."""
@@ -159,6 +189,8 @@ class Engine:
         clock_skew: timedelta,
         clock: Callable[[], datetime],
         accept_payment: str | None,
+        approver: Approver | None = None,
+        agent_key: AgentKey | None = None,
     ) -> None:
         self.methods = tuple(methods)
         self.policy = policy
@@ -168,6 +200,8 @@ class Engine:
         self.clock_skew = clock_skew
         self.clock = clock
         self.accept_payment = accept_payment
+        self.approver = approver
+        self.agent_key = agent_key
         self._used_lock = threading.Lock()
         self._used: OrderedDict[tuple[str, str], None] = OrderedDict()
 
@@ -227,8 +261,13 @@ class Call:
             response=response,
         )
 
-    def plan(self, response: httpx.Response) -> Plan:
-        """Choose, check, decide and reserve one payment for a 402 response."""
+    def plan(self, response: httpx.Response) -> Plan | Pending | DryRun:
+        """Choose, check and decide one payment for a 402 response.
+
+        Returns a reserved :class:`Plan` ready to pay, a :class:`Pending`
+        decision that needs a human approval first, or a :class:`DryRun`
+        decision (never paid). Raises a typed error when nothing can be paid.
+        """
         engine = self.engine
         target = response.request
         try:
@@ -247,47 +286,48 @@ class Call:
         redacted = redact_url(target.url)
         passed_over: list[str] = [f"malformed challenge: {e.message}" for e in broken]
         first_error: PaymentError | None = None
+
+        def passed(challenge: Challenge, error: PaymentError) -> None:
+            nonlocal first_error
+            passed_over.append(f"{challenge.key} {challenge.id!r}: {error.message}")
+            # A policy refusal explains more than a malformed offer does.
+            if first_error is None or (
+                isinstance(error, PolicyDenied) and not isinstance(first_error, PolicyDenied)
+            ):
+                first_error = error
+
         for method, challenge in self._candidates(offers, passed_over):
             try:
                 quote = method.quote(challenge)
                 self._check_terms(challenge, quote, target, now)
             except ChallengeError as exc:
-                passed_over.append(f"{challenge.key} {challenge.id!r}: {exc.message}")
-                first_error = first_error or exc
+                passed(challenge, exc)
                 continue
             decision = self._decide(challenge, quote, target, redacted, now)
+            offer = Offer(challenge, method, quote, target, redacted, now)
+            if decision.mode == "dry-run":
+                logger.info("dry run: %s %s for %s", decision.outcome, quote.amount, redacted)
+                return DryRun(offer, decision)
+            if decision.shadow is not None and not decision.shadow.allowed:
+                logger.warning(
+                    "shadow policy would have %s paying %s to %s: %s",
+                    "asked approval for"
+                    if decision.shadow.outcome == "needs_approval"
+                    else "refused",
+                    quote.amount,
+                    quote.payee,
+                    "; ".join(decision.shadow.reasons),
+                )
+            if decision.outcome == "needs_approval" and engine.approver is not None:
+                return Pending(offer, decision)
             if not decision.allowed:
-                error = self._refusal(challenge, quote, decision, response)
-                passed_over.append(f"{challenge.key} {challenge.id!r}: {error.message}")
-                if first_error is None or not isinstance(first_error, PolicyDenied):
-                    first_error = error
-                continue
-            if not engine.claim(challenge):
-                passed_over.append(f"{challenge.key} {challenge.id!r}: challenge already answered")
+                passed(challenge, self._refusal(offer, decision, response))
                 continue
             try:
-                record = engine.ledger.reserve(
-                    self._new_record(
-                        challenge, quote, decision, target=target, redacted=redacted, now=now
-                    ),
-                    decision.limits,
-                )
-            except BudgetExceeded as exc:
-                exc.decision = exc.decision or decision
-                exc.response = response
-                passed_over.append(f"{challenge.key} {challenge.id!r}: {exc.message}")
-                if first_error is None or not isinstance(first_error, PolicyDenied):
-                    first_error = exc
+                return self.reserve(offer, decision, response)
+            except PaymentError as exc:
+                passed(challenge, exc)
                 continue
-            logger.info(
-                "paying %s via %s for %s (challenge %s, payee %s)",
-                quote.amount,
-                challenge.key,
-                record.url,
-                challenge.id,
-                quote.payee,
-            )
-            return Plan(challenge, method, quote, decision, record, target)
         if first_error is not None:
             first_error.response = response
             raise first_error
@@ -305,6 +345,61 @@ class Call:
             reasons=tuple(passed_over),
             response=response,
         )
+
+    def reserve(self, offer: Offer, decision: Decision, response: httpx.Response) -> Plan:
+        """Claim the challenge and hold the amount; raises if either fails."""
+        engine = self.engine
+        challenge, quote = offer.challenge, offer.quote
+        if not engine.claim(challenge):
+            raise ChallengeError("challenge already answered", response=response)
+        try:
+            record = engine.ledger.reserve(self._new_record(offer, decision), decision.limits)
+        except BudgetExceeded as exc:
+            exc.decision = exc.decision or decision
+            exc.response = response
+            raise
+        logger.info(
+            "paying %s via %s for %s (challenge %s, payee %s)",
+            quote.amount,
+            challenge.key,
+            record.url,
+            challenge.id,
+            quote.payee,
+        )
+        return Plan(challenge, offer.method, quote, decision, record, offer.target)
+
+    def approval_request(self, pending: Pending) -> ApprovalRequest:
+        offer, decision = pending.offer, pending.decision
+        return ApprovalRequest(
+            url=offer.redacted,
+            http_method=offer.target.method,
+            realm=offer.challenge.realm,
+            method=offer.challenge.method,
+            intent=offer.challenge.intent,
+            amount=offer.quote.amount,
+            charge=decision.charge,
+            payee=offer.quote.payee,
+            reasons=tuple(r.reason for r in decision.rules if r.approval),
+            purpose=self.options.purpose,
+            tags=self.options.tags or {},
+            decision=decision,
+        )
+
+    def approved(self, pending: Pending, answer: bool | None, response: httpx.Response) -> Plan:
+        """Continue after the approver answered (None: it timed out or failed)."""
+        offer, decision = pending.offer, pending.decision
+        if answer is not True:
+            why = (
+                "the approver declined"
+                if answer is False
+                else "no answer from the approver in time"
+            )
+            rule = RuleResult("approval", False, why)
+            refused = dataclasses.replace(decision, outcome="deny", rules=(*decision.rules, rule))
+            raise self._refusal(offer, refused, response)
+        rule = RuleResult("approval", True, "approved by the approver")
+        allowed = dataclasses.replace(decision, outcome="allow", rules=(*decision.rules, rule))
+        return self.reserve(offer, allowed, response)
 
     def _candidates(
         self, offers: list[Challenge], passed_over: list[str]
@@ -369,35 +464,32 @@ class Call:
             tags=self.options.tags or {},
             max_amount=self.options.max_amount,
             expected_payee=self.options.payee,
+            history=self.engine.ledger,
         )
         return policy.decide(context)
 
     @staticmethod
-    def _refusal(
-        challenge: Challenge, quote: Quote, decision: Decision, response: httpx.Response
-    ) -> PolicyDenied:
+    def _refusal(offer: Offer, decision: Decision, response: httpx.Response) -> PolicyDenied:
         reasons = "; ".join(decision.reasons) or "no reason given"
-        text = f"policy refused to pay {quote.amount} to {quote.payee!r}: {reasons}"
+        text = f"policy refused to pay {offer.quote.amount} to {offer.quote.payee!r}: {reasons}"
         if decision.outcome == "needs_approval":
+            text = (
+                f"approval required to pay {offer.quote.amount} to {offer.quote.payee!r} "
+                f"({reasons}), and no approver is configured"
+            )
+            return ApprovalRequired(text, decision=decision, response=response)
+        if any(r.rule == "approval" for r in decision.rules):
             return ApprovalRequired(text, decision=decision, response=response)
         return PolicyDenied(text, decision=decision, response=response)
 
-    def _new_record(
-        self,
-        challenge: Challenge,
-        quote: Quote,
-        decision: Decision,
-        *,
-        target: httpx.Request,
-        redacted: str,
-        now: datetime,
-    ) -> PaymentRecord:
-        return PaymentRecord(
+    def _new_record(self, offer: Offer, decision: Decision) -> PaymentRecord:
+        challenge, quote = offer.challenge, offer.quote
+        record = PaymentRecord(
             id=uuid.uuid4().hex,
-            created_at=now,
+            created_at=offer.now,
             status="reserved",
-            http_method=target.method,
-            url=redacted,
+            http_method=offer.target.method,
+            url=offer.redacted,
             realm=challenge.realm,
             method=challenge.method,
             intent=challenge.intent,
@@ -409,6 +501,11 @@ class Call:
             purpose=self.options.purpose,
             tags=self.options.tags or {},
         )
+        agent = self.engine.agent_key
+        if agent is None:
+            return record
+        record = dataclasses.replace(record, agent=agent.did)
+        return dataclasses.replace(record, signature=sign_record(agent, record.decision_record()))
 
     # -- paying -------------------------------------------------------------------
 
@@ -534,9 +631,11 @@ class Call:
             )
         return receipt
 
-    def finish(self, response: httpx.Response) -> None:
+    def finish(self, response: httpx.Response, dry_run: DryRun | None = None) -> None:
         if self.record is not None:
             response.extensions["mpp"] = self.record
+        if dry_run is not None:
+            response.extensions["mpp_decision"] = dry_run.decision
 
 
 def read_402_limit_error(response: httpx.Response) -> ChallengeError:

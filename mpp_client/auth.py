@@ -8,18 +8,28 @@ and the ledger reserves, and after the second the ledger records the outcome.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
 
+import anyio
+import anyio.to_thread
 import httpx
 
-from ._flow import MAX_402_BODY, Call, Engine, read_402_limit_error
+from ._flow import MAX_402_BODY, Call, DryRun, Engine, Pending, read_402_limit_error
+from .identity import AgentKey
 from .ledger import Ledger, MemoryLedger
 from .methods import PaymentMethod
-from .policy import SpendPolicy
+from .policy import ApprovalRequest, Approver, Decision, SpendPolicy
 from .protocol import format_accept_payment
 
 __all__ = ["PaymentAuth"]
+
+logger = logging.getLogger("mpp_client")
 
 
 def _utcnow() -> datetime:
@@ -49,6 +59,11 @@ class PaymentAuth(httpx.Auth):
             value (str), or nothing (False).
         auth: another ``httpx.Auth`` (Bearer, Basic...) applied to every request,
             including the paid retry.
+        approver: asked (sync or async) when the policy wants a human approval;
+            without one such payments are refused with ``ApprovalRequired``.
+        agent_key: the agent's key; it signs the decision record of every
+            payment it makes (``record.signature``), so the owner can later
+            prove which agent authorized what.
     """
 
     requires_request_body = True
@@ -65,6 +80,8 @@ class PaymentAuth(httpx.Auth):
         clock_skew: timedelta = timedelta(seconds=5),
         accept_payment: bool | str = True,
         auth: httpx.Auth | None = None,
+        approver: Approver | None = None,
+        agent_key: AgentKey | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         methods = tuple(methods)
@@ -96,6 +113,8 @@ class PaymentAuth(httpx.Auth):
             clock_skew=clock_skew,
             clock=clock,
             accept_payment=header,
+            approver=approver,
+            agent_key=agent_key,
         )
         self._inner = auth
 
@@ -133,9 +152,17 @@ class PaymentAuth(httpx.Auth):
         while outgoing is not None:
             outgoing = inner.feed((yield outgoing))
         response = inner.response
+        dry_run: DryRun | None = None
         while response.status_code == 402 and call.wants_payment:
             _read_402_sync(response)
-            plan = call.plan(response)
+            step = call.plan(response)
+            if isinstance(step, DryRun):
+                dry_run = step
+                break
+            if isinstance(step, Pending):
+                answer = _ask_sync(self._engine, call.approval_request(step), step.decision)
+                step = call.approved(step, answer, response)
+            plan = step
             try:
                 header = call.credential(plan, plan.method.pay(plan.challenge))
             except Exception as exc:
@@ -155,7 +182,7 @@ class PaymentAuth(httpx.Auth):
                 _read_402_sync(response)
             if not call.settle(plan, response):
                 break
-        call.finish(response)
+        call.finish(response, dry_run)
 
     # -- async ------------------------------------------------------------------
 
@@ -168,9 +195,17 @@ class PaymentAuth(httpx.Auth):
         while outgoing is not None:
             outgoing = await inner.feed((yield outgoing))
         response = inner.response
+        dry_run: DryRun | None = None
         while response.status_code == 402 and call.wants_payment:
             await _read_402_async(response)
-            plan = call.plan(response)
+            step = call.plan(response)
+            if isinstance(step, DryRun):
+                dry_run = step
+                break
+            if isinstance(step, Pending):
+                answer = await _ask_async(self._engine, call.approval_request(step), step.decision)
+                step = call.approved(step, answer, response)
+            plan = step
             try:
                 header = call.credential(plan, await plan.method.apay(plan.challenge))
             except Exception as exc:
@@ -187,7 +222,56 @@ class PaymentAuth(httpx.Auth):
                 await _read_402_async(response)
             if not call.settle(plan, response):
                 break
-        call.finish(response)
+        call.finish(response, dry_run)
+
+
+def _ask_sync(engine: Engine, request: ApprovalRequest, decision: Decision) -> bool | None:
+    """Ask the approver from sync code, in a worker thread so a timeout can apply."""
+    approver = engine.approver
+    assert approver is not None
+
+    def ask() -> bool:
+        answer = approver(request)
+        if inspect.isawaitable(answer):
+            answer = asyncio.run(_resolve(answer))
+        return answer is True
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpp-approval")
+    try:
+        return pool.submit(ask).result(timeout=decision.approval_timeout)
+    except FutureTimeout:
+        logger.warning("approval timed out after %ss", decision.approval_timeout)
+        return None
+    except Exception as exc:
+        logger.warning("the approver failed: %s", type(exc).__name__)
+        return None
+    finally:
+        pool.shutdown(wait=False)
+
+
+async def _ask_async(engine: Engine, request: ApprovalRequest, decision: Decision) -> bool | None:
+    """Ask the approver from async code: await it, or run a sync one in a thread."""
+    approver = engine.approver
+    assert approver is not None
+    try:
+        with anyio.fail_after(decision.approval_timeout):
+            if inspect.iscoroutinefunction(approver):
+                answer = await approver(request)
+            else:
+                answer = await anyio.to_thread.run_sync(approver, request, abandon_on_cancel=True)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+    except TimeoutError:
+        logger.warning("approval timed out after %ss", decision.approval_timeout)
+        return None
+    except Exception as exc:
+        logger.warning("the approver failed: %s", type(exc).__name__)
+        return None
+    return answer is True
+
+
+async def _resolve(awaitable: Awaitable[bool]) -> bool:
+    return await awaitable
 
 
 class _Inner:

@@ -9,13 +9,23 @@ from typing import Any
 import httpx
 
 from .auth import PaymentAuth
+from .identity import AgentKey
 from .ledger import Ledger, PaymentRecord
 from .methods import PaymentMethod
-from .policy import SpendPolicy
+from .policy import Approver, Decision, SpendPolicy
 
-__all__ = ["AsyncClient", "Client", "payment_record"]
+__all__ = ["AsyncClient", "Client", "payment_decision", "payment_record"]
 
 _CREDENTIAL_HEADERS = ("Authorization", "Payment-Authorization")
+
+
+def payment_decision(response: httpx.Response) -> Decision | None:
+    """The policy's decision for a 402 answered in dry-run mode (never paid).
+
+    Same as ``response.extensions.get("mpp_decision")``.
+    """
+    decision = response.extensions.get("mpp_decision")
+    return decision if isinstance(decision, Decision) else None
 
 
 def payment_record(response: httpx.Response) -> PaymentRecord | None:
@@ -64,6 +74,8 @@ class _PaymentMixin:
         max_payments: int = 1,
         clock_skew: timedelta = timedelta(seconds=5),
         accept_payment: bool | str = True,
+        approver: Approver | None = None,
+        agent_key: AgentKey | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,6 +88,8 @@ class _PaymentMixin:
                 "max_payments": max_payments,
                 "clock_skew": clock_skew,
                 "accept_payment": accept_payment,
+                "approver": approver,
+                "agent_key": agent_key,
             },
         )
 
@@ -132,6 +146,8 @@ class Client(_PaymentMixin, httpx.Client):
     - ``methods``: payment methods, in order of preference;
     - ``policy``: the spending policy (payments are refused without one);
     - ``ledger``: where spend is recorded (in memory by default);
+    - ``approver``: asked when the policy wants a human approval;
+    - ``agent_key``: signs the decision record of every payment;
     - ``allow_insecure_localhost``, ``max_payments``, ``clock_skew``,
       ``accept_payment``: see :class:`~mpp_client.PaymentAuth`.
 

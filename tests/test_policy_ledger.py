@@ -111,7 +111,7 @@ def test_windowed_and_scoped_limits() -> None:
     ledger = MemoryLedger(clock=lambda: NOW)
     old = record("0.90 USD", created=NOW - timedelta(hours=2))
     ledger.reserve(old, [])
-    hourly = [Limit("hourly", Amount.parse("1.00 USD"), window=timedelta(hours=1))]
+    hourly = [Limit("hourly", Amount.parse("1.00 USD"), since=NOW - timedelta(hours=1))]
     ledger.reserve(record("0.90 USD"), hourly)
     per_payee = [Limit("merchant", Amount.parse("2.00 USD"), payee="merchant")]
     with pytest.raises(BudgetExceeded):
@@ -119,3 +119,38 @@ def test_windowed_and_scoped_limits() -> None:
     ledger.reserve(record("0.30 USD", payee="other"), per_payee)
     assert ledger.spent("USD", window=timedelta(hours=1)) == Amount.parse("1.20 USD")
     assert ledger.spent("USD", payee="merchant") == Amount.parse("1.80 USD")
+
+
+def test_count_limits_and_history_queries() -> None:
+    ledger = MemoryLedger(clock=lambda: NOW)
+    rate = [Limit("rate", max_count=2, since=NOW - timedelta(minutes=1))]
+    first = ledger.reserve(record("0.10 USD"), rate)
+    ledger.reserve(record("0.20 USD", payee="other"), rate)
+    with pytest.raises(BudgetExceeded, match="at most 2 payments, 2 already made or held"):
+        ledger.reserve(record("0.30 USD", payee="third"), rate)
+    ledger.release(first.id, "nothing paid")
+    ledger.reserve(record("0.30 USD", payee="third"), rate)
+    assert ledger.count(since=NOW - timedelta(minutes=1)) == 2
+    assert ledger.count(payee="other") == 1
+    assert not ledger.has_paid("merchant")  # released
+    assert not ledger.has_paid("other")  # only reserved so far
+
+
+def test_recent_charges_and_failure_streak() -> None:
+    ledger = MemoryLedger(clock=lambda: NOW)
+    ids = []
+    for minutes, charge in enumerate(["0.10 USD", "0.20 USD", "0.30 USD", "0.40 USD"]):
+        r = ledger.reserve(record(charge, created=NOW + timedelta(minutes=minutes)), [])
+        ids.append(r.id)
+    ledger.commit(ids[0], None)
+    ledger.commit(ids[1], None)
+    ledger.mark_unknown(ids[2], "500")
+    ledger.mark_unknown(ids[3], "timeout")
+    assert ledger.recent_charges("merchant", 5) == [
+        Amount.parse("0.20 USD"),
+        Amount.parse("0.10 USD"),
+    ]
+    assert ledger.recent_charges("merchant", 1) == [Amount.parse("0.20 USD")]
+    assert ledger.failure_streak("merchant") == (2, NOW)
+    assert ledger.failure_streak("nobody") == (0, None)
+    assert ledger.has_paid("merchant")

@@ -7,11 +7,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from ..money import Amount
 from ..policy import Decision, Limit
-from ..protocol import Receipt
+from ..protocol import Receipt, format_rfc3339
 
 __all__ = ["COUNTED", "Ledger", "PaymentRecord", "Status"]
 
@@ -49,6 +49,33 @@ class PaymentRecord:
     #: Why it was released or left unknown.
     reason: str | None = None
     updated_at: datetime | None = None
+    #: The agent (did:key) that decided, and its signature over :meth:`decision_record`.
+    agent: str | None = None
+    signature: str | None = None
+
+    def decision_record(self) -> dict[str, Any]:
+        """What the agent signs when it decides to pay: who, what, where, why.
+
+        Fixed at reservation; later status changes are not part of it, so the
+        signature proves the agent's authorization, not the outcome.
+        """
+        return {
+            "id": self.id,
+            "created_at": format_rfc3339(self.created_at),
+            "agent": self.agent,
+            "http_method": self.http_method,
+            "url": self.url,
+            "realm": self.realm,
+            "method": self.method,
+            "intent": self.intent,
+            "amount": str(self.amount),
+            "charge": str(self.charge),
+            "payee": self.payee,
+            "challenge_id": self.challenge_id,
+            "purpose": self.purpose,
+            "tags": dict(self.tags),
+            "decision": self.decision.to_dict() if self.decision is not None else None,
+        }
 
     @property
     def asset(self) -> str:
@@ -76,13 +103,11 @@ class PaymentRecord:
             limit.method is None or self.method == limit.method
         )
 
-    def matches(self, limit: Limit, now: datetime) -> bool:
-        """True when this record counts against ``limit`` at ``now``."""
-        if self.status not in COUNTED or self.charge.currency != limit.cap.currency:
+    def counts_for(self, limit: Limit) -> bool:
+        """True when this record counts against ``limit`` now."""
+        if self.status not in COUNTED or not self.in_scope(limit):
             return False
-        if not self.in_scope(limit):
-            return False
-        return limit.window is None or self.created_at > now - limit.window
+        return limit.since is None or self.created_at >= limit.since
 
 
 class Ledger(abc.ABC):
@@ -124,3 +149,23 @@ class Ledger(abc.ABC):
         method: str | None = None,
     ) -> Amount:
         """Reserved + committed + unknown spend in ``currency`` matching the filters."""
+
+    # -- history, for policies (read only) ---------------------------------------------
+
+    @abc.abstractmethod
+    def count(
+        self, *, since: datetime | None = None, payee: str | None = None, method: str | None = None
+    ) -> int:
+        """Payments reserved, committed or unknown since ``since``."""
+
+    @abc.abstractmethod
+    def recent_charges(self, payee: str, n: int) -> list[Amount]:
+        """Charges of the last ``n`` committed payments to ``payee``, newest first."""
+
+    @abc.abstractmethod
+    def has_paid(self, payee: str) -> bool:
+        """True when a payment to ``payee`` was committed or may have been made."""
+
+    @abc.abstractmethod
+    def failure_streak(self, payee: str) -> tuple[int, datetime | None]:
+        """Trailing run of ``unknown`` outcomes for ``payee`` and the latest one's time."""

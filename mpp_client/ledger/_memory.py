@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from .._exceptions import BudgetExceeded, PaymentError
 from ..money import Amount
 from ..policy import Limit
 from ..protocol import Receipt
-from ._base import Ledger, PaymentRecord, Status
+from ._base import COUNTED, Ledger, PaymentRecord, Status
 
 __all__ = ["MemoryLedger"]
 
@@ -19,8 +19,55 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _sum(charges: Iterator[Amount], currency: str, decimals: int) -> Amount:
+    # Sum plain integers (at the finest decimals seen), build one Amount at the end.
+    units = 0
+    for charge in charges:
+        if charge.decimals > decimals:
+            units *= 10 ** (charge.decimals - decimals)
+            decimals = charge.decimals
+        units += charge.units * 10 ** (decimals - charge.decimals)
+    return Amount(units, currency, decimals)
+
+
+def check_limits(
+    record: PaymentRecord, limits: Sequence[Limit], in_force: Sequence[PaymentRecord]
+) -> None:
+    """Raise BudgetExceeded if adding ``record`` would break one of ``limits``.
+
+    ``in_force`` are the records that may count (any status; filtered here).
+    Shared by ledgers that hold their records in memory or have loaded them.
+    """
+    for limit in limits:
+        if not record.in_scope(limit):
+            continue
+        counted = [r for r in in_force if r.counts_for(limit)]
+        if limit.max_count is not None and len(counted) + 1 > limit.max_count:
+            raise BudgetExceeded(
+                f"a payment now would exceed {limit.name!r}: at most {limit.max_count} "
+                f"payments, {len(counted)} already made or held"
+            )
+        cap = limit.cap
+        if cap is None:
+            continue
+        if record.charge.currency != cap.currency:
+            raise BudgetExceeded(
+                f"{record.charge} cannot count against budget {limit.name!r} kept in {cap.currency}"
+            )
+        used = _sum(
+            (r.charge for r in counted if r.charge.currency == cap.currency),
+            cap.currency,
+            cap.decimals,
+        )
+        if used + record.charge > cap:
+            raise BudgetExceeded(
+                f"paying {record.charge} would exceed budget {limit.name!r} of {cap}: "
+                f"{used} already spent or held, {cap - used} remains"
+            )
+
+
 class MemoryLedger(Ledger):
-    """Keeps records in a list behind a lock.
+    """Keeps records in a dict behind a lock.
 
     The lock is held only for in-memory bookkeeping (never across I/O), so it
     is also safe to call from asyncio code.
@@ -31,37 +78,10 @@ class MemoryLedger(Ledger):
         self._records: dict[str, PaymentRecord] = {}
         self._clock = clock
 
-    def _usage(self, limit: Limit, now: datetime) -> Amount:
-        # Sum plain integers (at the finest decimals seen), build one Amount at the end.
-        units, decimals = 0, limit.cap.decimals
-        for record in self._records.values():
-            if record.matches(limit, now):
-                charge = record.charge
-                if charge.decimals > decimals:
-                    units *= 10 ** (charge.decimals - decimals)
-                    decimals = charge.decimals
-                units += charge.units * 10 ** (decimals - charge.decimals)
-        return Amount(units, limit.cap.currency, decimals)
-
     def reserve(self, record: PaymentRecord, limits: Sequence[Limit]) -> PaymentRecord:
         with self._lock:
-            now = self._clock()
-            for limit in limits:
-                if not record.in_scope(limit):
-                    continue
-                if record.charge.currency != limit.cap.currency:
-                    raise BudgetExceeded(
-                        f"{record.charge} cannot count against budget {limit.name!r} "
-                        f"kept in {limit.cap.currency}"
-                    )
-                used = self._usage(limit, now)
-                if used + record.charge > limit.cap:
-                    remaining = limit.cap - used
-                    raise BudgetExceeded(
-                        f"paying {record.charge} would exceed budget {limit.name!r} "
-                        f"of {limit.cap}: {used} already spent or held, {remaining} remains"
-                    )
-            held = record.with_status("reserved", now=now)
+            check_limits(record, limits, list(self._records.values()))
+            held = record.with_status("reserved", now=self._clock())
             self._records[held.id] = held
             return held
 
@@ -105,5 +125,44 @@ class MemoryLedger(Ledger):
         method: str | None = None,
     ) -> Amount:
         with self._lock:
-            limit = Limit("query", Amount.zero(currency), window=window, payee=payee, method=method)
-            return self._usage(limit, self._clock())
+            since = self._clock() - window if window is not None else None
+            limit = Limit("query", since=since, payee=payee, method=method)
+            charges = (
+                r.charge
+                for r in self._records.values()
+                if r.counts_for(limit) and r.charge.currency == currency
+            )
+            return _sum(charges, currency, 0)
+
+    def count(
+        self, *, since: datetime | None = None, payee: str | None = None, method: str | None = None
+    ) -> int:
+        limit = Limit("query", since=since, payee=payee, method=method)
+        with self._lock:
+            return sum(1 for r in self._records.values() if r.counts_for(limit))
+
+    def _newest_first(self, payee: str) -> list[PaymentRecord]:
+        with self._lock:
+            mine = [r for r in self._records.values() if r.payee == payee]
+        return sorted(mine, key=lambda r: r.created_at, reverse=True)
+
+    def recent_charges(self, payee: str, n: int) -> list[Amount]:
+        return [r.charge for r in self._newest_first(payee) if r.status == "committed"][:n]
+
+    def has_paid(self, payee: str) -> bool:
+        with self._lock:
+            return any(
+                r.payee == payee and r.status in COUNTED - {"reserved"}
+                for r in self._records.values()
+            )
+
+    def failure_streak(self, payee: str) -> tuple[int, datetime | None]:
+        streak = 0
+        latest: datetime | None = None
+        for record in self._newest_first(payee):
+            if record.status == "committed":
+                break
+            if record.status == "unknown":
+                streak += 1
+                latest = latest or record.updated_at or record.created_at
+        return streak, latest

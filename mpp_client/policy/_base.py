@@ -3,27 +3,62 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Literal
+from datetime import datetime
+from typing import Literal, Protocol, TypeAlias
 
 from ..methods import Quote
 from ..money import Amount
 from ..protocol import Challenge
 
-__all__ = ["Decision", "Limit", "Outcome", "PaymentContext", "RuleResult", "SpendPolicy"]
+__all__ = [
+    "ApprovalRequest",
+    "Approver",
+    "Decision",
+    "Limit",
+    "Mode",
+    "Outcome",
+    "PaymentContext",
+    "RuleResult",
+    "SpendHistory",
+    "SpendPolicy",
+]
 
 Outcome = Literal["allow", "deny", "needs_approval"]
+Mode = Literal["enforce", "dry-run", "shadow"]
+
+
+class SpendHistory(Protocol):
+    """What a policy may read from the ledger. Read only: policies never write."""
+
+    def count(
+        self, *, since: datetime | None = None, payee: str | None = None, method: str | None = None
+    ) -> int:
+        """Payments held, made or possibly made (reserved, committed, unknown) since ``since``."""
+        ...
+
+    def recent_charges(self, payee: str, n: int) -> list[Amount]:
+        """Charges of the last ``n`` committed payments to ``payee``, newest first."""
+        ...
+
+    def has_paid(self, payee: str) -> bool:
+        """True when a payment to ``payee`` was ever committed or may have been made."""
+        ...
+
+    def failure_streak(self, payee: str) -> tuple[int, datetime | None]:
+        """Consecutive paid-then-failed outcomes (``unknown``) for ``payee``, newest
+        first, up to the last success; and when the latest of them happened."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class PaymentContext:
     """Everything the policy may look at for one prospective payment.
 
-    ``max_amount``, ``purpose``, ``tags`` and ``payee`` come from the caller
-    (``extensions={"mpp": {...}}`` on the request); they can only narrow
-    what the policy allows, never widen it.
+    ``max_amount``, ``purpose``, ``tags`` and ``expected_payee`` come from the
+    caller (``extensions={"mpp": {...}}`` on the request); they can only narrow
+    what the policy allows, never widen it. ``history`` reads the ledger.
     """
 
     url: str
@@ -36,43 +71,61 @@ class PaymentContext:
     tags: Mapping[str, str] = field(default_factory=dict)
     max_amount: Amount | None = None
     expected_payee: str | None = None
+    history: SpendHistory | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RuleResult:
-    """One rule's verdict, kept with the decision for the audit trail."""
+    """One rule's verdict, kept with the decision for the audit trail.
+
+    ``passed`` False with ``approval`` True means the rule does not refuse but
+    asks a human to approve.
+    """
 
     rule: str
     passed: bool
     reason: str
+    approval: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """A budget the ledger must check atomically when it reserves.
+    """A budget or a rate the ledger must check atomically when it reserves.
 
-    The policy cannot check budgets itself without a race: two payments
-    deciding at once would both see room for one. So it names the budgets and
-    the ledger enforces them inside its reservation. ``window`` None is a
-    lifetime budget; ``payee``/``method`` None match every payment.
+    The policy cannot check these itself without a race: two payments deciding
+    at once would both see room for one. So it names them and the ledger
+    enforces them inside its reservation. ``cap`` bounds the summed charges,
+    ``max_count`` the number of payments, both counted from ``since`` (None:
+    all time) among payments matching ``payee`` and ``method`` (None: any).
     """
 
     name: str
-    cap: Amount
-    window: timedelta | None = None
+    cap: Amount | None = None
+    max_count: int | None = None
+    since: datetime | None = None
     payee: str | None = None
     method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The policy's answer: the outcome, every rule with its result, and the budgets."""
+    """The policy's answer: the outcome, every rule with its result, and the limits.
+
+    In ``dry-run`` mode the flow never pays and returns the 402 with this
+    decision; in ``shadow`` mode ``outcome`` is what a permissive policy
+    decided (the payment goes ahead) and ``shadow`` is what the real policy
+    would have decided.
+    """
 
     outcome: Outcome
     rules: tuple[RuleResult, ...] = ()
     limits: tuple[Limit, ...] = ()
     #: The amount to hold, in the policy currency.
     charge: Amount | None = None
+    mode: Mode = "enforce"
+    shadow: Decision | None = None
+    #: Seconds to wait for a human approval (``needs_approval`` only).
+    approval_timeout: float = 60.0
 
     @property
     def allowed(self) -> bool:
@@ -80,18 +133,56 @@ class Decision:
 
     @property
     def reasons(self) -> tuple[str, ...]:
-        """Why it was refused (failed rules), or why it passed when nothing failed."""
+        """Why it was refused or needs approval, or why it passed when nothing failed."""
         failed = tuple(r.reason for r in self.rules if not r.passed)
         return failed or tuple(r.reason for r in self.rules)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready form for records and logs (public terms only)."""
+        data: dict[str, object] = {
+            "outcome": self.outcome,
+            "mode": self.mode,
+            "charge": str(self.charge) if self.charge is not None else None,
+            "rules": [
+                {"rule": r.rule, "passed": r.passed, "approval": r.approval, "reason": r.reason}
+                for r in self.rules
+            ],
+        }
+        if self.shadow is not None:
+            data["shadow"] = self.shadow.to_dict()
+        return data
 
 
 class SpendPolicy(abc.ABC):
     """Decides whether a payment may be made. Must be thread- and task-safe.
 
-    ``decide`` reads state (for example the ledger's totals) but never writes
-    it; budgets are returned as :class:`Limit` objects for the ledger to hold.
+    ``decide`` reads state (the ledger's history) but never writes it; budgets
+    and rates are returned as :class:`Limit` objects for the ledger to hold.
     """
 
     @abc.abstractmethod
     def decide(self, context: PaymentContext) -> Decision:
         """Return a decision for ``context``. Must not raise for a refusal."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """What a human approver is asked about: public terms and the reasons."""
+
+    url: str
+    http_method: str
+    realm: str
+    method: str
+    intent: str
+    amount: Amount
+    charge: Amount | None
+    payee: str
+    reasons: tuple[str, ...]
+    purpose: str | None
+    tags: Mapping[str, str]
+    decision: Decision
+
+
+#: Answers an approval request: True approves; False, an error or no answer
+#: before the policy's ``approval.timeout`` refuses. May be sync or async.
+Approver: TypeAlias = Callable[[ApprovalRequest], "bool | Awaitable[bool]"]
