@@ -126,7 +126,15 @@ def decide(policy: Policy, context: PaymentContext) -> Decision:
     payee = quote.payee
     tags = dict(context.tags)
 
-    # Validity of the policy itself.
+    # Where the authority comes from, and whether it is still in force.
+    if policy.mandate is not None:
+        mandate = policy.mandate
+        rules.check(
+            "mandate",
+            True,
+            f"delegated by {mandate.owner} to {mandate.agent} (mandate {mandate.id})",
+            "",
+        )
     if policy.not_before is not None:
         rules.check(
             "not_before",

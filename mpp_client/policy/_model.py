@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
@@ -31,6 +32,8 @@ from pydantic import (
 )
 
 from .._exceptions import PaymentError
+from ..identity import AgentKey
+from ..mandate import Mandate, Revocations
 from ..money import Amount, MoneyError
 from ..protocol import parse_rfc3339
 from ._assets import BUILTIN_ASSETS, AssetEntry, AssetRegistry
@@ -228,6 +231,7 @@ class Policy(_Strict, SpendPolicy):
 
     _registry: AssetRegistry = PrivateAttr()
     _zone: ZoneInfo = PrivateAttr()
+    _mandate: Mandate | None = PrivateAttr(default=None)
 
     version: Literal[1] = 1
     currency: str
@@ -317,6 +321,38 @@ class Policy(_Strict, SpendPolicy):
         if path.suffix.lower() == ".json":
             return cls.from_json(text)
         return cls.from_toml(text)
+
+    @classmethod
+    def from_mandate(
+        cls,
+        mandate: Mandate,
+        *,
+        owner_keys: Iterable[str],
+        agent: AgentKey | str,
+        now: datetime | None = None,
+        revoked: Revocations | Iterable[str] | None = None,
+    ) -> Policy:
+        """The policy inside a signed mandate, once the mandate checks out.
+
+        The mandate must be signed by one of ``owner_keys`` (their dids), be
+        issued to ``agent``, be within its validity window and not revoked;
+        otherwise a :class:`~mpp_client.MandateError` says which check failed.
+        The policy's own validity is narrowed to the mandate's.
+        """
+        mandate.verify(
+            owner_keys=owner_keys, agent=agent, now=now or datetime.now(UTC), revoked=revoked
+        )
+        policy = cls.from_mapping(mandate.policy)
+        not_before = max(filter(None, (policy.not_before, mandate.not_before)))
+        expires = min(filter(None, (policy.expires, mandate.expires_at)))
+        narrowed = policy.model_copy(update={"not_before": not_before, "expires": expires})
+        narrowed._mandate = mandate
+        return narrowed
+
+    @property
+    def mandate(self) -> Mandate | None:
+        """The mandate this policy was loaded from, if any."""
+        return self._mandate
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (amounts and durations as strings), e.g. for a mandate."""
