@@ -104,6 +104,9 @@ def test_custom_method_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     runpy.run_path(str(ROOT / "examples" / "budgeted_agent.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert out.count("PAID ") == 3 and out.count("REFUSED ") == 2
-    assert "spent 0.90 USD of 1.00 USD; 0.10 USD remains" in out
-    assert "exceeds the per-call cap" in out and "would exceed budget" in out
+    assert "signed mandate" in out
+    assert out.count("PAID ") == 3 and out.count("REFUSED ") == 3
+    assert "approval asked for 0.42 USD" in out
+    assert "spent 0.92 USD of 1.00 USD; 0.08 USD remains" in out
+    assert "exceeds the per-call cap 0.50 USD" in out
+    assert "would exceed budget 'total' of 1.00 USD" in out

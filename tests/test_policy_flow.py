@@ -240,7 +240,7 @@ async def test_budget_end_to_end_with_remaining_in_the_reason() -> None:
     async with async_client(server, pol) as client:
         await client.get("/paid")
         await client.get("/paid")
-        with pytest.raises(mpp_client.BudgetExceeded, match=r"budget daily.*0\.20 USD remains"):
+        with pytest.raises(mpp_client.BudgetExceeded, match=r"budget .daily.*0\.20 USD remains"):
             await client.get("/paid")
 
 

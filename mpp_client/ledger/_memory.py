@@ -44,8 +44,8 @@ def check_limits(
         counted = [r for r in in_force if r.counts_for(limit)]
         if limit.max_count is not None and len(counted) + 1 > limit.max_count:
             raise BudgetExceeded(
-                f"a payment now would exceed {limit.name!r}: at most {limit.max_count} "
-                f"payments, {len(counted)} already made or held"
+                f"a payment now would exceed the rate limit {limit.name!r}: at most "
+                f"{limit.max_count} payments, {len(counted)} already made or held"
             )
         cap = limit.cap
         if cap is None:

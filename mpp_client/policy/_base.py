@@ -134,8 +134,13 @@ class Decision:
     @property
     def reasons(self) -> tuple[str, ...]:
         """Why it was refused or needs approval, or why it passed when nothing failed."""
-        failed = tuple(r.reason for r in self.rules if not r.passed)
-        return failed or tuple(r.reason for r in self.rules)
+        refused = tuple(r.reason for r in self.rules if not r.passed and not r.approval)
+        if self.outcome == "deny" and refused:
+            return refused
+        wanted = tuple(r.reason for r in self.rules if r.approval)
+        if self.outcome == "needs_approval" and wanted:
+            return wanted
+        return refused or wanted or tuple(r.reason for r in self.rules)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready form for records and logs (public terms only)."""

@@ -112,9 +112,7 @@ def _budget_limit(budget: Budget, now: datetime, zone: ZoneInfo) -> Limit:
         since = now - budget.window
     elif budget.calendar is not None:
         since = period_start(now, budget.calendar, zone)
-    return Limit(
-        f"budget {budget.name}", budget.limit, since=since, payee=budget.payee, method=budget.method
-    )
+    return Limit(budget.name, budget.limit, since=since, payee=budget.payee, method=budget.method)
 
 
 def decide(policy: Policy, context: PaymentContext) -> Decision:
@@ -336,9 +334,7 @@ def _velocity(
             continue
         since = context.now - velocity.window
         scope = payee if velocity.per_payee else None
-        limits.append(
-            Limit(f"velocity {velocity.name}", max_count=velocity.max, since=since, payee=scope)
-        )
+        limits.append(Limit(velocity.name, max_count=velocity.max, since=since, payee=scope))
         if context.history is None:
             continue
         made = context.history.count(since=since, payee=scope)
