@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mpp_client
 from mpp_client import AgentKey, Mandate, OwnerKey, Policy
+from mpp_client.ledger import SqliteLedger, verify_exported_proof
 from mpp_client.testing import LocalServer, PaidServer
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +48,10 @@ def approve(request: mpp_client.ApprovalRequest) -> bool:
 
 def main() -> None:
     policy, agent = delegate()
+    # A fresh ledger file for the demo (the default lives in the user's data
+    # directory and keeps budgets across runs). The agent signs every event.
+    workdir = tempfile.mkdtemp(prefix="mpp-demo-")
+    ledger = SqliteLedger(Path(workdir) / "ledger.sqlite3", agent_key=agent)
     server = PaidServer(
         {
             "/weather": "0.25 USD",
@@ -60,6 +66,7 @@ def main() -> None:
             base_url=local.url,
             methods=[mpp_client.DevWallet()],
             policy=policy,
+            ledger=ledger,
             approver=approve,
             agent_key=agent,
             # Plain HTTP is refused for credentials; loopback only on request.
@@ -81,11 +88,15 @@ def main() -> None:
                 f"PAID     GET {path}: {record.amount} to {record.payee} via {record.method} "
                 f"-> HTTP {response.status_code}, receipt {receipt.reference if receipt else '-'}"
             )
-        assert client.ledger is not None
-        spent = client.ledger.spent("USD")
+        spent = ledger.spent("USD")
         total = next(b for b in policy.budgets if b.name == "total").limit
         print(f"\nspent {spent} of {total}; {total - spent} remains")
         print(f"the server received {server.total_received} in {len(server.payments)} payments")
+        print(ledger.verify(trusted_agents=[agent.did], require_signatures=True))
+        first = ledger.records()[0]
+        proof = ledger.inclusion_proof(first.id)
+        ok = verify_exported_proof(proof, trusted_agents=[agent.did])
+        print(f"inclusion proof for payment {first.id}: {'valid' if ok else 'INVALID'}")
 
 
 if __name__ == "__main__":

@@ -321,7 +321,9 @@ class Call:
             if decision.outcome == "needs_approval" and engine.approver is not None:
                 return Pending(offer, decision)
             if not decision.allowed:
-                passed(challenge, self._refusal(offer, decision, response))
+                refusal = self._refusal(offer, decision, response)
+                self._log_refusal(offer, decision, refusal)
+                passed(challenge, refusal)
                 continue
             try:
                 return self.reserve(offer, decision, response)
@@ -357,6 +359,7 @@ class Call:
         except BudgetExceeded as exc:
             exc.decision = exc.decision or decision
             exc.response = response
+            self._log_refusal(offer, decision, exc)
             raise
         logger.info(
             "paying %s via %s for %s (challenge %s, payee %s)",
@@ -396,7 +399,9 @@ class Call:
             )
             rule = RuleResult("approval", False, why)
             refused = dataclasses.replace(decision, outcome="deny", rules=(*decision.rules, rule))
-            raise self._refusal(offer, refused, response)
+            refusal = self._refusal(offer, refused, response)
+            self._log_refusal(offer, refused, refusal)
+            raise refusal
         rule = RuleResult("approval", True, "approved by the approver")
         allowed = dataclasses.replace(decision, outcome="allow", rules=(*decision.rules, rule))
         return self.reserve(offer, allowed, response)
@@ -481,6 +486,13 @@ class Call:
         if any(r.rule == "approval" for r in decision.rules):
             return ApprovalRequired(text, decision=decision, response=response)
         return PolicyDenied(text, decision=decision, response=response)
+
+    def _log_refusal(self, offer: Offer, decision: Decision, error: PaymentError) -> None:
+        """Refusals go to the audit log too: what was asked, and why it was not paid."""
+        try:
+            self.engine.ledger.log_refusal(self._new_record(offer, decision), error.message)
+        except PaymentError as exc:
+            logger.warning("could not log a refusal in the ledger: %s", exc.message)
 
     def _new_record(self, offer: Offer, decision: Decision) -> PaymentRecord:
         challenge, quote = offer.challenge, offer.quote

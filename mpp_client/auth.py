@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -22,7 +23,7 @@ import httpx
 
 from ._flow import MAX_402_BODY, Call, DryRun, Engine, Pending, read_402_limit_error
 from .identity import AgentKey
-from .ledger import Ledger, MemoryLedger
+from .ledger import Ledger, open_ledger
 from .methods import PaymentMethod
 from .policy import ApprovalRequest, Approver, Decision, SpendPolicy
 from .protocol import format_accept_payment
@@ -47,7 +48,10 @@ class PaymentAuth(httpx.Auth):
     Parameters:
         methods: payment methods in order of preference.
         policy: decides each payment. ``None`` refuses every payment (deny by default).
-        ledger: records spend; defaults to an in-memory ledger.
+        ledger: records spend: a :class:`~mpp_client.ledger.Ledger`, a SQLite
+            path, a ``postgresql://`` URL for a fleet, or ``"memory:"``. The
+            default is a SQLite file in the user's data directory
+            (``$MPP_CLIENT_LEDGER`` overrides), so budgets hold across runs.
         allow_insecure_localhost: let credentials go over plain HTTP to loopback
             hosts (tests and demos only). Other plain-HTTP hosts are always refused.
         max_payments: payments per logical request (default 1). A server that
@@ -74,7 +78,7 @@ class PaymentAuth(httpx.Auth):
         methods: Sequence[PaymentMethod],
         *,
         policy: SpendPolicy | None = None,
-        ledger: Ledger | None = None,
+        ledger: Ledger | str | os.PathLike[str] | None = None,
         allow_insecure_localhost: bool = False,
         max_payments: int = 1,
         clock_skew: timedelta = timedelta(seconds=5),
@@ -107,7 +111,7 @@ class PaymentAuth(httpx.Auth):
         self._engine = Engine(
             methods,
             policy,
-            ledger if ledger is not None else MemoryLedger(),
+            open_ledger(ledger, agent_key=agent_key),
             allow_insecure_localhost=allow_insecure_localhost,
             max_payments=max_payments,
             clock_skew=clock_skew,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -40,7 +41,7 @@ def payment_record(response: httpx.Response) -> PaymentRecord | None:
 def _build_payment(
     methods: Sequence[PaymentMethod] | None,
     policy: SpendPolicy | None,
-    ledger: Ledger | None,
+    ledger: Ledger | str | os.PathLike[str] | None,
     options: dict[str, Any],
 ) -> PaymentAuth | None:
     if methods is None:
@@ -69,7 +70,7 @@ class _PaymentMixin:
         *,
         methods: Sequence[PaymentMethod] | None = None,
         policy: SpendPolicy | None = None,
-        ledger: Ledger | None = None,
+        ledger: Ledger | str | os.PathLike[str] | None = None,
         allow_insecure_localhost: bool = False,
         max_payments: int = 1,
         clock_skew: timedelta = timedelta(seconds=5),
@@ -145,7 +146,9 @@ class Client(_PaymentMixin, httpx.Client):
 
     - ``methods``: payment methods, in order of preference;
     - ``policy``: the spending policy (payments are refused without one);
-    - ``ledger``: where spend is recorded (in memory by default);
+    - ``ledger``: where spend is recorded: a Ledger, a SQLite path, a
+      ``postgresql://`` URL, or ``"memory:"`` (default: a SQLite file in the
+      user's data directory);
     - ``approver``: asked when the policy wants a human approval;
     - ``agent_key``: signs the decision record of every payment;
     - ``allow_insecure_localhost``, ``max_payments``, ``clock_skew``,

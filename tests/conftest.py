@@ -28,3 +28,9 @@ def live(_switchboard: tuple[Switchboard, str]) -> Iterator[Any]:
 
     yield plug
     board.app = None
+
+
+@pytest.fixture(autouse=True)
+def _private_default_ledger(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients built without a ledger use the default SQLite file: keep it per test."""
+    monkeypatch.setenv("MPP_CLIENT_LEDGER", str(tmp_path / "default-ledger.sqlite3"))

@@ -159,7 +159,9 @@ def test_sync_client_with_async_and_sync_approvers(live: Any) -> None:
         # Paid once: the payee is no longer new, no second question.
         client.get("/paid")
     assert asked == ["merchant-1"]
-    with sync_client(url, pol, approver=lambda r: False) as client, pytest.raises(ApprovalRequired):
+    # A fresh ledger: the payee is new again (the default ledger remembers it).
+    fresh = sync_client(url, pol, approver=lambda r: False, ledger="memory:")
+    with fresh as client, pytest.raises(ApprovalRequired):
         client.get("/paid")
 
 

@@ -90,7 +90,9 @@ def test_two_phase_lifecycle_and_counting() -> None:
     ledger.mark_unknown(a.id, "retry failed")
     # Unknown spend still counts.
     assert ledger.spent("USD") == Amount.parse("0.70 USD")
-    ledger.commit(a.id, None)  # resolving an unknown is explicit
+    with pytest.raises(PaymentError, match="already unknown"):
+        ledger.commit(a.id, None)  # an unknown is not silently committed...
+    ledger.resolve(a.id, "committed", "checked with the merchant")  # ...but resolved explicitly
     assert [r.status for r in ledger.records()] == ["committed", "released", "reserved"]
     with pytest.raises(PaymentError, match="already committed"):
         ledger.release(a.id, "too late")

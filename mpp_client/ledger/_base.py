@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from ..money import Amount
 from ..policy import Decision, Limit
-from ..protocol import Receipt, format_rfc3339
+from ..protocol import Receipt, b64url_encode, canonical_json, format_rfc3339, parse_rfc3339
 
 __all__ = ["COUNTED", "Ledger", "PaymentRecord", "Status"]
 
@@ -25,7 +25,8 @@ class PaymentRecord:
     """One payment attempt and what became of it.
 
     Returned in ``response.extensions["mpp"]`` after a paid request. It holds
-    public terms only: never the credential, a key or a signature.
+    public terms only: never the credential, a key or a payment signature
+    (``signature`` is the agent's signature over its own decision).
     """
 
     id: str
@@ -52,6 +53,55 @@ class PaymentRecord:
     #: The agent (did:key) that decided, and its signature over :meth:`decision_record`.
     agent: str | None = None
     signature: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole record as JSON-ready data (stored by durable ledgers)."""
+        return {
+            **self.decision_record(),
+            "status": self.status,
+            "amount_units": str(self.amount.units),
+            "amount_currency": self.amount.currency,
+            "amount_decimals": self.amount.decimals,
+            "charge_units": str(self.charge.units),
+            "charge_currency": self.charge.currency,
+            "charge_decimals": self.charge.decimals,
+            "receipt": _receipt_dict(self.receipt) if self.receipt is not None else None,
+            "reason": self.reason,
+            "updated_at": format_rfc3339(self.updated_at) if self.updated_at else None,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PaymentRecord:
+        """Inverse of :meth:`to_dict`."""
+        receipt = data.get("receipt")
+        decision = data.get("decision")
+        return cls(
+            id=data["id"],
+            created_at=parse_rfc3339(data["created_at"]),
+            status=data["status"],
+            http_method=data["http_method"],
+            url=data["url"],
+            realm=data["realm"],
+            method=data["method"],
+            intent=data["intent"],
+            amount=Amount(
+                int(data["amount_units"]), data["amount_currency"], data["amount_decimals"]
+            ),
+            charge=Amount(
+                int(data["charge_units"]), data["charge_currency"], data["charge_decimals"]
+            ),
+            payee=data["payee"],
+            challenge_id=data["challenge_id"],
+            decision=Decision.from_dict(decision) if decision is not None else None,
+            purpose=data.get("purpose"),
+            tags=dict(data.get("tags") or {}),
+            receipt=_receipt(receipt) if receipt is not None else None,
+            reason=data.get("reason"),
+            updated_at=parse_rfc3339(data["updated_at"]) if data.get("updated_at") else None,
+            agent=data.get("agent"),
+            signature=data.get("signature"),
+        )
 
     def decision_record(self) -> dict[str, Any]:
         """What the agent signs when it decides to pay: who, what, where, why.
@@ -136,6 +186,17 @@ class Ledger(abc.ABC):
         """Money may have moved but the result is unclear: keep counting it."""
 
     @abc.abstractmethod
+    def resolve(
+        self, record_id: str, status: Status, reason: str, *, receipt: Receipt | None = None
+    ) -> PaymentRecord:
+        """Settle an ``unknown`` outcome (or a reservation a crash left behind)
+        explicitly, as ``committed`` (it was paid) or ``released`` (it was not)."""
+
+    def log_refusal(self, record: PaymentRecord, reason: str) -> None:
+        """Note a refused payment in the audit log, if the ledger keeps one."""
+        return None
+
+    @abc.abstractmethod
     def records(self) -> list[PaymentRecord]:
         """Every record, oldest first."""
 
@@ -169,3 +230,16 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     def failure_streak(self, payee: str) -> tuple[int, datetime | None]:
         """Trailing run of ``unknown`` outcomes for ``payee`` and the latest one's time."""
+
+
+def _receipt(data: Mapping[str, Any]) -> Receipt:
+    """A stored receipt, re-read through the same strict parser as on the wire."""
+    return Receipt.parse(b64url_encode(canonical_json(data)))
+
+
+def _receipt_dict(receipt: Receipt) -> dict[str, Any]:
+    data = dict(receipt.data)
+    data.update(status=receipt.status, method=receipt.method, reference=receipt.reference)
+    if receipt.timestamp is not None:
+        data["timestamp"] = format_rfc3339(receipt.timestamp)
+    return data

@@ -92,12 +92,13 @@ class MemoryLedger(Ledger):
         *,
         receipt: Receipt | None = None,
         reason: str | None = None,
+        allowed_from: tuple[str, ...] = ("reserved",),
     ) -> PaymentRecord:
         with self._lock:
             current = self._records.get(record_id)
             if current is None:
                 raise PaymentError(f"no ledger record {record_id!r}")
-            if current.status not in ("reserved", "unknown"):
+            if current.status not in allowed_from:
                 raise PaymentError(f"ledger record {record_id!r} is already {current.status}")
             updated = current.with_status(status, now=self._clock(), receipt=receipt, reason=reason)
             self._records[record_id] = updated
@@ -111,6 +112,19 @@ class MemoryLedger(Ledger):
 
     def mark_unknown(self, record_id: str, reason: str) -> PaymentRecord:
         return self._settle(record_id, "unknown", reason=reason)
+
+    def resolve(
+        self, record_id: str, status: Status, reason: str, *, receipt: Receipt | None = None
+    ) -> PaymentRecord:
+        if status not in ("committed", "released"):
+            raise ValueError("resolve to 'committed' or 'released'")
+        return self._settle(
+            record_id,
+            status,
+            receipt=receipt,
+            reason=reason,
+            allowed_from=("reserved", "unknown"),
+        )
 
     def records(self) -> list[PaymentRecord]:
         with self._lock:

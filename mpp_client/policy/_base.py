@@ -6,7 +6,7 @@ import abc
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 from ..methods import Quote
 from ..money import Amount
@@ -142,9 +142,9 @@ class Decision:
             return wanted
         return refused or wanted or tuple(r.reason for r in self.rules)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form for records and logs (public terms only)."""
-        data: dict[str, object] = {
+        data: dict[str, Any] = {
             "outcome": self.outcome,
             "mode": self.mode,
             "charge": str(self.charge) if self.charge is not None else None,
@@ -156,6 +156,22 @@ class Decision:
         if self.shadow is not None:
             data["shadow"] = self.shadow.to_dict()
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        """Rebuild a stored decision (its limits are not stored: they were spent)."""
+        charge = data.get("charge")
+        shadow = data.get("shadow")
+        return cls(
+            outcome=data["outcome"],
+            rules=tuple(
+                RuleResult(r["rule"], bool(r["passed"]), r["reason"], bool(r.get("approval")))
+                for r in data.get("rules", ())
+            ),
+            charge=Amount.parse(charge) if charge is not None else None,
+            mode=data.get("mode", "enforce"),
+            shadow=cls.from_dict(shadow) if shadow is not None else None,
+        )
 
 
 class SpendPolicy(abc.ABC):

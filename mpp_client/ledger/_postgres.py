@@ -1,0 +1,151 @@
+"""The PostgreSQL ledger: one budget shared by a fleet of agents on many machines.
+
+Needs the ``postgres`` extra (``pip install "mpp-client[postgres]"``, psycopg 3).
+Every write transaction takes a transaction-level advisory lock keyed by the
+table prefix, so reservations from any number of processes and hosts are
+serialized: checking the limits and holding the amount is one atomic step.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from .._exceptions import PaymentError
+from ..identity import AgentKey
+from ._sql import Cursor, SqlLedger
+
+__all__ = ["PostgresLedger"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _PgCursor(Cursor):
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cur.execute(sql.replace("?", "%s"), tuple(params))
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row = self._cur.fetchone()
+        return tuple(row) if row is not None else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._cur.fetchall()]
+
+
+class PostgresLedger(SqlLedger):
+    """A ledger in PostgreSQL tables (``<prefix>payments``, ``<prefix>audit``...)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        agent_key: AgentKey | None = None,
+        prefix: str = "mpp_",
+        checkpoint_every: int = 256,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        super().__init__(
+            agent_key=agent_key, prefix=prefix, checkpoint_every=checkpoint_every, clock=clock
+        )
+        try:
+            import psycopg  # noqa: PLC0415 - optional extra
+        except ImportError:
+            raise PaymentError(
+                'a PostgreSQL ledger needs psycopg: pip install "mpp-client[postgres]"'
+            ) from None
+        self._psycopg = psycopg
+        self._url = url
+        self._lock_key = zlib.crc32(prefix.encode()) & 0x7FFFFFFF
+        self._local = threading.local()
+        self._setup()
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            try:
+                conn = self._psycopg.connect(self._url, autocommit=False)
+            except self._psycopg.Error as exc:
+                # The URL may hold a password: name the failure, not the URL.
+                raise PaymentError(
+                    f"cannot connect to the PostgreSQL ledger: {type(exc).__name__}"
+                ) from None
+            self._local.conn = conn
+        return conn
+
+    def _ddl(self) -> list[str]:
+        n = self._names
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {n.payments} (
+                id TEXT PRIMARY KEY,
+                created_us BIGINT NOT NULL,
+                updated_us BIGINT NOT NULL,
+                status TEXT NOT NULL,
+                payee TEXT NOT NULL,
+                method TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                charge_nano BIGINT NOT NULL,
+                record TEXT NOT NULL)""",
+            f"CREATE INDEX IF NOT EXISTS {n.payments}_window "
+            f"ON {n.payments} (currency, status, created_us)",
+            f"CREATE INDEX IF NOT EXISTS {n.payments}_payee ON {n.payments} (payee, created_us)",
+            f"""CREATE TABLE IF NOT EXISTS {n.audit} (
+                seq BIGINT PRIMARY KEY,
+                at_us BIGINT NOT NULL,
+                kind TEXT NOT NULL,
+                record_id TEXT,
+                body TEXT NOT NULL,
+                hash TEXT NOT NULL,
+                agent TEXT,
+                signature TEXT)""",
+            f"""CREATE TABLE IF NOT EXISTS {n.checkpoints} (
+                tree_size BIGINT PRIMARY KEY,
+                root TEXT NOT NULL,
+                at TEXT NOT NULL,
+                agent TEXT,
+                signature TEXT)""",
+        ]
+
+    @contextmanager
+    def _transaction(self, lock: bool) -> Iterator[Cursor]:
+        conn = self._connection()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                if lock:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                yield _PgCursor(cur)
+        except self._psycopg.Error as exc:
+            raise PaymentError(
+                f"the PostgreSQL ledger failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _write(self) -> Any:
+        return self._transaction(lock=True)
+
+    def _read(self) -> Any:
+        return self._transaction(lock=False)
+
+    def drop(self) -> None:
+        """Delete this ledger's tables (for tests)."""
+        n = self._names
+        with self._write() as cur:
+            for table in (n.checkpoints, n.audit, n.payments):
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    def __repr__(self) -> str:
+        return f"<PostgresLedger prefix={self._names.payments.removesuffix('payments')!r}>"
