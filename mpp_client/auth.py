@@ -9,6 +9,7 @@ and the ledger reserves, and after the second the ledger records the outcome.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
@@ -200,9 +201,15 @@ class PaymentAuth(httpx.Auth):
             outgoing = await inner.feed((yield outgoing))
         response = inner.response
         dry_run: DryRun | None = None
+        blocking = self._engine.ledger.blocking
         while response.status_code == 402 and call.wants_payment:
             await _read_402_async(response)
-            step = call.plan(response)
+            # A durable ledger does I/O: keep it off the event loop.
+            step = (
+                await anyio.to_thread.run_sync(call.plan, response)
+                if blocking
+                else call.plan(response)
+            )
             if isinstance(step, DryRun):
                 dry_run = step
                 break
@@ -224,7 +231,8 @@ class PaymentAuth(httpx.Auth):
             response = inner.response
             if response.status_code == 402:
                 await _read_402_async(response)
-            if not call.settle(plan, response):
+            settle = functools.partial(call.settle, plan, response)
+            if not (await anyio.to_thread.run_sync(settle) if blocking else settle()):
                 break
         call.finish(response, dry_run)
 

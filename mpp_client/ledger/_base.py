@@ -169,6 +169,10 @@ class Ledger(abc.ABC):
     counted) settles the reservation.
     """
 
+    #: True when calls do disk or network I/O: async flows then run them in a
+    #: worker thread instead of blocking the event loop.
+    blocking: bool = False
+
     @abc.abstractmethod
     def reserve(self, record: PaymentRecord, limits: Sequence[Limit]) -> PaymentRecord:
         """Hold ``record.charge`` against ``limits``; raise BudgetExceeded if one would overflow."""

@@ -158,7 +158,8 @@ class MemoryLedger(Ledger):
     def _newest_first(self, payee: str) -> list[PaymentRecord]:
         with self._lock:
             mine = [r for r in self._records.values() if r.payee == payee]
-        return sorted(mine, key=lambda r: r.created_at, reverse=True)
+        # Sort oldest first (stable: ties keep reservation order), then reverse.
+        return sorted(mine, key=lambda r: r.created_at)[::-1]
 
     def recent_charges(self, payee: str, n: int) -> list[Amount]:
         return [r.charge for r in self._newest_first(payee) if r.status == "committed"][:n]

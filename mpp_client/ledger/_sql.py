@@ -118,6 +118,8 @@ class SqlLedger(Ledger):
     events, a signed Merkle tree head is stored.
     """
 
+    blocking = True
+
     def __init__(
         self,
         *,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
@@ -35,7 +35,7 @@ def period_start(now: datetime, calendar: str, zone: ZoneInfo) -> datetime:
         day = day.replace(day=1)
     start = datetime.combine(day, time(0), tzinfo=zone)
     # A skipped midnight maps to an instant after the jump; round-tripping finds it.
-    roundtrip = start.astimezone(now.tzinfo).astimezone(zone)
+    roundtrip = start.astimezone(UTC).astimezone(zone)
     if roundtrip.replace(tzinfo=None) != start.replace(tzinfo=None):
         start = roundtrip
     return start.astimezone(now.tzinfo)
@@ -247,18 +247,19 @@ def _amount_rules(
 ) -> None:
     payee = context.quote.payee
     per_call = policy.per_call
-    per_payee = dict(policy.per_payee)
+    # Keyed like the payee lists match: case-insensitively.
+    per_payee = {name.lower(): cap for name, cap in policy.per_payee.items()}
     for override in policy.overrides:
         if _tags_match(override.when, tags):
             per_call = override.per_call or per_call
-            per_payee.update(override.per_payee)
+            per_payee.update((name.lower(), cap) for name, cap in override.per_payee.items())
     rules.check(
         "per_call",
         charge <= per_call,
         f"{charge} is within the per-call cap {per_call}",
         f"amount {charge} exceeds the per-call cap {per_call}",
     )
-    payee_cap = per_payee.get(payee)
+    payee_cap = per_payee.get(payee.lower())
     if payee_cap is not None:
         rules.check(
             "per_payee",
@@ -306,7 +307,7 @@ def _amount_rules(
         ]
         if len(recent) >= anomaly.min_history:
             scale = max(c.decimals for c in [*recent, charge])
-            median = Fraction(statistics.median(c.rescale(scale).units for c in recent))
+            median = statistics.median(Fraction(c.rescale(scale).units) for c in recent)
             unusual = Fraction(charge.rescale(scale).units) > anomaly.factor * median
             if unusual:
                 reason = (

@@ -13,7 +13,6 @@ import re
 import tomllib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -85,8 +84,9 @@ def _ratio(value: Any) -> Fraction:
     if isinstance(value, bool | float):
         raise ValueError('write ratios as integers or strings (e.g. 3 or "2.5"), not floats')
     try:
-        ratio = Fraction(Decimal(str(value)))
-    except (InvalidOperation, ValueError):
+        # Fraction text takes "3", "2.5" and the "5/2" that to_dict() writes.
+        ratio = Fraction(str(value))
+    except ValueError:
         raise ValueError(f"not a ratio: {value!r:.40}") from None
     if ratio <= 1:
         raise ValueError("the anomaly factor must be greater than 1")
