@@ -166,6 +166,11 @@ def verify_inclusion(
     The algorithm of RFC 9162 §2.1.3.2, which walks the path using only the
     index and the tree size, so the verifier needs neither the tree nor the
     other records. Returns ``False``, never raises, on any malformed input.
+
+    The proof binds the leaf and its position to ``root``; ``tree_size`` only
+    steers the walk, so the same proof also passes under other sizes whose path
+    has the same shape (index 0 of 7 or of 8 leaves). Take ``root`` and
+    ``tree_size`` together from one signed tree head, as RFC 9162 intends.
     """
     if not (_is_size(index) and _is_size(tree_size) and index < tree_size):
         return False
@@ -235,7 +240,8 @@ def verify_consistency(
     The algorithm of RFC 9162 §2.1.4.2 for ``0 < old_size < new_size``. Equal
     sizes are consistent only with an empty proof and equal roots; size 0 only
     with an empty proof and the empty tree's root. Returns ``False``, never
-    raises, on any malformed input.
+    raises, on any malformed input. As with :func:`verify_inclusion`, the sizes
+    only steer the walk: each (size, root) pair must come from a signed head.
     """
     if not (_is_size(old_size) and _is_size(new_size) and old_size <= new_size):
         return False
