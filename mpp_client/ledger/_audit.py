@@ -13,6 +13,7 @@ all event bodies, so one payment's inclusion can be proven offline.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -154,8 +155,6 @@ def verify_chain(
     Returns the report and, per record id, the last event's seq and record
     (for the caller to compare with its spend-state table).
     """
-    import json  # noqa: PLC0415 - only needed here
-
     report = VerifyReport()
     trusted = set(trusted_agents) if trusted_agents is not None else None
     prev = GENESIS
