@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import re
 import threading
 import uuid
 from collections import OrderedDict
@@ -298,7 +299,7 @@ class Call:
 
         for method, challenge in self._candidates(offers, passed_over):
             try:
-                quote = method.quote(challenge)
+                quote = _canonical_payee(method.quote(challenge))
                 self._check_terms(challenge, quote, target, now)
             except ChallengeError as exc:
                 passed(challenge, exc)
@@ -648,6 +649,22 @@ class Call:
             response.extensions["mpp"] = self.record
         if dry_run is not None:
             response.extensions["mpp_decision"] = dry_run.decision
+
+
+_HEX_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
+
+
+def _canonical_payee(quote: Quote) -> Quote:
+    """One spelling per payee: hex addresses are case-insensitive, so lowercase them.
+
+    Otherwise "0xAbC..." and "0xabc..." would be two payees to per-payee
+    budgets, rate limits, history and the circuit breaker.
+    """
+    if not isinstance(quote, Quote):
+        raise ChallengeError("the payment method returned something other than a Quote")
+    if _HEX_ADDRESS.fullmatch(quote.payee) and quote.payee != quote.payee.lower():
+        return dataclasses.replace(quote, payee=quote.payee.lower())
+    return quote
 
 
 def read_402_limit_error(response: httpx.Response) -> ChallengeError:

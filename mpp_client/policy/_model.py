@@ -182,6 +182,14 @@ class Anomaly(_Strict):
     min_history: int = Field(default=3, ge=1)
     action: Literal["approve", "deny"] = "approve"
 
+    @model_validator(mode="after")
+    def _reachable(self) -> Anomaly:
+        if self.min_history > self.history:
+            raise ValueError(
+                "anomaly.min_history cannot exceed anomaly.history (the rule would never run)"
+            )
+        return self
+
 
 class CircuitBreaker(_Strict):
     """After ``failures`` paid-then-failed calls in a row to a payee, stop
