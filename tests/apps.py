@@ -144,3 +144,12 @@ class Switchboard:
                     return
         assert self.app is not None, "no app plugged into the switchboard"
         await self.app(scope, receive, send)
+
+
+def receipt_header_value(reference: str = "ref-1", method: str = "dev") -> str:
+    from mpp_client.protocol import Receipt
+
+    receipt = Receipt(
+        status="success", method=method, reference=reference, timestamp=datetime.now(UTC)
+    )
+    return receipt.to_header()

@@ -329,3 +329,29 @@ async def test_mandate_expiry_stops_payments_even_in_a_long_run() -> None:
         with pytest.raises(PolicyDenied, match="policy expired at"):
             await client.get("/paid")
     assert server.payments == []
+
+
+def test_hex_payees_have_one_spelling(live: Any) -> None:
+    """A server cannot dodge a per-payee budget by changing an address's letter case."""
+    from .apps import Scripted, challenge_402, charge, receipt_header_value
+
+    address = "0xAbCdEf0123456789aBcDeF0123456789AbCdEf01"
+    spellings = iter([address, address.lower(), address.upper().replace("0X", "0x")])
+
+    def handler(seen: Any, index: int) -> Any:
+        if "authorization" not in seen.headers:
+            return challenge_402(charge(amount="40", recipient=next(spellings)))
+        return 200, [("payment-receipt", receipt_header_value())], b"ok"
+
+    pol = Policy.from_mapping(
+        {
+            **LOOPBACK,
+            "budgets": [{"name": "per-payee", "limit": "0.50 USD", "payee": address.lower()}],
+        }
+    )
+    url = live(Scripted(handler))
+    with sync_client(url, pol, ledger="memory:") as client:
+        record = payment_record(client.get("/x"))
+        assert record is not None and record.payee == address.lower()
+        with pytest.raises(mpp_client.BudgetExceeded, match="per-payee"):
+            client.get("/x")
