@@ -173,6 +173,9 @@ def verify_chain(
         except ValueError:
             report.problems.append(f"{where}: body is not JSON")
             body = {}
+        if not isinstance(body, dict):
+            report.problems.append(f"{where}: body is not a JSON object")
+            body = {}
         if hashlib.sha256(event.body).hexdigest() != event.hash:
             report.problems.append(f"{where}: content does not match its hash (modified)")
         if body.get("seq") != event.seq:

@@ -245,5 +245,13 @@ def _receipt_dict(receipt: Receipt) -> dict[str, Any]:
     data = dict(receipt.data)
     data.update(status=receipt.status, method=receipt.method, reference=receipt.reference)
     if receipt.timestamp is not None:
-        data["timestamp"] = format_rfc3339(receipt.timestamp)
+        # Keep the timestamp as received when it says the same moment, so a
+        # stored receipt reads back equal to the one the server sent.
+        raw = data.get("timestamp")
+        try:
+            same = isinstance(raw, str) and parse_rfc3339(raw) == receipt.timestamp
+        except ValueError:
+            same = False
+        if not same:
+            data["timestamp"] = format_rfc3339(receipt.timestamp)
     return data

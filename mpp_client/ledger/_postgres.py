@@ -8,7 +8,6 @@ serialized: checking the limits and holding the amount is one atomic step.
 
 from __future__ import annotations
 
-import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -67,12 +66,16 @@ class PostgresLedger(SqlLedger):
         self._psycopg = psycopg
         self._url = url
         self._lock_key = zlib.crc32(prefix.encode()) & 0x7FFFFFFF
-        self._local = threading.local()
+        self._conn: Any = None
         self._setup()
 
     def _connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
+        # One connection per ledger, shared by all threads: every operation runs
+        # under ``self._lock``, so they never overlap. (A connection per thread
+        # opened one for each worker thread an async client runs ledger calls
+        # in: a few processes then exhausted the server's max_connections.)
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
             try:
                 conn = self._psycopg.connect(self._url, autocommit=False)
             except self._psycopg.Error as exc:
@@ -80,7 +83,7 @@ class PostgresLedger(SqlLedger):
                 raise PaymentError(
                     f"cannot connect to the PostgreSQL ledger: {type(exc).__name__}"
                 ) from None
-            self._local.conn = conn
+            self._conn = conn
         return conn
 
     def _ddl(self) -> list[str]:
@@ -118,16 +121,21 @@ class PostgresLedger(SqlLedger):
 
     @contextmanager
     def _transaction(self, lock: bool) -> Iterator[Cursor]:
-        conn = self._connection()
-        try:
-            with conn.transaction(), conn.cursor() as cur:
-                if lock:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
-                yield _PgCursor(cur)
-        except self._psycopg.Error as exc:
-            raise PaymentError(
-                f"the PostgreSQL ledger failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    if lock:
+                        cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                    else:
+                        # One snapshot for the whole read: verify() reads three tables
+                        # and must not see another agent's write in only some of them.
+                        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    yield _PgCursor(cur)
+            except self._psycopg.Error as exc:
+                raise PaymentError(
+                    f"the PostgreSQL ledger failed: {type(exc).__name__}: {exc}"
+                ) from exc
 
     def _write(self) -> Any:
         return self._transaction(lock=True)
@@ -143,9 +151,9 @@ class PostgresLedger(SqlLedger):
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
 
     def __repr__(self) -> str:
         return f"<PostgresLedger prefix={self._names.payments.removesuffix('payments')!r}>"

@@ -45,6 +45,7 @@ from ._base import COUNTED, Ledger, PaymentRecord, Status
 __all__ = ["Cursor", "SqlLedger", "to_nano"]
 
 _NANO = 9
+_MAX_NANO = 2**63 - 1
 _COUNTED = tuple(sorted(COUNTED))
 
 
@@ -247,16 +248,20 @@ class SqlLedger(Ledger):
     def reserve(self, record: PaymentRecord, limits: Sequence[Limit]) -> PaymentRecord:
         held = record.with_status("reserved", now=self._clock())
         charge = to_nano(held.charge)
+        if charge > _MAX_NANO:  # would not fit the 64-bit column budgets are summed over
+            raise PaymentError(f"{held.charge} is too large for the ledger")
         with self._lock, self._write() as cur:
             for limit in limits:
                 if not held.in_scope(limit):
                     continue
-                count, used = self._usage(cur, limit, limit.cap.currency if limit.cap else None)
-                if limit.max_count is not None and count + 1 > limit.max_count:
-                    raise BudgetExceeded(
-                        f"a payment now would exceed the rate limit {limit.name!r}: at most "
-                        f"{limit.max_count} payments, {count} already made or held"
-                    )
+                if limit.max_count is not None:
+                    # A rate counts payments in every currency (a cap, only its own).
+                    count, _ = self._usage(cur, limit, None)
+                    if count + 1 > limit.max_count:
+                        raise BudgetExceeded(
+                            f"a payment now would exceed the rate limit {limit.name!r}: at most "
+                            f"{limit.max_count} payments, {count} already made or held"
+                        )
                 if limit.cap is None:
                     continue
                 if held.charge.currency != limit.cap.currency:
@@ -264,6 +269,7 @@ class SqlLedger(Ledger):
                         f"{held.charge} cannot count against budget {limit.name!r} "
                         f"kept in {limit.cap.currency}"
                     )
+                _, used = self._usage(cur, limit, limit.cap.currency)
                 cap = _cap_nano(limit.cap)
                 if used + charge > cap:
                     spent = _from_nano(used, limit.cap.currency)
@@ -459,7 +465,10 @@ class SqlLedger(Ledger):
         with self._lock, self._read() as cur:
             events = self._events(cur)
             checkpoints = self._checkpoints(cur)
-            cur.execute(f"SELECT id, status, charge_nano, record FROM {self._names.payments}")  # noqa: S608
+            cur.execute(
+                "SELECT id, status, charge_nano, record, created_us, payee, method, currency "  # noqa: S608
+                f"FROM {self._names.payments}"
+            )
             rows = cur.fetchall()
         report, latest = verify_chain(
             events,
@@ -468,7 +477,7 @@ class SqlLedger(Ledger):
             require_signatures=require_signatures,
         )
         seen = set()
-        for record_id, status, charge_nano, stored in rows:
+        for record_id, status, charge_nano, stored, *columns in rows:
             seen.add(record_id)
             logged = latest.get(record_id)
             if logged is None:
@@ -477,11 +486,24 @@ class SqlLedger(Ledger):
             seq, record = logged
             if record is None:
                 continue
-            if json.loads(stored) != record or status != record.get("status"):
+            try:
+                said = PaymentRecord.from_dict(record)
+                # The columns budgets are summed over must say what the log says too.
+                same = (
+                    said.id == record_id
+                    and json.loads(stored) == record
+                    and status == said.status
+                    and [int(columns[0]), *columns[1:]]
+                    == [_us(said.created_at), said.payee, said.method, said.charge.currency]
+                )
+                same_charge = int(charge_nano) == to_nano(said.charge)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                same = same_charge = False  # a malformed record or row
+            if not same:
                 report.problems.append(
                     f"payment {record_id}: state differs from audit event {seq} (modified)"
                 )
-            elif int(charge_nano) != to_nano(PaymentRecord.from_dict(record).charge):
+            elif not same_charge:
                 report.problems.append(f"payment {record_id}: charge differs from the audit log")
         for record_id, (seq, _) in latest.items():
             if record_id not in seen:
