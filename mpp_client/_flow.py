@@ -542,6 +542,15 @@ class Call:
             return exc
         return PaymentFailed(f"{reason}; nothing was paid")
 
+    def pay_interrupted(self, plan: Plan) -> None:
+        """Cancelled while paying: release, or keep it counted if money may have moved."""
+        reason = f"payment with {plan.method.name!r} was interrupted"
+        ledger = self.engine.ledger
+        if plan.method.moves_funds_on_pay:
+            self.record = ledger.mark_unknown(plan.record.id, reason)
+        else:
+            self.record = ledger.release(plan.record.id, reason + "; nothing was paid")
+
     def credential(self, plan: Plan, payload: Mapping[str, Any]) -> tuple[str, str]:
         """The header name and value carrying the credential."""
         if not isinstance(payload, Mapping):

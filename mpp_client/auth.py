@@ -172,6 +172,9 @@ class PaymentAuth(httpx.Auth):
                 header = call.credential(plan, plan.method.pay(plan.challenge))
             except Exception as exc:
                 raise call.pay_failed(plan, exc) from None
+            except BaseException:
+                call.pay_interrupted(plan)
+                raise
             inner = _SyncInner(self._inner, call.retry_request(plan), header)
             try:
                 outgoing = inner.start()
@@ -204,12 +207,13 @@ class PaymentAuth(httpx.Auth):
         blocking = self._engine.ledger.blocking
         while response.status_code == 402 and call.wants_payment:
             await _read_402_async(response)
-            # A durable ledger does I/O: keep it off the event loop.
-            step = (
-                await anyio.to_thread.run_sync(call.plan, response)
-                if blocking
-                else call.plan(response)
-            )
+            # A durable ledger does I/O: keep it off the event loop. Shielded: a
+            # reservation made in the thread must not be lost to a cancellation.
+            if blocking:
+                with anyio.CancelScope(shield=True):
+                    step = await anyio.to_thread.run_sync(call.plan, response)
+            else:
+                step = call.plan(response)
             if isinstance(step, DryRun):
                 dry_run = step
                 break
@@ -221,20 +225,41 @@ class PaymentAuth(httpx.Auth):
                 header = call.credential(plan, await plan.method.apay(plan.challenge))
             except Exception as exc:
                 raise call.pay_failed(plan, exc) from None
+            except BaseException:
+                # Cancelled mid-payment: settle the reservation, let the cancellation through.
+                call.pay_interrupted(plan)
+                raise
             inner = _AsyncInner(self._inner, call.retry_request(plan), header)
             try:
                 outgoing = await inner.start()
                 while outgoing is not None:
                     outgoing = await inner.feed((yield outgoing))
             except GeneratorExit as closed:
-                raise call.retry_lost(plan) from closed.__context__
+                lost = call.retry_lost(plan)
+                if _being_cancelled():
+                    raise  # the record says unknown; the cancellation goes on
+                raise lost from closed.__context__
             response = inner.response
             if response.status_code == 402:
                 await _read_402_async(response)
             settle = functools.partial(call.settle, plan, response)
-            if not (await anyio.to_thread.run_sync(settle) if blocking else settle()):
+            if blocking:
+                with anyio.CancelScope(shield=True):
+                    again = await anyio.to_thread.run_sync(settle)
+            else:
+                again = settle()
+            if not again:
                 break
         call.finish(response, dry_run)
+
+
+def _being_cancelled() -> bool:
+    """True inside an asyncio task that is being cancelled (a timeout, say)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return False
+    return task is not None and task.cancelling() > 0
 
 
 def _ask_sync(engine: Engine, request: ApprovalRequest, decision: Decision) -> bool | None:

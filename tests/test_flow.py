@@ -803,3 +803,47 @@ async def test_accept_payment_states_method_preferences() -> None:
         await client.get("/free")
     assert recorder.seen[-2].headers["accept-payment"] == "mine/charge"
     assert recorder.seen[-1].headers["accept-payment"] == "dev/*"
+
+
+# -- cancellation -----------------------------------------------------------------------
+
+
+class SlowWallet(DevWallet):
+    async def apay(self, challenge: Any) -> Any:
+        import asyncio
+
+        await asyncio.sleep(5)
+        return await super().apay(challenge)
+
+
+async def test_cancelled_while_paying_releases_the_reservation(tmp_path: Any) -> None:
+    import asyncio
+
+    server = PaidServer({"/paid": "0.25 USD"})
+    ledger = mpp_client.ledger.SqliteLedger(tmp_path / "l.sqlite3")
+    async with make_async(server, methods=[SlowWallet()], ledger=ledger) as client:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.get("/paid"), timeout=0.5)
+    assert [r.status for r in ledger.records()] == ["released"]
+    assert ledger.spent("USD") == Amount(0, "USD")
+    assert server.payments == []
+
+
+async def test_cancelled_during_the_paid_retry_stays_counted(tmp_path: Any) -> None:
+    import asyncio
+
+    server = PaidServer({"/paid": "0.25 USD"})
+
+    async def slow_after_payment(scope: Any, receive: Any, send: Any) -> None:
+        if any(name == b"authorization" for name, _ in scope["headers"]):
+            await asyncio.sleep(5)
+        await server(scope, receive, send)
+
+    ledger = mpp_client.ledger.SqliteLedger(tmp_path / "l.sqlite3")
+    async with make_async(slow_after_payment, ledger=ledger) as client:
+        # The cancellation itself comes through (not swallowed by our own error)...
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.get("/paid"), timeout=0.5)
+    # ...and the payment, already sent, stays counted as unknown.
+    assert [r.status for r in ledger.records()] == ["unknown"]
+    assert ledger.spent("USD") == Amount.parse("0.25 USD")

@@ -210,10 +210,13 @@ def verify_chain(
             report.problems.append(
                 f"{where}: tree head does not match the events (history rewritten)"
             )
-        if checkpoint.signature is not None and not _signed_by(
-            checkpoint.agent, checkpoint.signed_body(), checkpoint.signature
-        ):
+        if checkpoint.signature is None:
+            if require_signatures:
+                report.problems.append(f"{where}: unsigned")
+        elif not _signed_by(checkpoint.agent, checkpoint.signed_body(), checkpoint.signature):
             report.problems.append(f"{where}: bad signature")
+        elif trusted is not None and checkpoint.agent not in trusted:
+            report.problems.append(f"{where}: signed by untrusted agent {checkpoint.agent}")
     return report, latest
 
 

@@ -79,7 +79,11 @@ class MemoryLedger(Ledger):
         self._clock = clock
 
     def reserve(self, record: PaymentRecord, limits: Sequence[Limit]) -> PaymentRecord:
+        if record.charge.units < 0:
+            raise PaymentError(f"refusing to record a negative charge ({record.charge})")
         with self._lock:
+            if record.id in self._records:
+                raise PaymentError(f"ledger record {record.id!r} already exists")
             check_limits(record, limits, list(self._records.values()))
             held = record.with_status("reserved", now=self._clock())
             self._records[held.id] = held

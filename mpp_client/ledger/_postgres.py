@@ -99,8 +99,8 @@ class PostgresLedger(SqlLedger):
                 currency TEXT NOT NULL,
                 charge_nano BIGINT NOT NULL,
                 record TEXT NOT NULL)""",
-            f"CREATE INDEX IF NOT EXISTS {n.payments}_window "
-            f"ON {n.payments} (currency, status, created_us)",
+            f"CREATE INDEX IF NOT EXISTS {n.payments}_budget "
+            f"ON {n.payments} (currency, status, created_us, charge_nano)",
             f"CREATE INDEX IF NOT EXISTS {n.payments}_payee ON {n.payments} (payee, created_us)",
             f"""CREATE TABLE IF NOT EXISTS {n.audit} (
                 seq BIGINT PRIMARY KEY,

@@ -248,6 +248,8 @@ class SqlLedger(Ledger):
     def reserve(self, record: PaymentRecord, limits: Sequence[Limit]) -> PaymentRecord:
         held = record.with_status("reserved", now=self._clock())
         charge = to_nano(held.charge)
+        if held.charge.units < 0:
+            raise PaymentError(f"refusing to record a negative charge ({held.charge})")
         if charge > _MAX_NANO:  # would not fit the 64-bit column budgets are summed over
             raise PaymentError(f"{held.charge} is too large for the ledger")
         with self._lock, self._write() as cur:

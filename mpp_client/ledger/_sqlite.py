@@ -106,8 +106,8 @@ class SqliteLedger(SqlLedger):
                 currency TEXT NOT NULL,
                 charge_nano INTEGER NOT NULL,
                 record TEXT NOT NULL)""",
-            f"CREATE INDEX IF NOT EXISTS {n.payments}_window "
-            f"ON {n.payments} (currency, status, created_us)",
+            f"CREATE INDEX IF NOT EXISTS {n.payments}_budget "
+            f"ON {n.payments} (currency, status, created_us, charge_nano)",
             f"CREATE INDEX IF NOT EXISTS {n.payments}_payee ON {n.payments} (payee, created_us)",
             f"""CREATE TABLE IF NOT EXISTS {n.audit} (
                 seq INTEGER PRIMARY KEY,
@@ -135,6 +135,10 @@ class SqliteLedger(SqlLedger):
             raise PaymentError(f"the ledger is unavailable: {exc}") from exc
         try:
             yield _SqliteCursor(cur)
+        except sqlite3.Error as exc:
+            cur.execute("ROLLBACK")
+            # e.g. a budget total past SQLite's 64-bit integers, or a duplicate id.
+            raise PaymentError(f"the ledger refused the write: {exc}") from exc
         except BaseException:
             cur.execute("ROLLBACK")
             raise
@@ -149,6 +153,8 @@ class SqliteLedger(SqlLedger):
         try:
             cur.execute("BEGIN")
             yield _SqliteCursor(cur)
+        except sqlite3.Error as exc:
+            raise PaymentError(f"the ledger could not be read: {exc}") from exc
         finally:
             cur.execute("COMMIT")
             cur.close()
