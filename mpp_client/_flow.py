@@ -486,6 +486,9 @@ class Call:
             return ApprovalRequired(text, decision=decision, response=response)
         if any(r.rule == "approval" for r in decision.rules):
             return ApprovalRequired(text, decision=decision, response=response)
+        refused = [r for r in decision.rules if not r.passed and not r.approval]
+        if refused and all(r.rule.startswith("budget.") for r in refused):
+            return BudgetExceeded(reasons, decision=decision, response=response)
         return PolicyDenied(text, decision=decision, response=response)
 
     def _log_refusal(self, offer: Offer, decision: Decision, error: PaymentError) -> None:

@@ -1331,3 +1331,22 @@ def test_the_flow_writes_a_verifiable_private_ledger(tmp_path: Path) -> None:
         assert secret not in exported
     assert b"Payment " not in stored
     assert "Payment " not in exported
+
+
+def test_tag_scoped_limits_count_only_tagged_payments(store: Store) -> None:
+    """Tags with LIKE wildcards in them (``%``, ``_``) must match literally."""
+    ledger, clock = store.ledger, store.clock
+    odd = {"env": "50%_off", "team": 'a"b'}
+    ledger.reserve(make_record(clock, "0.30 USD", tags=odd), [])
+    ledger.reserve(make_record(clock, "0.20 USD", tags={"env": "5"}), [])
+    ledger.reserve(make_record(clock, "0.10 USD"), [])
+    assert ledger.spent("USD", tags={"env": "50%_off"}) == USD("0.30 USD")
+    assert ledger.spent("USD", tags=odd) == USD("0.30 USD")
+    assert ledger.spent("USD", tags={"env": "5"}) == USD("0.20 USD")
+    assert ledger.spent("USD", tags={"env": "50"}) == USD("0 USD")
+    assert ledger.spent("USD") == USD("0.60 USD")
+    peak = [Limit("peak", USD("0.35 USD"), tags={"env": "50%_off"})]
+    with pytest.raises(BudgetExceeded, match="budget 'peak'"):
+        ledger.reserve(make_record(clock, "0.10 USD", tags=odd), peak)
+    ledger.reserve(make_record(clock, "0.10 USD", tags={"env": "other"}), peak)
+    ledger.reserve(make_record(clock, "0.05 USD", tags=odd), peak)

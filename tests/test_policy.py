@@ -140,6 +140,7 @@ def record_for(context: PaymentContext, charge: Amount) -> PaymentRecord:
         charge=charge,
         payee=quote.payee,
         challenge_id=context.challenge.id,
+        tags=dict(context.tags),
     )
 
 
@@ -147,6 +148,10 @@ def pay(policy: Policy, ledger: MemoryLedger, units: int, **kwargs: Any) -> Paym
     """Decide (with the ledger as history) and reserve; the decision must allow."""
     context = ctx(units, history=ledger, **kwargs)
     decision = policy.decide(context)
+    failed = [r for r in decision.rules if not r.passed]
+    if failed and all(r.rule.startswith("budget.") for r in failed):
+        # The decision already sees the budget is spent; the flow raises this.
+        raise BudgetExceeded("; ".join(decision.reasons))
     assert decision.allowed, decision.reasons
     assert decision.charge is not None
     return ledger.reserve(record_for(context, decision.charge), decision.limits)
@@ -819,7 +824,7 @@ def test_budget_limits_handed_to_the_ledger() -> None:
         Limit("evm", Amount.parse("3 USD"), method="evm"),
     )
     tagged = policy.decide(ctx(1, tags={"env": "peak"}))
-    assert tagged.limits[-1] == Limit("peak", Amount.parse("0.30 USD"))
+    assert tagged.limits[-1] == Limit("peak", Amount.parse("0.30 USD"), tags={"env": "peak"})
     assert len(tagged.limits) == 6
 
 
@@ -853,6 +858,8 @@ def test_tag_scoped_budget_applies_only_to_tagged_calls() -> None:
         pay(policy, ledger, 1, tags={"env": "peak", "team": "x"})
     pay(policy, ledger, 100, tags={"env": "night"})
     pay(policy, ledger, 100)
+    # Untagged and other-tag spending does not count against the tag-scoped budget.
+    assert ledger.spent("USD", tags={"env": "peak"}) == Amount.parse("0.30 USD")
 
 
 # -- velocity ---------------------------------------------------------------------------

@@ -149,8 +149,10 @@ class PaymentRecord:
 
     def in_scope(self, limit: Limit) -> bool:
         """True when ``limit`` covers this payment (its payee and method filters)."""
-        return (limit.payee is None or self.payee == limit.payee) and (
-            limit.method is None or self.method == limit.method
+        return (
+            (limit.payee is None or self.payee == limit.payee)
+            and (limit.method is None or self.method == limit.method)
+            and all(self.tags.get(key) == value for key, value in limit.tags.items())
         )
 
     def counts_for(self, limit: Limit) -> bool:
@@ -210,10 +212,15 @@ class Ledger(abc.ABC):
         currency: str,
         *,
         window: timedelta | None = None,
+        since: datetime | None = None,
         payee: str | None = None,
         method: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Amount:
-        """Reserved + committed + unknown spend in ``currency`` matching the filters."""
+        """Reserved + committed + unknown spend in ``currency`` matching the filters.
+
+        ``window`` counts back from now; ``since`` from a given instant.
+        """
 
     # -- history, for policies (read only) ---------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from .._exceptions import BudgetExceeded, PaymentError
@@ -139,12 +139,15 @@ class MemoryLedger(Ledger):
         currency: str,
         *,
         window: timedelta | None = None,
+        since: datetime | None = None,
         payee: str | None = None,
         method: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Amount:
         with self._lock:
-            since = self._clock() - window if window is not None else None
-            limit = Limit("query", since=since, payee=payee, method=method)
+            if window is not None:
+                since = max(filter(None, (since, self._clock() - window)))
+            limit = Limit("query", since=since, payee=payee, method=method, tags=dict(tags or {}))
             charges = (
                 r.charge
                 for r in self._records.values()

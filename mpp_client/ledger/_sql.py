@@ -63,6 +63,20 @@ def _cap_nano(cap: Amount) -> int:
     return cap.units // _pow10(cap.decimals - _NANO)
 
 
+def _tag_token(key: str, value: str) -> str:
+    # JSON quoting makes each pair unambiguous inside the tagset string.
+    return json.dumps([key, value], ensure_ascii=False)
+
+
+def _tagset(tags: Mapping[str, str]) -> str:
+    """All tags of a payment, one searchable token per pair (see ``_usage``)."""
+    return "".join(_tag_token(k, v) for k, v in sorted(tags.items()))
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _pow10(exponent: int) -> int:
     return int(10**exponent)
 
@@ -236,6 +250,9 @@ class SqlLedger(Ledger):
         if limit.method is not None:
             where.append("method = ?")
             params.append(limit.method)
+        for key, value in sorted(limit.tags.items()):
+            where.append("tagset LIKE ? ESCAPE '\\'")
+            params.append(f"%{_like_escape(_tag_token(key, value))}%")
         cur.execute(
             f"SELECT COUNT(*), COALESCE(SUM(charge_nano), 0) FROM {n.payments} "  # noqa: S608
             f"WHERE {' AND '.join(where)}",
@@ -283,7 +300,7 @@ class SqlLedger(Ledger):
             n = self._names
             cur.execute(
                 f"INSERT INTO {n.payments} (id, created_us, updated_us, status, payee, method, "  # noqa: S608
-                "currency, charge_nano, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "currency, charge_nano, tagset, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     held.id,
                     _us(held.created_at),
@@ -293,6 +310,7 @@ class SqlLedger(Ledger):
                     held.method,
                     held.charge.currency,
                     charge,
+                    _tagset(held.tags),
                     json.dumps(held.to_dict()),
                 ),
             )
@@ -382,11 +400,14 @@ class SqlLedger(Ledger):
         currency: str,
         *,
         window: timedelta | None = None,
+        since: datetime | None = None,
         payee: str | None = None,
         method: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Amount:
-        since = self._clock() - window if window is not None else None
-        limit = Limit("query", since=since, payee=payee, method=method)
+        if window is not None:
+            since = max(filter(None, (since, self._clock() - window)))
+        limit = Limit("query", since=since, payee=payee, method=method, tags=dict(tags or {}))
         with self._lock, self._read() as cur:
             _, used = self._usage(cur, limit, currency)
         return _from_nano(used, currency)

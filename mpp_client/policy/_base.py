@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, TypeAlias
 
 from ..methods import Quote
@@ -40,6 +40,19 @@ class SpendHistory(Protocol):
 
     def recent_charges(self, payee: str, n: int) -> list[Amount]:
         """Charges of the last ``n`` committed payments to ``payee``, newest first."""
+        ...
+
+    def spent(
+        self,
+        currency: str,
+        *,
+        window: timedelta | None = None,
+        since: datetime | None = None,
+        payee: str | None = None,
+        method: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Amount:
+        """Reserved + committed + unknown spend in ``currency`` matching the filters."""
         ...
 
     def has_paid(self, payee: str) -> bool:
@@ -96,7 +109,8 @@ class Limit:
     at once would both see room for one. So it names them and the ledger
     enforces them inside its reservation. ``cap`` bounds the summed charges,
     ``max_count`` the number of payments, both counted from ``since`` (None:
-    all time) among payments matching ``payee`` and ``method`` (None: any).
+    all time) among payments matching ``payee``, ``method`` (None: any) and
+    carrying ``tags``.
     """
 
     name: str
@@ -105,6 +119,8 @@ class Limit:
     since: datetime | None = None
     payee: str | None = None
     method: str | None = None
+    #: Only payments made with all of these tags count (a tag-scoped budget).
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

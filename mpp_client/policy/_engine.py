@@ -112,7 +112,39 @@ def _budget_limit(budget: Budget, now: datetime, zone: ZoneInfo) -> Limit:
         since = now - budget.window
     elif budget.calendar is not None:
         since = period_start(now, budget.calendar, zone)
-    return Limit(budget.name, budget.limit, since=since, payee=budget.payee, method=budget.method)
+    return Limit(
+        budget.name,
+        budget.limit,
+        since=since,
+        payee=budget.payee,
+        method=budget.method,
+        tags=dict(budget.when),
+    )
+
+
+def _budget_rule(rules: _Rules, context: PaymentContext, limit: Limit, charge: Amount) -> None:
+    """Say where a budget stands. The ledger re-checks it atomically when reserving;
+    checking here too means nobody is asked to approve a payment it would refuse."""
+    history = context.history
+    cap = limit.cap
+    if (
+        history is None
+        or cap is None
+        or (limit.payee is not None and limit.payee != context.quote.payee)
+    ):
+        return
+    if limit.method is not None and limit.method != context.quote.method:
+        return
+    used = history.spent(
+        cap.currency, since=limit.since, payee=limit.payee, method=limit.method, tags=limit.tags
+    )
+    rules.check(
+        f"budget.{limit.name}",
+        used + charge <= cap,
+        f"budget {limit.name!r}: {used} of {cap} used, {charge} fits",
+        f"paying {charge} would exceed budget {limit.name!r} of {cap}: "
+        f"{used} already spent or held, {cap - used} remains",
+    )
 
 
 def decide(policy: Policy, context: PaymentContext) -> Decision:
@@ -209,12 +241,12 @@ def decide(policy: Policy, context: PaymentContext) -> Decision:
     limits: list[Limit] = []
     if charge is not None:
         _amount_rules(rules, policy, context, charge, tags)
-        # Budgets: held atomically by the ledger.
-        limits.extend(
-            _budget_limit(budget, now, policy.zone)
-            for budget in policy.budgets
-            if _tags_match(budget.when, tags)
-        )
+        # Budgets: explained here, held atomically by the ledger at reservation.
+        for budget in policy.budgets:
+            if _tags_match(budget.when, tags):
+                held = _budget_limit(budget, now, policy.zone)
+                limits.append(held)
+                _budget_rule(rules, context, held, charge)
     _velocity(rules, policy, context, tags, limits)
     _breaker(rules, policy, context)
 
