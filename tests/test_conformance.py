@@ -382,9 +382,69 @@ def test_challenge_id(file: str, scenario: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- #
 
 
-def test_tempo_proof_out_of_scope() -> None:
-    assert (DATA / TEMPO_PROOF).is_file()
-    pytest.skip("tempo-proof.json (EIP-712 Tempo proof typed data) is out of scope for now")
+def _tempo_proof_params() -> list[Any]:
+    return [
+        pytest.param(scenario, id=f"tempo-proof:{scenario['name']}")
+        for scenario in _load(TEMPO_PROOF)["scenarios"]
+    ]
+
+
+def test_tempo_proof_has_every_scenario() -> None:
+    data = _load(TEMPO_PROOF)
+    assert data["commands"] == {"operation": "tempo.proof.typed_data"}
+    assert len(data["scenarios"]) == 1
+    assert len(_tempo_proof_params()) == 1
+
+
+@pytest.mark.parametrize("scenario", _tempo_proof_params())
+def test_tempo_proof(scenario: dict[str, Any]) -> None:
+    # Needs the tempo extra (pytempo, eth-account); skip only if it is absent.
+    tempo = pytest.importorskip("mpp_client.methods.tempo")
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    _skip_unless_python(scenario)
+    data = scenario["input"]
+    expected = scenario["expected"]
+    assert expected["ok"] is True
+    typed = _timed(
+        scenario,
+        lambda: tempo.proof_typed_data(
+            chain_id=data["chainId"],
+            challenge_id=data["challengeId"],
+            realm=data["realm"],
+            version=2,
+        ),
+    )
+    assert typed == expected["value"]
+    # The wallet signs exactly these typed data: the signature recovers to it
+    # over the vector's value (with the implicit EIP712Domain type added).
+    key = "0x" + "07" * 32
+    challenge = Challenge.create(
+        id=data["challengeId"],
+        realm=data["realm"],
+        method="tempo",
+        intent="charge",
+        request={
+            "amount": "0",
+            "currency": "0x20c0000000000000000000000000000000000000",
+            "recipient": "0x742d35Cc6634c0532925a3b844bC9e7595F8fE00",
+            "methodDetails": {"chainId": data["chainId"]},
+        },
+    )
+    payload = tempo.TempoWallet(key).pay(challenge)
+    assert payload["type"] == "proof"
+    domain_type = [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+    ]
+    value = expected["value"]
+    full = {**value, "types": {"EIP712Domain": domain_type, **value["types"]}}
+    signer = Account.recover_message(
+        encode_typed_data(full_message=full), signature=payload["signature"]
+    )
+    assert signer == Account.from_key(key).address
 
 
 @pytest.mark.parametrize("file", sorted(EXPECTED_SCENARIOS))

@@ -62,3 +62,22 @@ def test_missing_extra_names_the_pip_install() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert 'error: LocalServer needs uvicorn: pip install "mpp-client[testing]"' in result.stdout
+
+
+def test_wallet_extras_are_lazy_and_name_their_install() -> None:
+    result = run(
+        """
+        import mpp_client.methods as methods
+        for name, key in [("EvmWallet", "0x" + "11" * 32), ("TempoWallet", "0x" + "11" * 32),
+                          ("StripeWallet", "sk_test_x")]:
+            try:
+                wallet = getattr(methods, name)
+                wallet(key) if name != "StripeWallet" else wallet(key, payment_method="pm_1")
+            except Exception as exc:
+                print(name, "->", exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "EvmWallet -> " in result.stdout and "mpp-client[evm]" in result.stdout
+    assert "mpp-client[tempo]" in result.stdout
+    assert "mpp-client[stripe]" in result.stdout

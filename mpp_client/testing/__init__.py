@@ -1,12 +1,31 @@
 """Test helpers: a spec-conformant paid server and pytest fixtures.
 
-``PaidServer`` is a plain ASGI app (no dependency); ``LocalServer`` runs any
-ASGI app on a loopback socket and needs the ``testing`` extra (uvicorn).
+``PaidServer`` is a plain ASGI app (no dependency) that accepts dev vouchers,
+or any method through a :class:`Verifier` (``mpp_client.testing.evm`` has
+one that settles on a local EVM chain); ``LocalServer`` runs any ASGI app on
+a loopback socket and needs the ``testing`` extra (uvicorn).
 The pytest fixtures (``mpp_server``, ``mpp_server_url``) are registered
 automatically when mpp-client is installed.
 """
 
 from ._runner import LocalServer
-from ._server import PaidServer, Payment, Route
+from ._server import (
+    DevVoucherVerifier,
+    PaidServer,
+    Payment,
+    Route,
+    Settlement,
+    VerificationFailed,
+    Verifier,
+)
 
-__all__ = ["LocalServer", "PaidServer", "Payment", "Route"]
+__all__ = [
+    "DevVoucherVerifier",
+    "LocalServer",
+    "PaidServer",
+    "Payment",
+    "Route",
+    "Settlement",
+    "VerificationFailed",
+    "Verifier",
+]

@@ -5,6 +5,10 @@ HMAC-bound to their parameters (the draft's seven slots), and accepts a ``dev``
 voucher once per challenge. Run it with uvicorn for real-socket tests and
 demos (:class:`~mpp_client.testing.LocalServer`), or mount it in
 ``httpx.ASGITransport`` for fast unit tests.
+
+Other payment methods plug in as a :class:`Verifier` (``verifier=``): it adds
+its fields to each charge request and redeems credentials, while the server
+keeps issuing, binding, expiry, route and amount checks and single use.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
+
+import anyio.to_thread
 
 from .._exceptions import ProtocolError
 from ..methods.dev import verify_voucher
@@ -33,7 +39,15 @@ from ..protocol import (
     parse_rfc3339,
 )
 
-__all__ = ["PaidServer", "Payment", "Route"]
+__all__ = [
+    "DevVoucherVerifier",
+    "PaidServer",
+    "Payment",
+    "Route",
+    "Settlement",
+    "VerificationFailed",
+    "Verifier",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -70,6 +84,87 @@ class Payment:
     idempotency_key: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What a verifier reports for a credential it accepted and settled."""
+
+    payer: str
+    #: The receipt's ``reference`` (a transaction hash, a voucher id).
+    reference: str
+    #: Extra ``Payment-Receipt`` fields (``challengeId``, ``chainId``...).
+    receipt: Mapping[str, Any] = field(default_factory=dict)
+
+
+class VerificationFailed(Exception):
+    """A verifier's refusal: ``code`` is the problem type (``verification-failed``...).
+
+    With ``status`` 402 (the default) the server answers with a fresh
+    challenge; any other status (say 500, when a settlement's outcome is
+    unknown) is answered as a plain problem, with no new challenge to pay.
+    """
+
+    def __init__(self, code: str, detail: str, *, status: int = 402) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+class Verifier(Protocol):
+    """How :class:`PaidServer` accepts payment by one method.
+
+    ``request_fields()`` returns what the method adds to every charge request
+    (e.g. ``{"methodDetails": {...}}``). ``redeem`` checks a credential whose
+    challenge the server has already authenticated (id binding, realm, expiry,
+    route and amount), calls ``claim()`` once it is valid and before moving
+    any money (``False`` means the challenge was already used: refuse), then
+    settles. It raises :class:`VerificationFailed` to refuse. ``blocking``
+    verifiers (network I/O) are run in a worker thread under ASGI.
+    """
+
+    method: str
+    blocking: bool
+
+    def request_fields(self) -> Mapping[str, Any]: ...
+
+    def redeem(
+        self,
+        echo: Mapping[str, str],
+        request: Mapping[str, Any],
+        credential: Credential,
+        claim: Callable[[], bool],
+    ) -> Settlement: ...
+
+
+class DevVoucherVerifier:
+    """The default verifier: ``dev`` vouchers (Ed25519 signatures, no money)."""
+
+    method = "dev"
+    blocking = False
+
+    def request_fields(self) -> Mapping[str, Any]:
+        return {}
+
+    def redeem(
+        self,
+        echo: Mapping[str, str],
+        request: Mapping[str, Any],
+        credential: Credential,
+        claim: Callable[[], bool],
+    ) -> Settlement:
+        try:
+            payer = verify_voucher(echo, credential.payload)
+        except ValueError as exc:
+            raise VerificationFailed("verification-failed", str(exc)) from None
+        if not claim():
+            raise VerificationFailed("invalid-challenge", "challenge already used")
+        return Settlement(
+            payer=payer,
+            reference=f"dev:{echo['id']}",
+            receipt={"challengeId": echo["id"], "payer": payer},
+        )
+
+
 @dataclass(slots=True)
 class _Outcome:
     status: int
@@ -88,7 +183,8 @@ class PaidServer:
     every charge request; ``currency``/``decimals`` tie the wire currency to
     the price's asset. ``header="Payment-Authorization"`` asks clients to send
     the credential in that header instead of ``Authorization``. ``payments``
-    lists what was accepted, for assertions.
+    lists what was accepted, for assertions. ``verifier`` sells for another
+    payment method (see :class:`Verifier`); the default takes ``dev`` vouchers.
     """
 
     def __init__(
@@ -104,7 +200,10 @@ class PaidServer:
         secret: bytes | None = None,
         header: str | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        verifier: Verifier | None = None,
     ) -> None:
+        self.verifier: Verifier = verifier if verifier is not None else DevVoucherVerifier()
+        self.method = self.verifier.method
         self.realm = realm
         self.recipient = recipient
         self.currency = currency
@@ -149,10 +248,11 @@ class PaidServer:
 
     def issue(self, http_method: str, path: str, body: bytes, route: Route) -> Challenge:
         """A fresh challenge for one request to ``path``."""
-        request = {
+        request: dict[str, Any] = {
             "amount": str(self._units(route.price)),
             "currency": self.currency,
             "recipient": self.recipient,
+            **self.verifier.request_fields(),
         }
         if route.description:
             request["description"] = route.description
@@ -161,7 +261,7 @@ class PaidServer:
         unbound = Challenge.create(
             id="-",
             realm=self.realm,
-            method="dev",
+            method=self.method,
             intent="charge",
             request=request,
             expires=expires,
@@ -180,7 +280,7 @@ class PaidServer:
         return challenge_id(
             self._secret,
             realm=self.realm,
-            method="dev",
+            method=self.method,
             intent="charge",
             request_b64=request_b64,
             expires=expires,
@@ -230,7 +330,7 @@ class PaidServer:
         )
         if (
             echo["realm"] != self.realm
-            or echo["method"] != "dev"
+            or echo["method"] != self.method
             or echo["intent"] != "charge"
             or not secrets.compare_digest(expected_id.encode(), echo["id"].encode())
         ):
@@ -250,34 +350,39 @@ class PaidServer:
         digest = echo.get("digest")
         if digest is not None and not digest_matches(digest, body):
             return refuse("verification-failed", "request body does not match the challenge digest")
-        try:
-            payer = verify_voucher(echo, credential.payload)
-        except ValueError as exc:
-            return refuse("verification-failed", str(exc))
-        with self._lock:
-            if echo["id"] in self._used:
-                used = True
-            else:
-                used = False
+
+        def claim() -> bool:
+            with self._lock:
+                if echo["id"] in self._used:
+                    return False
                 self._used.add(echo["id"])
-        if used:
-            return refuse("invalid-challenge", "challenge already used")
-        reference = f"dev:{echo['id']}"
+                return True
+
+        try:
+            settled = self.verifier.redeem(echo, terms, credential, claim)
+        except VerificationFailed as exc:
+            if exc.status == 402:
+                return refuse(exc.code, exc.detail)
+            title = exc.code.replace("-", " ").capitalize()
+            problem = Problem.build(exc.code, status=exc.status, title=title, detail=exc.detail)
+            return _Outcome(
+                exc.status, [("content-type", "application/problem+json")], problem.to_json()
+            )
         payment = Payment(
             challenge_id=echo["id"],
             path=path,
             http_method=http_method,
             amount=route.price,
-            payer=payer,
-            reference=reference,
+            payer=settled.payer,
+            reference=settled.reference,
             idempotency_key=idempotency_key,
         )
         receipt = Receipt(
             status="success",
-            method="dev",
-            reference=reference,
+            method=self.method,
+            reference=settled.reference,
             timestamp=self.clock(),
-            data={"challengeId": echo["id"], "payer": payer},
+            data=dict(settled.receipt),
         )
         with self._lock:
             self.payments.append(payment)
@@ -351,7 +456,13 @@ class PaidServer:
             chunks.append(chunk)
             more = message.get("more_body", False)
         headers = _headers(scope.get("headers", ()))
-        outcome = self.handle(scope["method"], scope["path"], headers, b"".join(chunks))
+        body = b"".join(chunks)
+        if getattr(self.verifier, "blocking", False):
+            outcome = await anyio.to_thread.run_sync(
+                self.handle, scope["method"], scope["path"], headers, body
+            )
+        else:
+            outcome = self.handle(scope["method"], scope["path"], headers, body)
         await _respond(send, outcome)
 
 

@@ -1,0 +1,1177 @@
+"""The ``evm`` payment method: one-time ERC-20 charges on EVM chains.
+
+Implements the client side of ``draft-evm-charge-00``. A challenge asks for
+``amount`` base units of the ERC-20 token ``currency`` for ``recipient`` on
+``methodDetails.chainId``; the wallet answers with one of four credential types:
+
+``permit2``
+    An EIP-712 Permit2 ``PermitWitnessTransferFrom`` (``PermitBatch...`` when the
+    request has ``splits``) signed off-chain, with the draft's ``PaymentWitness``
+    (``challengeHash`` and ``externalId``). The server submits it and pays gas.
+``authorization``
+    An EIP-3009 ``TransferWithAuthorization`` signed off-chain, its ``nonce`` set
+    to the challenge hash. The server submits it to the token and pays gas.
+``transaction``
+    A signed EIP-1559 ``transfer(recipient, amount)`` on the token. The server
+    broadcasts it; the payer pays gas.
+``hash``
+    The same transaction, broadcast by the wallet itself; once it is mined the
+    wallet sends its hash. Money moves before the server has answered.
+
+The type is the first one the server lists in ``credentialTypes`` that the
+wallet allows and can produce (``prefer="wallet"`` uses the wallet's order
+instead). Before anything is signed the terms are checked: the chain is one the
+wallet pays on, the token is in the asset registry for that chain, addresses
+are well formed (and EIP-55 valid when mixed-case), the recipient and every
+split recipient are expected, splits are only paid with ``permit2`` and add up
+to less than the amount, and the validity window ends at the challenge's expiry
+and no later. Any failure is a :class:`~mpp_client.ChallengeError` and nothing
+is signed.
+
+The challenge hash is ``keccak256(abi.encodePacked(id, realm))`` as the draft
+says. The reference SDKs (mppx, pympp) compute ``keccak256(JSON.stringify([id,
+realm]))`` instead; ``challenge_hash_scheme="mppx"`` pays their servers.
+
+Permit2 notes. The draft does not say who the Permit2 ``spender`` (the address
+that submits the transfer) is; the wallet uses ``methodDetails.spender`` when
+the server sends one and the ``recipient`` otherwise. The permit ``nonce`` is
+the challenge hash read as a number, so at most one permit per challenge can
+ever settle. The witness type string is the draft's, byte for byte (with its
+space after the comma), so the typed-data hash is computed here rather than by
+a generic EIP-712 encoder, which would drop that space.
+
+Needs the ``evm`` extra (``eth-account``). Keys: pass a hex private key or an
+``eth_account`` ``LocalAccount``, or load a Web3 Secret Storage keystore with
+:meth:`EvmWallet.from_keystore`. The key never appears in ``repr()``, errors or
+logs, and the wallet refuses to be pickled.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar, Literal, NoReturn, cast
+
+import anyio.to_thread
+import httpx
+
+try:
+    from eth_abi.abi import decode as abi_decode
+    from eth_abi.abi import encode as abi_encode
+    from eth_account import Account
+    from eth_account.signers.local import LocalAccount
+    from eth_typing import Hash32
+    from eth_utils.address import to_checksum_address
+    from eth_utils.crypto import keccak
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess
+    raise ImportError(
+        f"the evm payment method needs eth-account ({exc.name} is missing): "
+        'pip install "mpp-client[evm]"'
+    ) from exc
+
+from .._exceptions import (
+    ChallengeError,
+    ChallengeExpired,
+    KeystoreError,
+    PaymentFailed,
+    PaymentOutcomeUnknown,
+)
+from ..identity import _read_limited, _write_atomically
+from ..money import Amount
+from ..policy import BUILTIN_ASSETS, AssetEntry, AssetRegistry
+from ..protocol import Challenge
+from ._base import PaymentMethod, Quote, charge_terms
+
+__all__ = [
+    "CREDENTIAL_TYPES",
+    "PERMIT2_ADDRESS",
+    "PERMIT2_WITNESS_TYPE_STRING",
+    "EvmTerms",
+    "EvmWallet",
+    "JsonRpc",
+    "RpcError",
+    "Split",
+    "authorization_digest",
+    "challenge_hash",
+    "did_pkh",
+    "eip3009_domain_separator",
+    "evm_terms",
+    "parse_did_pkh",
+    "payment_witness_hash",
+    "permit2_digest",
+    "transfer_calldata",
+]
+
+logger = logging.getLogger("mpp_client.evm")
+
+#: Uniswap's Permit2, at the same address on every chain it is deployed on.
+PERMIT2_ADDRESS = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
+#: The credential types of draft-evm-charge-00.
+CREDENTIAL_TYPES: tuple[str, ...] = ("permit2", "authorization", "transaction", "hash")
+#: The draft's witness type string, exactly (it is hashed, so every byte counts).
+PERMIT2_WITNESS_TYPE_STRING = (
+    "PaymentWitness witness)PaymentWitness(bytes32 challengeHash, string externalId)"
+    "TokenPermissions(address token,uint256 amount)"
+)
+PAYMENT_WITNESS_TYPE = "PaymentWitness(bytes32 challengeHash, string externalId)"
+MAX_SPLITS = 10
+MAX_MEMO = 256
+
+TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
+TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
+_SINGLE_STUB = (
+    "PermitWitnessTransferFrom(TokenPermissions permitted,address spender,"
+    "uint256 nonce,uint256 deadline,"
+)
+_BATCH_STUB = (
+    "PermitBatchWitnessTransferFrom(TokenPermissions[] permitted,address spender,"
+    "uint256 nonce,uint256 deadline,"
+)
+_TOKEN_PERMISSIONS_TYPEHASH = keccak(text="TokenPermissions(address token,uint256 amount)")
+_PERMIT2_DOMAIN_TYPEHASH = keccak(
+    text="EIP712Domain(string name,uint256 chainId,address verifyingContract)"
+)
+_EIP3009_DOMAIN_TYPEHASH = keccak(
+    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
+_TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak(
+    text="TransferWithAuthorization(address from,address to,uint256 value,"
+    "uint256 validAfter,uint256 validBefore,bytes32 nonce)"
+)
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_UNITS = re.compile(r"0|[1-9][0-9]{0,77}")
+_UINT256_MAX = 2**256 - 1
+_ZERO_ADDRESS = "0x" + "00" * 20
+_MAX_UINT256 = _UINT256_MAX
+
+#: EIP-712 domains (name, version) of EIP-3009 tokens the wallet knows without
+#: asking the chain. Other tokens: pass ``token_domains`` or an RPC URL.
+TOKEN_DOMAINS: Mapping[tuple[int, str], tuple[str, str]] = {
+    (8453, "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"): ("USD Coin", "2"),  # Base USDC
+    (84532, "0x036cbd53842c5426634e7929541ec2318f3dcf7e"): ("USDC", "2"),  # Base Sepolia USDC
+}
+
+
+# -- addresses and identifiers ---------------------------------------------------
+
+
+def is_address(value: object) -> bool:
+    """True for a 0x-prefixed 20-byte hex string whose mixed case, if any, is EIP-55."""
+    if not isinstance(value, str) or _ADDRESS.fullmatch(value) is None:
+        return False
+    body = value[2:]
+    if body.lower() == body or body.upper() == body:
+        return True
+    return to_checksum_address(value) == value
+
+
+def _address(value: object, what: str) -> str:
+    """``value`` as an EIP-55 address, or ChallengeError naming ``what``."""
+    if not isinstance(value, str) or _ADDRESS.fullmatch(value) is None:
+        raise ChallengeError(f"{what} must be a 0x-prefixed 20-byte address, got {value!r:.50}")
+    if not is_address(value):
+        raise ChallengeError(f"{what} {value} fails its EIP-55 checksum (a mistyped address?)")
+    return to_checksum_address(value)
+
+
+def same_address(left: str, right: str) -> bool:
+    """Compare two addresses by their 20-byte value, as the draft requires."""
+    return left.lower() == right.lower()
+
+
+def did_pkh(chain_id: int, address: str) -> str:
+    """The payer's ``did:pkh:eip155:<chain>:<address>`` (EIP-55 address)."""
+    return f"did:pkh:eip155:{chain_id}:{to_checksum_address(address)}"
+
+
+def parse_did_pkh(source: str) -> tuple[int, str] | None:
+    """``(chain_id, address)`` of a ``did:pkh:eip155`` DID, or None if it is not one."""
+    match = re.fullmatch(r"did:pkh:eip155:([1-9][0-9]{0,19}):(0x[0-9a-fA-F]{40})", source)
+    if match is None or not is_address(match.group(2)):
+        return None
+    return int(match.group(1)), to_checksum_address(match.group(2))
+
+
+def challenge_hash(
+    challenge_id: str, realm: str, scheme: Literal["draft", "mppx"] = "draft"
+) -> bytes:
+    """The 32-byte hash that binds a signature to one challenge.
+
+    ``"draft"``: ``keccak256(abi.encodePacked(id, realm))``, the draft's
+    definition. ``"mppx"``: ``keccak256(JSON.stringify([id, realm]))``, what the
+    mppx and pympp reference SDKs compute.
+    """
+    if scheme == "draft":
+        return keccak(challenge_id.encode("utf-8") + realm.encode("utf-8"))
+    if scheme == "mppx":
+        text = json.dumps([challenge_id, realm], separators=(",", ":"), ensure_ascii=False)
+        return keccak(text.encode("utf-8"))
+    raise ValueError(f"unknown challenge hash scheme {scheme!r}")
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+# -- the request -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """One ``methodDetails.splits`` entry: ``amount`` base units to ``recipient``."""
+
+    recipient: str
+    amount: int
+    memo: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvmTerms:
+    """An ``evm`` charge request, validated (addresses EIP-55, amounts as ints)."""
+
+    amount: int
+    currency: str
+    recipient: str
+    chain_id: int
+    #: ``methodDetails.credentialTypes`` as listed (known types only); None if absent.
+    credential_types: tuple[str, ...] | None
+    permit2_address: str
+    decimals: int | None
+    splits: tuple[Split, ...]
+    external_id: str | None
+    #: The Permit2 spender the server named (``methodDetails.spender``), if any.
+    spender: str | None
+    expires: datetime | None
+
+    @property
+    def primary_amount(self) -> int:
+        """What the primary recipient receives: the amount less every split."""
+        return self.amount - sum(split.amount for split in self.splits)
+
+    @property
+    def offered_types(self) -> tuple[str, ...]:
+        """The types the server accepts; the draft's default when it lists none."""
+        if self.credential_types is None:
+            return ("transaction", "hash")
+        return self.credential_types
+
+
+def _units(value: object, what: str) -> int:
+    if not isinstance(value, str) or _UNITS.fullmatch(value) is None:
+        raise ChallengeError(f"{what} must be a string of base-unit digits, got {value!r:.40}")
+    number = int(value)
+    if number > _UINT256_MAX:
+        raise ChallengeError(f"{what} does not fit in a uint256")
+    return number
+
+
+def evm_terms(challenge: Challenge) -> EvmTerms:
+    """Read and check an ``evm`` charge request. Raises :class:`ChallengeError`."""
+    terms = charge_terms(challenge)
+    amount = terms.amount
+    if amount <= 0:
+        raise ChallengeError("evm charge amount must be positive")
+    if amount > _UINT256_MAX:
+        raise ChallengeError("evm charge amount does not fit in a uint256")
+    currency = _address(terms.currency, "evm charge currency")
+    if terms.recipient is None:
+        raise ChallengeError("evm charge request has no 'recipient'")
+    recipient = _address(terms.recipient, "evm charge recipient")
+    if same_address(recipient, _ZERO_ADDRESS):
+        raise ChallengeError("evm charge recipient is the zero address")
+    details = terms.method_details
+    chain_id = details.get("chainId")
+    if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0:
+        raise ChallengeError("evm charge request needs a positive integer methodDetails.chainId")
+    permit2_raw = details.get("permit2Address", PERMIT2_ADDRESS)
+    permit2 = _address(permit2_raw, "methodDetails.permit2Address")
+    decimals = details.get("decimals")
+    if decimals is not None and (
+        isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 36
+    ):
+        raise ChallengeError("methodDetails.decimals must be an integer from 0 to 36")
+    types = details.get("credentialTypes")
+    credential_types: tuple[str, ...] | None = None
+    if types is not None:
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types) or not types:
+            raise ChallengeError(
+                "methodDetails.credentialTypes must be a non-empty list of strings"
+            )
+        known = tuple(dict.fromkeys(t for t in types if t in CREDENTIAL_TYPES))
+        if not known:
+            raise ChallengeError(
+                f"methodDetails.credentialTypes lists no supported type "
+                f"(offered {', '.join(str(t)[:20] for t in types[:5])}; "
+                f"known: {', '.join(CREDENTIAL_TYPES)})"
+            )
+        credential_types = known
+    splits = _splits(details.get("splits"), amount, currency)
+    spender_raw = details.get("spender")
+    spender = _address(spender_raw, "methodDetails.spender") if spender_raw is not None else None
+    return EvmTerms(
+        amount=amount,
+        currency=currency,
+        recipient=recipient,
+        chain_id=chain_id,
+        credential_types=credential_types,
+        permit2_address=permit2,
+        decimals=decimals,
+        splits=splits,
+        external_id=terms.external_id,
+        spender=spender,
+        expires=terms.expires,
+    )
+
+
+def _splits(raw: object, amount: int, currency: str) -> tuple[Split, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ChallengeError("methodDetails.splits must be a non-empty list when present")
+    if len(raw) > MAX_SPLITS:
+        raise ChallengeError(f"methodDetails.splits has {len(raw)} entries, over {MAX_SPLITS}")
+    out: list[Split] = []
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise ChallengeError(f"split {index} must be an object")
+        recipient = _address(entry.get("recipient"), f"split {index} recipient")
+        if same_address(recipient, _ZERO_ADDRESS):
+            raise ChallengeError(f"split {index} recipient is the zero address")
+        value = _units(entry.get("amount"), f"split {index} amount")
+        if value == 0:
+            raise ChallengeError(f"split {index} amount must be positive")
+        memo = entry.get("memo")
+        if memo is not None and (not isinstance(memo, str) or len(memo) > MAX_MEMO):
+            raise ChallengeError(f"split {index} memo must be a string of at most {MAX_MEMO}")
+        out.append(Split(recipient, value, memo))
+    total = sum(split.amount for split in out)
+    if total >= amount:
+        raise ChallengeError(
+            f"splits add up to {total} base units, not strictly less than the amount {amount}"
+        )
+    return tuple(out)
+
+
+# -- hashing and encoding (shared with the server side) ----------------------------
+
+
+def eip3009_domain_separator(name: str, version: str, chain_id: int, token: str) -> bytes:
+    """The EIP-712 domain separator of a token's EIP-3009 authorizations."""
+    return keccak(
+        abi_encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [
+                _EIP3009_DOMAIN_TYPEHASH,
+                keccak(text=name),
+                keccak(text=version),
+                chain_id,
+                to_checksum_address(token),
+            ],
+        )
+    )
+
+
+def authorization_digest(
+    domain_separator: bytes,
+    *,
+    sender: str,
+    to: str,
+    value: int,
+    valid_after: int,
+    valid_before: int,
+    nonce: bytes,
+) -> bytes:
+    """The EIP-712 digest a ``transferWithAuthorization`` signature signs."""
+    struct = keccak(
+        abi_encode(
+            ["bytes32", "address", "address", "uint256", "uint256", "uint256", "bytes32"],
+            [
+                _TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
+                to_checksum_address(sender),
+                to_checksum_address(to),
+                value,
+                valid_after,
+                valid_before,
+                nonce,
+            ],
+        )
+    )
+    return keccak(b"\x19\x01" + domain_separator + struct)
+
+
+def payment_witness_hash(chash: bytes, external_id: str) -> bytes:
+    """The struct hash of the draft's ``PaymentWitness`` (Permit2's ``witness``)."""
+    return keccak(
+        abi_encode(
+            ["bytes32", "bytes32", "bytes32"],
+            [keccak(text=PAYMENT_WITNESS_TYPE), chash, keccak(text=external_id)],
+        )
+    )
+
+
+def permit2_digest(
+    *,
+    chain_id: int,
+    permit2: str,
+    permitted: Sequence[tuple[str, int]],
+    spender: str,
+    nonce: int,
+    deadline: int,
+    witness: bytes,
+) -> bytes:
+    """The EIP-712 digest of a Permit2 witness transfer (batch form for >1 permission)."""
+    domain = keccak(
+        abi_encode(
+            ["bytes32", "bytes32", "uint256", "address"],
+            [_PERMIT2_DOMAIN_TYPEHASH, keccak(text="Permit2"), chain_id, permit2],
+        )
+    )
+    hashes = [
+        keccak(
+            abi_encode(
+                ["bytes32", "address", "uint256"],
+                [_TOKEN_PERMISSIONS_TYPEHASH, to_checksum_address(token), amount],
+            )
+        )
+        for token, amount in permitted
+    ]
+    if len(hashes) == 1:
+        typehash = keccak(text=_SINGLE_STUB + PERMIT2_WITNESS_TYPE_STRING)
+        permissions = hashes[0]
+    else:
+        typehash = keccak(text=_BATCH_STUB + PERMIT2_WITNESS_TYPE_STRING)
+        permissions = keccak(b"".join(hashes))
+    struct = keccak(
+        abi_encode(
+            ["bytes32", "bytes32", "address", "uint256", "uint256", "bytes32"],
+            [typehash, permissions, to_checksum_address(spender), nonce, deadline, witness],
+        )
+    )
+    return keccak(b"\x19\x01" + domain + struct)
+
+
+def transfer_calldata(to: str, amount: int) -> bytes:
+    """ERC-20 ``transfer(to, amount)`` call data."""
+    return TRANSFER_SELECTOR + abi_encode(["address", "uint256"], [to_checksum_address(to), amount])
+
+
+def decode_transfer_calldata(data: bytes) -> tuple[str, int]:
+    """``(to, amount)`` of ERC-20 ``transfer`` call data; ValueError otherwise."""
+    if len(data) != 68 or data[:4] != TRANSFER_SELECTOR:
+        raise ValueError("call data is not transfer(address,uint256)")
+    to, amount = abi_decode(["address", "uint256"], data[4:])
+    return to_checksum_address(to), int(amount)
+
+
+# -- JSON-RPC --------------------------------------------------------------------
+
+
+class RpcError(Exception):
+    """The node answered a JSON-RPC call with an error (the call reached it)."""
+
+    def __init__(self, method: str, code: object, message: str) -> None:
+        super().__init__(f"{method}: {message} (code {code})")
+        self.method = method
+        self.code = code
+        self.rpc_message = message
+
+
+class JsonRpc:
+    """A small synchronous Ethereum JSON-RPC client over httpx.
+
+    Transport failures raise ``httpx.HTTPError`` (the call may or may not have
+    reached the node); node errors raise :class:`RpcError`. The URL may hold an
+    API key, so ``repr()`` shows only its host.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        self._url = url
+        self._client = httpx.Client(timeout=timeout)
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, *params: Any) -> Any:
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+        response = self._client.post(self._url, json=body)
+        response.raise_for_status()
+        data = response.json()
+        if not isinstance(data, dict):
+            raise RpcError(method, None, "malformed JSON-RPC response")
+        error = data.get("error")
+        if error is not None:
+            message = error.get("message", "error") if isinstance(error, dict) else str(error)
+            code = error.get("code") if isinstance(error, dict) else None
+            raise RpcError(method, code, str(message)[:300])
+        return data.get("result")
+
+    def eth_call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
+        request: dict[str, str] = {"to": to, "data": _hex(data)}
+        if sender is not None:
+            request["from"] = sender
+        result = self.call("eth_call", request, "latest")
+        return bytes.fromhex(str(result)[2:])
+
+    def wait_for_receipt(self, tx_hash: str, timeout: float = 60.0) -> dict[str, Any] | None:
+        """The transaction's receipt once mined, or None after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            receipt = self.call("eth_getTransactionReceipt", tx_hash)
+            if isinstance(receipt, dict):
+                return receipt
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"<JsonRpc host={httpx.URL(self._url).host!r}>"
+
+
+def _selector(signature: str) -> bytes:
+    return keccak(text=signature)[:4]
+
+
+# -- the wallet ------------------------------------------------------------------
+
+CredentialType = Literal["permit2", "authorization", "transaction", "hash"]
+
+
+class _Skip(Exception):
+    """This credential type cannot be produced for this challenge; try the next."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    terms: EvmTerms
+    asset: AssetEntry
+    types: tuple[str, ...]
+    valid_before: int
+    skipped: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _as_account(key: object) -> LocalAccount:
+    if isinstance(key, LocalAccount):
+        return key
+    if isinstance(key, bytes | bytearray):
+        raw = bytes(key)
+    elif isinstance(key, str):
+        text = key[2:] if key[:2] in ("0x", "0X") else key
+        if re.fullmatch(r"[0-9a-fA-F]{64}", text) is None:
+            raise ValueError("an EVM private key is 32 bytes: 64 hex digits, 0x-prefixed or not")
+        raw = bytes.fromhex(text)
+    else:
+        raise TypeError("key must be a hex string, 32 bytes or an eth_account LocalAccount")
+    if len(raw) != 32:
+        raise ValueError("an EVM private key is 32 bytes")
+    try:
+        account: LocalAccount = Account.from_key(raw)
+    except Exception:  # the library's message could quote the key: replace it
+        raise ValueError("not a valid secp256k1 private key") from None
+    return account
+
+
+class EvmWallet(PaymentMethod):
+    """Pays ``evm`` charges: ERC-20 transfers signed with one secp256k1 key.
+
+    ::
+
+        wallet = EvmWallet(
+            os.environ["AGENT_EVM_KEY"],            # or EvmWallet.from_keystore(path, pw)
+            rpc_urls={8453: "https://base.example/rpc"},
+            credential_types=("permit2", "authorization", "transaction"),
+        )
+
+    ``chain_ids`` (plus the chains of ``rpc_urls``) are the chains the wallet
+    pays on; a challenge for any other chain is refused. ``assets`` is the
+    registry of tokens it knows (the built-in USDC entries by default): a
+    token not in it for that chain is refused, and its entry gives the asset
+    and decimals of the quote. ``credential_types`` are the types the wallet
+    may use, in its order of preference (``"hash"`` is opt-in: it moves money
+    before the server answers). ``rpc_urls`` are needed for ``transaction``
+    and ``hash``, and are used to check Permit2 allowances and to read an
+    EIP-3009 token's EIP-712 domain when ``token_domains`` does not give it.
+
+    ``payees``: when given, the only recipients paid. ``split_recipients``:
+    who may receive a split (``"*"`` for anyone; none by default).
+    ``permit2_addresses`` adds Permit2 deployments (per chain) to the
+    canonical one. ``max_validity`` refuses challenges that expire further
+    ahead than that; ``default_validity`` bounds signatures for challenges
+    without an expiry.
+    """
+
+    name: ClassVar[str] = "evm"
+
+    def __init__(
+        self,
+        key: LocalAccount | str | bytes,
+        *,
+        chain_ids: Iterable[int] = (),
+        rpc_urls: Mapping[int, str] | None = None,
+        assets: AssetRegistry | Iterable[AssetEntry] | None = None,
+        credential_types: Sequence[str] = ("permit2", "authorization", "transaction"),
+        prefer: Literal["server", "wallet"] = "server",
+        token_domains: Mapping[tuple[int, str], tuple[str, str]] | None = None,
+        permit2_addresses: Mapping[int, str] | None = None,
+        payees: Iterable[str] | None = None,
+        split_recipients: Iterable[str] | Literal["*"] = (),
+        max_validity: timedelta = timedelta(hours=1),
+        default_validity: timedelta = timedelta(minutes=5),
+        challenge_hash_scheme: Literal["draft", "mppx"] = "draft",
+        max_gas: int = 200_000,
+        receipt_timeout: float = 60.0,
+        rpc_timeout: float = 10.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._account = _as_account(key)
+        self._rpc_urls = dict(rpc_urls or {})
+        chains = {*chain_ids, *self._rpc_urls}
+        if not chains or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in chains
+        ):
+            raise ValueError("name the chains the wallet pays on: chain_ids=[...] or rpc_urls=")
+        self.chain_ids = frozenset(chains)
+        if isinstance(assets, AssetRegistry):
+            self.assets = assets
+        else:
+            self.assets = AssetRegistry(BUILTIN_ASSETS if assets is None else assets)
+        types = tuple(credential_types)
+        unknown = [t for t in types if t not in CREDENTIAL_TYPES]
+        if unknown or not types:
+            raise ValueError(
+                f"credential_types must be some of {', '.join(CREDENTIAL_TYPES)}; got {types!r}"
+            )
+        self.credential_types = types
+        if prefer not in ("server", "wallet"):
+            raise ValueError("prefer must be 'server' or 'wallet'")
+        self.prefer = prefer
+        self._token_domains = {
+            (chain, token.lower()): value for (chain, token), value in TOKEN_DOMAINS.items()
+        }
+        for (chain, token), value in (token_domains or {}).items():
+            self._token_domains[(chain, token.lower())] = value
+        self._permit2 = {chain: {PERMIT2_ADDRESS.lower()} for chain in self.chain_ids}
+        for chain, address in (permit2_addresses or {}).items():
+            if not is_address(address):
+                raise ValueError(f"permit2_addresses[{chain}] is not an address")
+            self._permit2.setdefault(chain, {PERMIT2_ADDRESS.lower()}).add(address.lower())
+        self.payees = None if payees is None else frozenset(p.lower() for p in payees)
+        if split_recipients == "*":
+            self._split_recipients: frozenset[str] | None = None
+        else:
+            self._split_recipients = frozenset(r.lower() for r in split_recipients)
+        self.max_validity = max_validity
+        self.default_validity = default_validity
+        if challenge_hash_scheme not in ("draft", "mppx"):
+            raise ValueError("challenge_hash_scheme must be 'draft' or 'mppx'")
+        self.challenge_hash_scheme: Literal["draft", "mppx"] = challenge_hash_scheme
+        self.max_gas = max_gas
+        self.receipt_timeout = receipt_timeout
+        self._rpc_timeout = rpc_timeout
+        self._rpcs: dict[int, JsonRpc] = {}
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._chain: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+            f"mpp_evm_chain_{id(self)}", default=None
+        )
+
+    # -- keys ---------------------------------------------------------------------
+
+    @classmethod
+    def from_keystore(
+        cls, path: str | os.PathLike[str], passphrase: str, **options: Any
+    ) -> EvmWallet:
+        """A wallet whose key is read from a Web3 Secret Storage (v3) JSON keystore.
+
+        The format geth, Foundry (``cast wallet``) and eth-account write.
+        :class:`~mpp_client.KeystoreError` when the file cannot be read, is
+        accessible by group or others, or the passphrase is wrong.
+        """
+        if not isinstance(passphrase, str):
+            raise TypeError("passphrase must be a str")
+        name = repr(os.fspath(path))
+        try:
+            raw, mode = _read_limited(Path(path), 64 * 1024)
+        except OSError as exc:
+            raise KeystoreError(
+                f"cannot read keystore {name}: {exc.strerror or type(exc).__name__}"
+            ) from None
+        except ValueError as exc:
+            raise KeystoreError(f"cannot read keystore {name}: {exc}") from None
+        if os.name == "posix" and mode & 0o077:
+            raise KeystoreError(
+                f"keystore {name} is accessible by group or others (mode {mode:04o}); "
+                "restrict it with chmod 600"
+            )
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            raise KeystoreError(f"keystore {name} is not JSON") from None
+        if not isinstance(document, dict) or document.get("version") != 3:
+            raise KeystoreError(f"keystore {name} is not a Web3 Secret Storage v3 keystore")
+        try:
+            secret = Account.decrypt(document, passphrase)
+        except ValueError:
+            raise KeystoreError(
+                f"cannot decrypt keystore {name}: wrong passphrase, or the file was altered"
+            ) from None
+        except Exception:
+            raise KeystoreError(f"keystore {name} is malformed") from None
+        return cls(bytes(secret), **options)
+
+    def save_keystore(
+        self,
+        path: str | os.PathLike[str],
+        passphrase: str,
+        *,
+        overwrite: bool = False,
+        iterations: int | None = None,
+    ) -> None:
+        """Write the key as an encrypted Web3 Secret Storage keystore (scrypt, mode 0600)."""
+        if not isinstance(passphrase, str) or not passphrase:
+            raise ValueError("refusing to encrypt a key under an empty passphrase")
+        document = Account.encrypt(self._account.key, passphrase, iterations=iterations)
+        data = json.dumps(document, indent=2).encode("ascii") + b"\n"
+        try:
+            _write_atomically(Path(path), data, private=True, overwrite=overwrite)
+        except FileExistsError:
+            raise KeystoreError(
+                f"keystore {os.fspath(path)!r} already exists; pass overwrite=True to replace it"
+            ) from None
+        except OSError as exc:
+            raise KeystoreError(
+                f"cannot write keystore {os.fspath(path)!r}: {exc.strerror or type(exc).__name__}"
+            ) from None
+
+    @property
+    def address(self) -> str:
+        """The payer's EIP-55 address."""
+        return str(self._account.address)
+
+    def source_for(self, chain_id: int) -> str:
+        """The payer's ``did:pkh`` on ``chain_id``."""
+        return did_pkh(chain_id, self.address)
+
+    @property
+    def source(self) -> str | None:
+        """``did:pkh:eip155:<chain>:<address>`` for the chain of the payment being made.
+
+        The chain comes from the challenge this wallet last paid in the current
+        context (thread or task); a wallet that pays on one chain only always
+        knows it.
+        """
+        chain = self._chain.get()
+        if chain is None and len(self.chain_ids) == 1:
+            chain = next(iter(self.chain_ids))
+        return None if chain is None else self.source_for(chain)
+
+    @property
+    def moves_funds_on_pay(self) -> bool:  # type: ignore[override]
+        """True when this wallet may use ``hash``, the only type that moves money in ``pay``.
+
+        ``permit2``, ``authorization`` and ``transaction`` only sign: the
+        server submits, so a refused credential means nothing was spent. A
+        wallet allowed to broadcast (``"hash"``) is treated as moving funds on
+        every payment, the safe side when the flow cannot tell per payment.
+        """
+        return "hash" in self.credential_types
+
+    # -- choosing -----------------------------------------------------------------
+
+    def _rpc(self, chain_id: int) -> JsonRpc | None:
+        url = self._rpc_urls.get(chain_id)
+        if url is None:
+            return None
+        rpc = self._rpcs.get(chain_id)
+        if rpc is None:
+            rpc = self._rpcs[chain_id] = JsonRpc(url, timeout=self._rpc_timeout)
+        return rpc
+
+    def _plan(self, challenge: Challenge) -> _Plan:
+        terms = evm_terms(challenge)
+        chain = terms.chain_id
+        if chain not in self.chain_ids:
+            raise ChallengeError(
+                f"evm charge is on chain {chain}, which this wallet does not pay on "
+                f"(allowed: {', '.join(map(str, sorted(self.chain_ids)))})"
+            )
+        asset = self.assets.lookup(self.name, terms.currency, chain)
+        if asset is None:
+            raise ChallengeError(
+                f"token {terms.currency} on chain {chain} is not in the wallet's asset registry"
+            )
+        if terms.decimals is not None and terms.decimals != asset.decimals:
+            raise ChallengeError(
+                f"challenge says token {terms.currency} has {terms.decimals} decimals; "
+                f"the registry says {asset.decimals}"
+            )
+        if self.payees is not None and terms.recipient.lower() not in self.payees:
+            raise ChallengeError(f"recipient {terms.recipient} is not one of the expected payees")
+        for index, split in enumerate(terms.splits):
+            if (
+                self._split_recipients is not None
+                and split.recipient.lower() not in self._split_recipients
+            ):
+                raise ChallengeError(
+                    f"split {index} pays {split.recipient}, who is not an expected split recipient"
+                )
+        valid_before = self._valid_before(terms)
+        offered = terms.offered_types
+        if self.prefer == "server":
+            order = [t for t in offered if t in self.credential_types]
+        else:
+            order = [t for t in self.credential_types if t in offered]
+        types: list[str] = []
+        skipped: list[str] = []
+        for kind in order:
+            reason = self._unusable(kind, terms)
+            if reason is None:
+                types.append(kind)
+            else:
+                skipped.append(f"{kind}: {reason}")
+        if not types:
+            why = "; ".join(skipped) or (
+                f"the server accepts {', '.join(offered)}, the wallet uses "
+                f"{', '.join(self.credential_types)}"
+            )
+            raise ChallengeError(f"no usable evm credential type ({why})")
+        return _Plan(terms, asset, tuple(types), valid_before, tuple(skipped))
+
+    def _unusable(self, kind: str, terms: EvmTerms) -> str | None:
+        chain = terms.chain_id
+        if terms.splits and kind != "permit2":
+            return "splits can only be paid with permit2"
+        if kind == "permit2":
+            if terms.permit2_address.lower() not in self._permit2.get(chain, set()):
+                return f"Permit2 at {terms.permit2_address} is not a known deployment"
+            return None
+        if kind == "authorization":
+            known = (chain, terms.currency.lower()) in self._token_domains
+            if not known and chain not in self._rpc_urls:
+                return "the token's EIP-712 domain is unknown (pass token_domains or an RPC URL)"
+            return None
+        if chain not in self._rpc_urls:
+            return f"needs an RPC URL for chain {chain}"
+        return None
+
+    def _valid_before(self, terms: EvmTerms) -> int:
+        now = self._clock()
+        if terms.expires is None:
+            return math.floor((now + self.default_validity).timestamp())
+        if terms.expires <= now:
+            raise ChallengeExpired(f"evm charge expired at {terms.expires.isoformat()}")
+        if terms.expires - now > self.max_validity:
+            raise ChallengeError(
+                f"challenge expires at {terms.expires.isoformat()}, further ahead than the "
+                f"wallet's max_validity ({self.max_validity}); refusing a long-lived signature"
+            )
+        return math.floor(terms.expires.timestamp())
+
+    def quote(self, challenge: Challenge) -> Quote:
+        plan = self._plan(challenge)
+        terms = plan.terms
+        details: dict[str, Any] = {
+            "credentialTypes": plan.types,
+            "token": terms.currency,
+            "validBefore": plan.valid_before,
+        }
+        if terms.splits:
+            details["splits"] = tuple(
+                {"recipient": s.recipient, "amount": s.amount, "memo": s.memo} for s in terms.splits
+            )
+            details["primaryAmount"] = terms.primary_amount
+        return Quote(
+            amount=Amount(terms.amount, plan.asset.asset, plan.asset.decimals),
+            payee=terms.recipient,
+            method=self.name,
+            intent=challenge.intent,
+            expires=terms.expires,
+            currency=challenge.request.get("currency", terms.currency),
+            chain_id=terms.chain_id,
+            details=details,
+        )
+
+    # -- paying -------------------------------------------------------------------
+
+    def pay(self, challenge: Challenge) -> Mapping[str, Any]:
+        plan = self._plan(challenge)
+        self._chain.set(plan.terms.chain_id)
+        skipped = list(plan.skipped)
+        for kind in plan.types:
+            try:
+                payload = self._make(kind, challenge, plan)
+            except _Skip as exc:
+                skipped.append(f"{kind}: {exc}")
+                continue
+            logger.info(
+                "evm: %s credential for %s base units of %s on chain %s to %s",
+                kind,
+                plan.terms.amount,
+                plan.terms.currency,
+                plan.terms.chain_id,
+                plan.terms.recipient,
+            )
+            return payload
+        raise PaymentFailed(f"no evm credential could be made: {'; '.join(skipped)}")
+
+    async def apay(self, challenge: Challenge) -> Mapping[str, Any]:
+        payload = await anyio.to_thread.run_sync(self.pay, challenge)
+        # The worker thread ran in a copy of this context: record the chain here too.
+        chain = challenge.request.get("methodDetails", {}).get("chainId")
+        if isinstance(chain, int):
+            self._chain.set(chain)
+        return payload
+
+    def _make(self, kind: str, challenge: Challenge, plan: _Plan) -> dict[str, Any]:
+        if kind == "authorization":
+            return self._authorization(challenge, plan)
+        if kind == "permit2":
+            return self._permit2_payload(challenge, plan)
+        raw, tx_hash = self._signed_transfer(plan)
+        if kind == "transaction":
+            return {"type": "transaction", "signature": _hex(raw)}
+        return {"type": "hash", "hash": self._broadcast(plan, raw, tx_hash)}
+
+    def _sign(self, digest: bytes) -> str:
+        signed = self._account.unsafe_sign_hash(Hash32(digest))
+        return _hex(bytes(signed.signature))
+
+    def _chash(self, challenge: Challenge) -> bytes:
+        return challenge_hash(challenge.id, challenge.realm, self.challenge_hash_scheme)
+
+    def _authorization(self, challenge: Challenge, plan: _Plan) -> dict[str, Any]:
+        terms = plan.terms
+        name, version = self._token_domain(terms)
+        nonce = self._chash(challenge)
+        digest = authorization_digest(
+            eip3009_domain_separator(name, version, terms.chain_id, terms.currency),
+            sender=self.address,
+            to=terms.recipient,
+            value=terms.amount,
+            valid_after=0,
+            valid_before=plan.valid_before,
+            nonce=nonce,
+        )
+        return {
+            "type": "authorization",
+            "from": self.address,
+            "to": terms.recipient,
+            "value": str(terms.amount),
+            "validAfter": "0",
+            "validBefore": str(plan.valid_before),
+            "nonce": _hex(nonce),
+            "signature": self._sign(digest),
+        }
+
+    def _token_domain(self, terms: EvmTerms) -> tuple[str, str]:
+        known = self._token_domains.get((terms.chain_id, terms.currency.lower()))
+        if known is not None:
+            return known
+        rpc = self._rpc(terms.chain_id)
+        if rpc is None:
+            raise _Skip("the token's EIP-712 domain is unknown")
+        try:
+            name = _decode_string(rpc.eth_call(terms.currency, _selector("name()")))
+            version = _decode_string(rpc.eth_call(terms.currency, _selector("version()")))
+        except (RpcError, httpx.HTTPError, ValueError) as exc:
+            raise _Skip(f"could not read the token's EIP-712 name and version ({exc})") from None
+        self._token_domains[(terms.chain_id, terms.currency.lower())] = (name, version)
+        return name, version
+
+    def _permit2_payload(self, challenge: Challenge, plan: _Plan) -> dict[str, Any]:
+        terms = plan.terms
+        transfers = [(terms.recipient, terms.primary_amount)] + [
+            (split.recipient, split.amount) for split in terms.splits
+        ]
+        rpc = self._rpc(terms.chain_id)
+        if rpc is not None:
+            self._check_permit2_allowance(rpc, terms)
+        chash = self._chash(challenge)
+        nonce = int.from_bytes(chash, "big")
+        external_id = terms.external_id or ""
+        spender = terms.spender or terms.recipient
+        digest = permit2_digest(
+            chain_id=terms.chain_id,
+            permit2=terms.permit2_address,
+            permitted=[(terms.currency, amount) for _, amount in transfers],
+            spender=spender,
+            nonce=nonce,
+            deadline=plan.valid_before,
+            witness=payment_witness_hash(chash, external_id),
+        )
+        witness: dict[str, str] = {"challengeHash": _hex(chash)}
+        if terms.external_id is not None:
+            witness["externalId"] = terms.external_id
+        return {
+            "type": "permit2",
+            "permit": {
+                "permitted": [
+                    {"token": terms.currency, "amount": str(amount)} for _, amount in transfers
+                ],
+                "nonce": str(nonce),
+                "deadline": str(plan.valid_before),
+            },
+            "transferDetails": [
+                {"to": to, "requestedAmount": str(amount)} for to, amount in transfers
+            ],
+            "witness": witness,
+            "signature": self._sign(digest),
+        }
+
+    def _check_permit2_allowance(self, rpc: JsonRpc, terms: EvmTerms) -> None:
+        data = _selector("allowance(address,address)") + abi_encode(
+            ["address", "address"], [self.address, terms.permit2_address]
+        )
+        try:
+            (allowance,) = abi_decode(["uint256"], rpc.eth_call(terms.currency, data))
+        except (RpcError, httpx.HTTPError, ValueError) as exc:
+            raise _Skip(f"could not read the Permit2 allowance ({exc})") from None
+        if allowance < terms.amount:
+            raise _Skip(
+                f"the Permit2 allowance for {terms.currency} is {allowance}, below "
+                f"{terms.amount}: approve Permit2 once with approve_permit2()"
+            )
+
+    def _require_rpc(self, chain_id: int) -> JsonRpc:
+        rpc = self._rpc(chain_id)
+        if rpc is None:
+            raise _Skip(f"needs an RPC URL for chain {chain_id}")
+        return rpc
+
+    def _signed_transfer(self, plan: _Plan) -> tuple[bytes, str]:
+        terms = plan.terms
+        data = transfer_calldata(terms.recipient, terms.amount)
+        return self._sign_transaction(terms.chain_id, terms.currency, data)
+
+    def _sign_transaction(self, chain_id: int, to: str, data: bytes) -> tuple[bytes, str]:
+        rpc = self._require_rpc(chain_id)
+        try:
+            nonce = int(rpc.call("eth_getTransactionCount", self.address, "pending"), 16)
+            gas = int(
+                rpc.call("eth_estimateGas", {"from": self.address, "to": to, "data": _hex(data)}),
+                16,
+            )
+            block = rpc.call("eth_getBlockByNumber", "latest", False)
+            base_fee = int(block.get("baseFeePerGas", "0x0"), 16) if block else 0
+            try:
+                tip = int(rpc.call("eth_maxPriorityFeePerGas"), 16)
+            except RpcError:
+                tip = 10**9
+        except RpcError as exc:
+            raise PaymentFailed(
+                f"the transfer cannot be prepared on chain {chain_id}: {exc.rpc_message}; "
+                "nothing was sent"
+            ) from None
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
+            raise PaymentFailed(
+                f"the RPC for chain {chain_id} failed ({type(exc).__name__}); nothing was sent"
+            ) from None
+        if gas > self.max_gas:
+            raise PaymentFailed(f"the transfer needs {gas} gas, over max_gas {self.max_gas}")
+        limit = min(self.max_gas, gas + gas // 5)
+        transaction = {
+            "type": 2,
+            "chainId": chain_id,
+            "nonce": nonce,
+            "to": to_checksum_address(to),
+            "value": 0,
+            "data": _hex(data),
+            "gas": limit,
+            "maxPriorityFeePerGas": tip,
+            "maxFeePerGas": 2 * base_fee + tip,
+        }
+        signed = self._account.sign_transaction(cast(Any, transaction))
+        return bytes(signed.raw_transaction), _hex(bytes(signed.hash))
+
+    def _broadcast(self, plan: _Plan, raw: bytes, tx_hash: str) -> str:
+        """Send a signed transfer and wait until it is mined successfully."""
+        chain = plan.terms.chain_id
+        rpc = self._require_rpc(chain)
+        try:
+            rpc.call("eth_sendRawTransaction", _hex(raw))
+        except RpcError as exc:
+            raise PaymentFailed(
+                f"chain {chain} refused the transfer: {exc.rpc_message}; nothing was sent"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise PaymentOutcomeUnknown(
+                f"broadcasting transaction {tx_hash} failed ({type(exc).__name__}); "
+                "it may still be mined"
+            ) from None
+        try:
+            receipt = rpc.wait_for_receipt(tx_hash, self.receipt_timeout)
+        except (RpcError, httpx.HTTPError) as exc:
+            raise PaymentOutcomeUnknown(
+                f"transaction {tx_hash} was sent; reading its receipt failed ({type(exc).__name__})"
+            ) from None
+        if receipt is None:
+            raise PaymentOutcomeUnknown(
+                f"transaction {tx_hash} was sent but not mined within {self.receipt_timeout:g} s"
+            )
+        if receipt.get("status") != "0x1":
+            raise PaymentFailed(
+                f"transaction {tx_hash} reverted: no tokens moved (its gas was spent)"
+            )
+        return tx_hash
+
+    def approve_permit2(
+        self, chain_id: int, token: str, amount: int = _MAX_UINT256, *, permit2: str | None = None
+    ) -> str:
+        """Approve Permit2 to move ``token`` for this wallet (one transaction, once per token).
+
+        Needs an RPC URL for ``chain_id``; returns the mined transaction's hash.
+        """
+        token = _address(token, "token")
+        spender = _address(permit2 or PERMIT2_ADDRESS, "permit2")
+        data = _selector("approve(address,uint256)") + abi_encode(
+            ["address", "uint256"], [spender, amount]
+        )
+        try:
+            raw, tx_hash = self._sign_transaction(chain_id, token, data)
+        except _Skip as exc:
+            raise PaymentFailed(str(exc)) from None
+        rpc = self._require_rpc(chain_id)
+        rpc.call("eth_sendRawTransaction", _hex(raw))
+        receipt = rpc.wait_for_receipt(tx_hash, self.receipt_timeout)
+        if receipt is None or receipt.get("status") != "0x1":
+            raise PaymentFailed(f"the Permit2 approval {tx_hash} did not succeed")
+        return tx_hash
+
+    # -- hygiene ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the RPC connections."""
+        for rpc in self._rpcs.values():
+            rpc.close()
+        self._rpcs.clear()
+
+    def __repr__(self) -> str:
+        chains = ",".join(map(str, sorted(self.chain_ids)))
+        return f"<EvmWallet address={self.address} chains=[{chains}]>"
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise TypeError("EvmWallet cannot be pickled: that would write its key in the clear")
+
+    def __reduce__(self) -> NoReturn:
+        self.__reduce_ex__(None)
+
+    def __getstate__(self) -> NoReturn:
+        self.__reduce_ex__(None)
+
+
+def _decode_string(data: bytes) -> str:
+    (value,) = abi_decode(["string"], data)
+    if not isinstance(value, str) or not value:
+        raise ValueError("empty string")
+    return value

@@ -1,0 +1,964 @@
+"""The ``tempo`` payment method: one-time TIP-20 charges on the Tempo chain.
+
+Implements the client side of ``draft-tempo-charge-00``. A challenge asks for
+``amount`` base units of the TIP-20 token ``currency`` for ``recipient``; the
+wallet answers with one of three payloads:
+
+``transaction`` (pull mode, the default)
+    A signed Tempo transaction (EIP-2718 type ``0x76``) whose calls are TIP-20
+    ``transfer`` (or ``transferWithMemo``) on the token: one to the recipient
+    for ``amount`` minus the splits, then one per split in the request's
+    order. The server broadcasts it, so nothing moves until it does. With
+    ``methodDetails.feePayer: true`` the sender signs with ``fee_token``
+    empty and the ``0x00`` fee-payer placeholder, and the payload is the
+    ``0x78`` fee-payer envelope (the sender-signed fields with the sender's
+    address in the fee-payer slot), the hand-off format the reference SDKs
+    (mppx through viem, pympp) send and accept. The server co-signs and
+    broadcasts it. Without a fee payer the wallet sets ``fee_token`` (the
+    charge token unless configured) and pays the fee itself.
+``hash`` (push mode, opt-in)
+    The same transaction without a fee payer, broadcast by the wallet
+    (``eth_sendRawTransactionSync``); once its receipt reports success the
+    wallet sends the hash. Money moves before the server has answered.
+    Used only when the wallet allows it (``modes``), the challenge advertises
+    it (``methodDetails.supportedModes``, absent meaning both) and the server
+    does not sponsor fees (the draft forbids ``hash`` with ``feePayer``).
+``proof`` (zero amount)
+    An EIP-712 signature binding the payer to the challenge: domain
+    ``{name: "MPP", version, chainId}``, primary type ``Proof``. Nothing
+    moves. The credential ``source`` must be the payer's ``did:pkh``.
+
+Transactions use an expiring nonce (``nonceKey`` = 2^256-1, ``nonce`` 0) with
+``validBefore`` at most ``valid_for`` seconds ahead and never after the
+challenge's expiry, so a credential the server never uses dies on its own and
+concurrent payments never contend for a nonce.
+
+Before anything is signed the terms are checked and any failure is a
+:class:`~mpp_client.ChallengeError`: the chain id is explicit (in the
+challenge or configured: the drafts disagree on a default, 42431 in the
+charge draft and 4217 in pympp, so the wallet assumes neither) and one the
+wallet pays on; the token is in the asset registry for that chain; addresses
+are 20 bytes (and EIP-55 valid when mixed-case); memos are ``bytes32``; the
+recipient and every split recipient are expected; splits are positive and add
+up to strictly less than ``amount``; the challenge has not expired; a mode the
+server advertises is one the wallet allows.
+
+Proof versions. The drafts and SDKs disagree on the proof's typed data:
+draft-tempo-charge-00 says domain version ``"1"`` and ``Proof(string
+challengeId)``; the MPP conformance vector (``tempo-proof.json``) says version
+``"2"`` and ``Proof(string challengeId,string realm)``; mppx 0.11 uses version
+``"3"`` and ``Proof(address account,string challengeId,string realm)``. The
+wallet signs version 2 by default (the conformance vector) and any of the
+three with ``proof_version=``; :func:`proof_typed_data` builds each.
+
+Needs the ``tempo`` extra (``pytempo``, which brings ``eth-account``). Keys:
+a hex private key, 32 bytes or an ``eth_account`` ``LocalAccount``. The key
+never appears in ``repr()``, errors or logs, and the wallet refuses to be
+pickled.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, NoReturn
+
+import httpx
+
+try:
+    import attrs
+    import rlp  # type: ignore[import-untyped]
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+    from eth_account.signers.local import LocalAccount
+    from eth_typing import Hash32
+    from eth_utils.address import is_checksum_address, to_checksum_address
+    from eth_utils.crypto import keccak
+    from pytempo import Signature, TempoTransaction  # type: ignore[import-untyped]
+    from pytempo.contracts import TIP20  # type: ignore[import-untyped]
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess
+    raise ImportError(
+        f"the tempo payment method needs pytempo ({exc.name} is missing): "
+        'pip install "mpp-client[tempo]"'
+    ) from exc
+
+from .._exceptions import ChallengeError, ChallengeExpired, PaymentFailed, PaymentOutcomeUnknown
+from ..money import Amount
+from ..policy import BUILTIN_ASSETS, AssetEntry, AssetRegistry
+from ..protocol import Challenge
+from ._base import PaymentMethod, Quote, charge_terms
+
+__all__ = [
+    "EXPIRING_NONCE_KEY",
+    "FEE_PAYER_ENVELOPE_TYPE",
+    "KNOWN_CHAINS",
+    "PATH_USD",
+    "TEMPO_MAINNET",
+    "TEMPO_TESTNET",
+    "TRANSACTION_TYPE",
+    "TempoTerms",
+    "TempoWallet",
+    "Transfer",
+    "did_pkh",
+    "proof_typed_data",
+    "tempo_terms",
+]
+
+logger = logging.getLogger("mpp_client.tempo")
+
+#: Tempo mainnet.
+TEMPO_MAINNET = 4217
+#: Tempo's public testnet (Moderato).
+TEMPO_TESTNET = 42431
+#: The chains the wallet knows, with their public RPC endpoints (used only
+#: when no ``rpc_url`` is configured and the wallet needs a node).
+KNOWN_CHAINS: Mapping[int, str] = {
+    TEMPO_MAINNET: "https://rpc.tempo.xyz",
+    TEMPO_TESTNET: "https://rpc.moderato.tempo.xyz",
+}
+#: pathUSD, the TIP-20 USD stablecoin at the same address on every Tempo chain.
+PATH_USD = "0x20c0000000000000000000000000000000000000"
+#: EIP-2718 type of a Tempo transaction.
+TRANSACTION_TYPE = 0x76
+#: Type byte of the fee-payer hand-off envelope (and of the fee payer's signing domain).
+FEE_PAYER_ENVELOPE_TYPE = 0x78
+#: The nonce lane of expiring nonces: U256::MAX, with nonce 0 and a ``validBefore``.
+EXPIRING_NONCE_KEY = 2**256 - 1
+MAX_SPLITS = 10
+MODES: tuple[str, ...] = ("pull", "push")
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
+_UNITS = re.compile(r"[1-9][0-9]{0,77}")
+_ZERO_ADDRESS = "0x" + "00" * 20
+_DOMAIN_TYPE = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+]
+_PROOF_TYPES: Mapping[int, list[dict[str, str]]] = {
+    1: [{"name": "challengeId", "type": "string"}],
+    2: [{"name": "challengeId", "type": "string"}, {"name": "realm", "type": "string"}],
+    3: [
+        {"name": "account", "type": "address"},
+        {"name": "challengeId", "type": "string"},
+        {"name": "realm", "type": "string"},
+    ],
+}
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def did_pkh(chain_id: int, address: str) -> str:
+    """The payer's ``did:pkh:eip155:<chain>:<address>`` (EIP-55 address)."""
+    return f"did:pkh:eip155:{chain_id}:{to_checksum_address(address)}"
+
+
+def proof_typed_data(
+    *,
+    chain_id: int,
+    challenge_id: str,
+    realm: str,
+    account: str | None = None,
+    version: int = 2,
+) -> dict[str, Any]:
+    """The EIP-712 typed data a zero-amount ``proof`` signs (see the module notes).
+
+    ``version`` 1 is draft-tempo-charge-00 (``challengeId``), 2 the conformance
+    vector (``challengeId``, ``realm``), 3 mppx 0.11 (``account``,
+    ``challengeId``, ``realm``; ``account`` is then required). Returns the
+    ``domain``/``types``/``primaryType``/``message`` object without the
+    implicit ``EIP712Domain`` type.
+    """
+    if version not in _PROOF_TYPES:
+        raise ValueError(f"proof version must be 1, 2 or 3, not {version!r}")
+    message: dict[str, Any] = {"challengeId": challenge_id}
+    if version >= 2:
+        message["realm"] = realm
+    if version == 3:
+        if account is None:
+            raise ValueError("a version 3 proof names the payer's account")
+        message = {"account": to_checksum_address(account), **message}
+    return {
+        "domain": {"name": "MPP", "version": str(version), "chainId": chain_id},
+        "types": {"Proof": [dict(field) for field in _PROOF_TYPES[version]]},
+        "primaryType": "Proof",
+        "message": message,
+    }
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _address(value: object, what: str) -> str:
+    """A 20-byte address, EIP-55 checked when mixed-case. Returns it as written."""
+    if not isinstance(value, str) or _ADDRESS.fullmatch(value) is None:
+        raise ChallengeError(f"tempo charge {what} is not a 20-byte hex address: {value!r:.60}")
+    body = value[2:]
+    if body != body.lower() and body != body.upper() and not is_checksum_address(value):
+        raise ChallengeError(f"tempo charge {what} {value} fails its EIP-55 checksum")
+    return value
+
+
+def _memo(value: object, what: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or _BYTES32.fullmatch(value) is None:
+        raise ChallengeError(f"tempo charge {what} must be a 0x-prefixed bytes32 hex string")
+    return bytes.fromhex(value[2:])
+
+
+def _chain_id(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**64:
+        raise ChallengeError(
+            f"tempo charge methodDetails.chainId must be a positive integer, got {value!r:.40}"
+        )
+    return value
+
+
+# -- terms -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One TIP-20 transfer of a charge: ``amount`` base units to ``recipient``."""
+
+    recipient: str
+    amount: int
+    memo: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TempoTerms:
+    """A ``tempo`` charge request, validated (see :func:`tempo_terms`)."""
+
+    amount: int
+    currency: str
+    recipient: str
+    chain_id: int | None
+    fee_payer: bool
+    memo: bytes | None
+    splits: tuple[Transfer, ...]
+    #: The non-zero modes the server accepts (both when it does not say).
+    modes: tuple[str, ...]
+    expires: datetime | None
+    external_id: str | None
+
+    @property
+    def primary_amount(self) -> int:
+        """What the recipient receives: ``amount`` minus the splits."""
+        return self.amount - sum(split.amount for split in self.splits)
+
+    @property
+    def transfers(self) -> tuple[Transfer, ...]:
+        """Every transfer, in the order the wallet emits them: primary, then the splits."""
+        return (Transfer(self.recipient, self.primary_amount, self.memo), *self.splits)
+
+
+def tempo_terms(challenge: Challenge) -> TempoTerms:
+    """Read and check a ``tempo`` charge request. Raises :class:`ChallengeError`.
+
+    Checks the shapes of every field the draft defines, and that the splits
+    are positive and add up to strictly less than ``amount``. The chain id is
+    returned as the challenge gives it (None when absent): whether it is one
+    to pay on is the wallet's decision.
+    """
+    if challenge.intent != "charge":
+        raise ChallengeError(f"tempo intent {challenge.intent!r} is not supported (only charge)")
+    terms = charge_terms(challenge)
+    currency = _address(terms.currency, "currency")
+    if terms.recipient is None:
+        raise ChallengeError("tempo charge request has no 'recipient'")
+    recipient = _address(terms.recipient, "recipient")
+    details = terms.method_details
+    chain = details.get("chainId")
+    chain_id = None if chain is None else _chain_id(chain)
+    fee_payer = details.get("feePayer", False)
+    if not isinstance(fee_payer, bool):
+        raise ChallengeError("tempo charge methodDetails.feePayer must be a boolean")
+    memo = _memo(details.get("memo"), "methodDetails.memo")
+    splits = _splits(details.get("splits"), terms.amount)
+    modes = details.get("supportedModes")
+    if modes is None:
+        accepted: tuple[str, ...] = MODES
+    else:
+        if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
+            raise ChallengeError(
+                "tempo charge methodDetails.supportedModes must be a list of strings"
+            )
+        accepted = tuple(mode for mode in MODES if mode in modes)
+        if not accepted:
+            raise ChallengeError(
+                "tempo charge methodDetails.supportedModes names neither 'pull' nor 'push'"
+            )
+    return TempoTerms(
+        amount=terms.amount,
+        currency=currency,
+        recipient=recipient,
+        chain_id=chain_id,
+        fee_payer=fee_payer,
+        memo=memo,
+        splits=splits,
+        modes=accepted,
+        expires=terms.expires,
+        external_id=terms.external_id,
+    )
+
+
+def _splits(value: object, amount: int) -> tuple[Transfer, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        raise ChallengeError("tempo charge methodDetails.splits must be a non-empty list")
+    if len(value) > MAX_SPLITS:
+        raise ChallengeError(
+            f"tempo charge has {len(value)} splits; the wallet pays at most {MAX_SPLITS}"
+        )
+    splits: list[Transfer] = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise ChallengeError(f"tempo charge split {index} is not an object")
+        units = entry.get("amount")
+        if not isinstance(units, str) or _UNITS.fullmatch(units) is None:
+            raise ChallengeError(
+                f"tempo charge split {index} amount must be a positive base-unit digit string"
+            )
+        recipient = _address(entry.get("recipient"), f"split {index} recipient")
+        memo = _memo(entry.get("memo"), f"split {index} memo")
+        splits.append(Transfer(recipient, int(units), memo))
+    total = sum(split.amount for split in splits)
+    if total >= amount:
+        raise ChallengeError(
+            f"tempo charge splits add up to {total}, not less than the amount {amount}: "
+            "the recipient would receive nothing"
+        )
+    return tuple(splits)
+
+
+# -- the node --------------------------------------------------------------------
+
+
+class _RpcError(Exception):
+    """The node answered with a JSON-RPC error (the call reached it)."""
+
+    def __init__(self, method: str, code: object, message: str) -> None:
+        super().__init__(f"{method}: {message} (code {code})")
+        self.code = code
+
+
+def _rpc_body(method: str, params: list[Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+
+
+def _rpc_result(method: str, response: httpx.Response) -> Any:
+    response.raise_for_status()
+    data = response.json()
+    if not isinstance(data, dict):
+        raise _RpcError(method, None, "malformed JSON-RPC response")
+    error = data.get("error")
+    if error is not None:
+        message = error.get("message", "error") if isinstance(error, dict) else str(error)
+        code = error.get("code") if isinstance(error, dict) else None
+        raise _RpcError(method, code, str(message)[:200])
+    return data.get("result")
+
+
+def _quantity(value: object, what: str) -> int:
+    if not isinstance(value, str) or re.fullmatch(r"0x[0-9a-fA-F]{1,64}", value) is None:
+        raise _RpcError(what, None, f"not a hex quantity: {value!r:.40}")
+    return int(value, 16)
+
+
+def _host(url: str) -> str:
+    # An RPC URL may hold an API key in its path or query: name only the host.
+    try:
+        return httpx.URL(url).host or "?"
+    except Exception:
+        return "?"
+
+
+# -- the wallet ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    terms: TempoTerms
+    chain_id: int
+    asset: AssetEntry
+    mode: Literal["proof", "pull", "push"]
+    valid_before: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Fees:
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+
+
+class _Refused(ChallengeError, PaymentFailed):
+    """Terms refused while paying: a ChallengeError, and nothing was signed or spent."""
+
+
+class _Expired(ChallengeExpired, PaymentFailed):
+    """The challenge expired before the wallet signed anything."""
+
+
+def _as_account(key: object) -> LocalAccount:
+    if isinstance(key, LocalAccount):
+        return key
+    if isinstance(key, bytes | bytearray):
+        raw = bytes(key)
+    elif isinstance(key, str):
+        text = key[2:] if key[:2] in ("0x", "0X") else key
+        if re.fullmatch(r"[0-9a-fA-F]{64}", text) is None:
+            raise ValueError("a Tempo private key is 32 bytes: 64 hex digits, 0x-prefixed or not")
+        raw = bytes.fromhex(text)
+    else:
+        raise TypeError("key must be a hex string, 32 bytes or an eth_account LocalAccount")
+    if len(raw) != 32:
+        raise ValueError("a Tempo private key is 32 bytes")
+    try:
+        account: LocalAccount = Account.from_key(raw)
+    except Exception:  # the library's message could quote the key: replace it
+        raise ValueError("not a valid secp256k1 private key") from None
+    return account
+
+
+class TempoWallet(PaymentMethod):
+    """Pays ``tempo`` charges: TIP-20 transfers signed with one secp256k1 key.
+
+    ::
+
+        wallet = TempoWallet(os.environ["AGENT_TEMPO_KEY"], chain_id=4217)
+
+    ``chain_id``: the chain the wallet pays on. A challenge naming another
+    chain is refused; a challenge naming none is paid on this one. Without
+    it, the challenge must name a known Tempo chain (4217 mainnet, 42431
+    testnet) or one of ``rpc_urls``. ``assets``: the tokens the wallet pays,
+    per chain (the registry's ``tempo`` entries: pathUSD on both chains by
+    default); a token's entry gives the quote's asset and decimals.
+
+    ``modes``: the non-zero modes the wallet may use, in its order of
+    preference. ``("pull",)`` by default: the wallet only signs and the
+    server broadcasts. Add ``"push"`` to let the wallet broadcast when the
+    server asks for it (it then needs a node and pays the fee itself).
+
+    ``payees``: when given, the only recipients paid. ``split_recipients``:
+    who may receive a split (``"*"`` for anyone; none by default, so a
+    challenge with splits is refused unless they are expected).
+
+    Fees: ``max_fee_per_gas`` and ``max_priority_fee_per_gas`` in
+    attodollars per gas; when ``max_fee_per_gas`` is not given the wallet
+    asks the node (``eth_gasPrice``); the priority fee defaults to a tenth of
+    the max fee (within the caps fee sponsors apply). ``gas_limit`` is fixed
+    (1,000,000 by default: Tempo transactions have a high intrinsic cost).
+    ``fee_token`` is the token fees are paid in when the server does not
+    sponsor them (the charge token by default). ``rpc_url`` is the node for
+    ``chain_id`` (``rpc_urls`` per chain); the public endpoints of the known
+    chains are used otherwise, and only when a node is needed (push mode, or
+    no ``max_fee_per_gas``). The node's chain id is checked before signing.
+
+    ``valid_for`` bounds ``validBefore`` (seconds ahead); it never exceeds
+    the challenge's expiry. ``proof_version`` picks the zero-amount proof's
+    typed data (1, 2 or 3; see the module notes).
+    """
+
+    name: ClassVar[str] = "tempo"
+
+    def __init__(
+        self,
+        key: LocalAccount | str | bytes,
+        *,
+        chain_id: int | None = None,
+        rpc_url: str | None = None,
+        rpc_urls: Mapping[int, str] | None = None,
+        assets: AssetRegistry | Iterable[AssetEntry] | None = None,
+        modes: Sequence[str] = ("pull",),
+        payees: Iterable[str] | None = None,
+        split_recipients: Iterable[str] | Literal["*"] = (),
+        fee_token: str | None = None,
+        gas_limit: int = 1_000_000,
+        max_fee_per_gas: int | None = None,
+        max_priority_fee_per_gas: int | None = None,
+        valid_for: float = 25.0,
+        proof_version: int = 2,
+        rpc_timeout: float = 15.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._account = _as_account(key)
+        if chain_id is not None and (
+            not isinstance(chain_id, int) or isinstance(chain_id, bool) or chain_id <= 0
+        ):
+            raise ValueError("chain_id must be a positive integer")
+        self.chain_id = chain_id
+        self._rpc_urls = dict(rpc_urls or {})
+        if rpc_url is not None:
+            if chain_id is None:
+                raise ValueError("rpc_url needs chain_id (or pass rpc_urls={chain: url})")
+            self._rpc_urls[chain_id] = rpc_url
+        if isinstance(assets, AssetRegistry):
+            self.assets = assets
+        else:
+            self.assets = AssetRegistry(BUILTIN_ASSETS if assets is None else assets)
+        self._known_chains = frozenset(KNOWN_CHAINS) | frozenset(self._rpc_urls)
+        chosen = tuple(modes)
+        if (
+            not chosen
+            or any(mode not in MODES for mode in chosen)
+            or len(set(chosen)) != len(chosen)
+        ):
+            raise ValueError(f"modes must be some of 'pull', 'push' (no repeats); got {chosen!r}")
+        self.modes = chosen
+        self.payees = None if payees is None else frozenset(p.lower() for p in payees)
+        if split_recipients == "*":
+            self._split_recipients: frozenset[str] | None = None
+        else:
+            self._split_recipients = frozenset(r.lower() for r in split_recipients)
+        if fee_token is not None and _ADDRESS.fullmatch(fee_token) is None:
+            raise ValueError("fee_token must be a 20-byte hex address")
+        self.fee_token = fee_token
+        if gas_limit <= 0:
+            raise ValueError("gas_limit must be positive")
+        self.gas_limit = gas_limit
+        for name, fee in (
+            ("max_fee_per_gas", max_fee_per_gas),
+            ("max_priority_fee_per_gas", max_priority_fee_per_gas),
+        ):
+            if fee is not None and (not isinstance(fee, int) or isinstance(fee, bool) or fee < 0):
+                raise ValueError(f"{name} must be a non-negative integer")
+        self.max_fee_per_gas = max_fee_per_gas
+        self.max_priority_fee_per_gas = max_priority_fee_per_gas
+        if not 0 < valid_for <= 300:
+            raise ValueError("valid_for must be between 0 and 300 seconds")
+        self.valid_for = valid_for
+        if proof_version not in _PROOF_TYPES:
+            raise ValueError("proof_version must be 1, 2 or 3")
+        self.proof_version = proof_version
+        self._rpc_timeout = rpc_timeout
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._chain: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+            f"mpp_tempo_chain_{id(self)}", default=None
+        )
+
+    # -- identity -----------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The payer's EIP-55 address."""
+        return str(self._account.address)
+
+    def source_for(self, chain_id: int) -> str:
+        """The payer's ``did:pkh`` on ``chain_id``."""
+        return did_pkh(chain_id, self.address)
+
+    @property
+    def source(self) -> str | None:
+        """``did:pkh:eip155:<chain>:<address>`` on the chain of the payment being made.
+
+        The configured ``chain_id`` when there is one; otherwise the chain of
+        the challenge this wallet last paid in the current context (thread or
+        task), which is the one whose credential the flow is building.
+        """
+        chain = self.chain_id if self.chain_id is not None else self._chain.get()
+        return None if chain is None else self.source_for(chain)
+
+    @property
+    def moves_funds_on_pay(self) -> bool:  # type: ignore[override]
+        """True when the wallet may broadcast (``"push"`` in ``modes``).
+
+        A pulled transaction and a proof only sign: the server broadcasts, so a
+        refused credential means nothing was spent. A wallet allowed to push is
+        treated as moving funds on every payment, the safe side when the flow
+        cannot tell per payment.
+        """
+        return "push" in self.modes
+
+    # -- checking -----------------------------------------------------------------
+
+    def _plan(self, challenge: Challenge) -> _Plan:
+        terms = tempo_terms(challenge)
+        chain = self._resolve_chain(terms.chain_id)
+        asset = self.assets.lookup(self.name, terms.currency, chain)
+        if asset is None:
+            raise ChallengeError(
+                f"token {terms.currency} on chain {chain} is not in the wallet's asset registry"
+            )
+        if self.payees is not None and terms.recipient.lower() not in self.payees:
+            raise ChallengeError(f"recipient {terms.recipient} is not one of the expected payees")
+        if terms.recipient.lower() == _ZERO_ADDRESS:
+            raise ChallengeError("tempo charge recipient is the zero address")
+        for index, split in enumerate(terms.splits):
+            if split.recipient.lower() == _ZERO_ADDRESS or (
+                self._split_recipients is not None
+                and split.recipient.lower() not in self._split_recipients
+            ):
+                raise ChallengeError(
+                    f"split {index} pays {split.recipient}, who is not an expected split recipient"
+                )
+        valid_before = self._valid_before(terms)
+        mode: Literal["proof", "pull", "push"]
+        if terms.amount == 0:  # (splits cannot add up to less than 0: there are none)
+            mode = "proof"
+        else:
+            usable = [
+                m for m in self.modes if m in terms.modes and not (m == "push" and terms.fee_payer)
+            ]
+            if not usable:
+                raise ChallengeError(
+                    f"the server accepts {'/'.join(terms.modes)}"
+                    + (" with fee sponsorship (no push)" if terms.fee_payer else "")
+                    + f"; the wallet uses {'/'.join(self.modes)}"
+                )
+            mode = "pull" if usable[0] == "pull" else "push"
+        return _Plan(terms, chain, asset, mode, valid_before)
+
+    def _resolve_chain(self, chain: int | None) -> int:
+        if self.chain_id is not None:
+            if chain is not None and chain != self.chain_id:
+                raise ChallengeError(
+                    f"tempo charge is on chain {chain}; the wallet pays on chain {self.chain_id}"
+                )
+            return self.chain_id
+        if chain is None:
+            raise ChallengeError(
+                "tempo charge names no chain id and the wallet has none configured "
+                "(pass chain_id=; the drafts disagree on a default, so none is assumed)"
+            )
+        if chain not in self._known_chains:
+            raise ChallengeError(
+                f"tempo charge is on chain {chain}, which is not a Tempo chain the wallet "
+                f"knows (known: {', '.join(map(str, sorted(self._known_chains)))}; "
+                "pass chain_id= to pay on another)"
+            )
+        return chain
+
+    def _valid_before(self, terms: TempoTerms) -> int:
+        now = self._clock()
+        bound = math.floor(now.timestamp() + self.valid_for)
+        if terms.expires is None:
+            return bound
+        if terms.expires <= now:
+            raise ChallengeExpired(f"tempo charge expired at {terms.expires.isoformat()}")
+        # validBefore is a whole second no later than the challenge's expiry.
+        valid_before = min(bound, math.floor(terms.expires.timestamp()))
+        if valid_before <= math.floor(now.timestamp()):
+            raise ChallengeExpired(
+                f"tempo charge expires at {terms.expires.isoformat()}, too soon to sign for"
+            )
+        return valid_before
+
+    def quote(self, challenge: Challenge) -> Quote:
+        plan = self._plan(challenge)
+        terms = plan.terms
+        details: dict[str, Any] = {
+            "mode": plan.mode,
+            "token": terms.currency,
+            "feePayer": terms.fee_payer,
+            "validBefore": plan.valid_before,
+        }
+        if terms.memo is not None:
+            details["memo"] = _hex(terms.memo)
+        if terms.splits:
+            details["splits"] = tuple(
+                {
+                    "recipient": s.recipient,
+                    "amount": s.amount,
+                    "memo": None if s.memo is None else _hex(s.memo),
+                }
+                for s in terms.splits
+            )
+            details["primaryAmount"] = terms.primary_amount
+        return Quote(
+            amount=Amount(terms.amount, plan.asset.asset, plan.asset.decimals),
+            payee=terms.recipient,
+            method=self.name,
+            intent=challenge.intent,
+            expires=terms.expires,
+            currency=terms.currency,
+            chain_id=plan.chain_id,
+            details=details,
+        )
+
+    def _plan_to_pay(self, challenge: Challenge) -> _Plan:
+        """The plan, checked again at payment time: refusals are also PaymentFailed."""
+        try:
+            plan = self._plan(challenge)
+        except ChallengeExpired as exc:
+            raise _Expired(exc.message) from None
+        except ChallengeError as exc:
+            raise _Refused(exc.message) from None
+        self._chain.set(plan.chain_id)
+        return plan
+
+    # -- paying -------------------------------------------------------------------
+
+    def pay(self, challenge: Challenge) -> Mapping[str, Any]:
+        plan = self._plan_to_pay(challenge)
+        if plan.mode == "proof":
+            return self._proof(challenge, plan)
+        rpc_url = (
+            self._rpc_url(plan) if plan.mode == "push" or self.max_fee_per_gas is None else None
+        )
+        if rpc_url is None:
+            fees = self._fees_from(None)
+        else:
+            try:
+                with httpx.Client(timeout=self._rpc_timeout) as client:
+                    node_chain = client.post(rpc_url, json=_rpc_body("eth_chainId", []))
+                    gas_price = (
+                        client.post(rpc_url, json=_rpc_body("eth_gasPrice", []))
+                        if self.max_fee_per_gas is None
+                        else None
+                    )
+                    fees = self._check_node(plan, rpc_url, node_chain, gas_price)
+            except (httpx.HTTPError, _RpcError, ValueError) as exc:
+                raise self._node_unusable(rpc_url, exc) from None
+        raw, tx_hash = self._sign_transfer(plan, fees)
+        if plan.mode == "pull":
+            return self._pulled(plan, raw)
+        assert rpc_url is not None
+        try:
+            with httpx.Client(timeout=self._rpc_timeout + 30) as client:
+                response = client.post(
+                    rpc_url, json=_rpc_body("eth_sendRawTransactionSync", [_hex(raw)])
+                )
+                receipt = _rpc_result("eth_sendRawTransactionSync", response)
+        except Exception as exc:
+            raise self._broadcast_failed(plan, tx_hash, exc) from None
+        return self._pushed(plan, tx_hash, receipt)
+
+    async def apay(self, challenge: Challenge) -> Mapping[str, Any]:
+        plan = self._plan_to_pay(challenge)
+        if plan.mode == "proof":
+            return self._proof(challenge, plan)
+        rpc_url = (
+            self._rpc_url(plan) if plan.mode == "push" or self.max_fee_per_gas is None else None
+        )
+        if rpc_url is None:
+            fees = self._fees_from(None)
+        else:
+            try:
+                async with httpx.AsyncClient(timeout=self._rpc_timeout) as client:
+                    node_chain = await client.post(rpc_url, json=_rpc_body("eth_chainId", []))
+                    gas_price = (
+                        await client.post(rpc_url, json=_rpc_body("eth_gasPrice", []))
+                        if self.max_fee_per_gas is None
+                        else None
+                    )
+                    fees = self._check_node(plan, rpc_url, node_chain, gas_price)
+            except (httpx.HTTPError, _RpcError, ValueError) as exc:
+                raise self._node_unusable(rpc_url, exc) from None
+        raw, tx_hash = self._sign_transfer(plan, fees)
+        if plan.mode == "pull":
+            return self._pulled(plan, raw)
+        assert rpc_url is not None
+        try:
+            async with httpx.AsyncClient(timeout=self._rpc_timeout + 30) as client:
+                response = await client.post(
+                    rpc_url, json=_rpc_body("eth_sendRawTransactionSync", [_hex(raw)])
+                )
+                receipt = _rpc_result("eth_sendRawTransactionSync", response)
+        except Exception as exc:
+            raise self._broadcast_failed(plan, tx_hash, exc) from None
+        return self._pushed(plan, tx_hash, receipt)
+
+    def _rpc_url(self, plan: _Plan) -> str:
+        url = self._rpc_urls.get(plan.chain_id) or KNOWN_CHAINS.get(plan.chain_id)
+        if url is None:
+            raise _Refused(
+                f"no RPC URL for chain {plan.chain_id}: pass rpc_url= (needed for push mode "
+                "and to read the gas price when max_fee_per_gas is not set)"
+            )
+        return url
+
+    def _fees_from(self, gas_price: int | None) -> _Fees:
+        """The configured fees, or the node's gas price (read when none is configured)."""
+        max_fee = self.max_fee_per_gas if self.max_fee_per_gas is not None else gas_price
+        if max_fee is None:  # pragma: no cover - a node is always asked then
+            raise PaymentFailed("no gas price: set max_fee_per_gas or an RPC URL")
+        priority = self.max_priority_fee_per_gas
+        if priority is None:
+            # Tempo's base fee is fixed; a tenth of it as the tip stays within
+            # the caps fee sponsors apply (pympp: 10 gwei on mainnet).
+            priority = max_fee // 10
+        return _Fees(max_fee, min(priority, max_fee))
+
+    def _check_node(
+        self,
+        plan: _Plan,
+        url: str,
+        chain_response: httpx.Response,
+        gas_response: httpx.Response | None,
+    ) -> _Fees:
+        node_chain = _quantity(_rpc_result("eth_chainId", chain_response), "eth_chainId")
+        if node_chain != plan.chain_id:
+            raise _Refused(
+                f"the node at {_host(url)} serves chain {node_chain}, "
+                f"not the charge's chain {plan.chain_id}"
+            )
+        gas_price = None
+        if gas_response is not None:
+            gas_price = _quantity(_rpc_result("eth_gasPrice", gas_response), "eth_gasPrice")
+        return self._fees_from(gas_price)
+
+    def _node_unusable(self, url: str, exc: BaseException) -> PaymentFailed:
+        if isinstance(exc, PaymentFailed):
+            return exc
+        return PaymentFailed(
+            f"could not prepare the tempo transaction: the node at {_host(url)} failed "
+            f"({type(exc).__name__}); nothing was signed"
+        )
+
+    def _sign_transfer(self, plan: _Plan, fees: _Fees) -> tuple[bytes, str]:
+        """The signed transaction's wire bytes (0x76, or the 0x78 envelope) and its hash."""
+        terms = plan.terms
+        token = TIP20(to_checksum_address(terms.currency))
+        calls = tuple(
+            token.transfer(to=t.recipient, amount=t.amount)
+            if t.memo is None
+            else token.transfer_with_memo(to=t.recipient, amount=t.amount, memo=t.memo)
+            for t in terms.transfers
+        )
+        sponsored = terms.fee_payer
+        tx = TempoTransaction.create(
+            chain_id=plan.chain_id,
+            gas_limit=self.gas_limit,
+            max_fee_per_gas=fees.max_fee_per_gas,
+            max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+            nonce=0,
+            nonce_key=EXPIRING_NONCE_KEY,
+            valid_before=plan.valid_before,
+            fee_token=None if sponsored else (self.fee_token or terms.currency),
+            awaiting_fee_payer=sponsored,
+            calls=calls,
+        )
+        # pytempo builds the sender's signing payload (0x76, with the fee-payer
+        # placeholder when sponsored); the account signs its hash here so the
+        # key never leaves the LocalAccount.
+        signed = self._account.unsafe_sign_hash(Hash32(tx.get_signing_hash(for_fee_payer=False)))
+        tx = attrs.evolve(
+            tx,
+            sender_signature=Signature(r=signed.r, s=signed.s, v=signed.v),
+            sender_address=self.address,
+        )
+        raw = _fee_payer_envelope(tx) if sponsored else bytes(tx.encode())
+        return raw, _hex(keccak(raw))
+
+    def _pulled(self, plan: _Plan, raw: bytes) -> dict[str, Any]:
+        logger.info(
+            "tempo: signed a %stransaction for %s base units of %s on chain %s to %s",
+            "fee-sponsored " if plan.terms.fee_payer else "",
+            plan.terms.amount,
+            plan.terms.currency,
+            plan.chain_id,
+            plan.terms.recipient,
+        )
+        return {"type": "transaction", "signature": _hex(raw)}
+
+    def _broadcast_failed(self, plan: _Plan, tx_hash: str, exc: BaseException) -> Exception:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            # The connection was never made: the transaction was not sent.
+            return PaymentFailed(
+                f"could not reach the tempo node to broadcast ({type(exc).__name__}); "
+                "nothing was sent"
+            )
+        return PaymentOutcomeUnknown(
+            f"broadcast of tempo transaction {tx_hash} on chain {plan.chain_id} failed "
+            f"({type(exc).__name__}); it may still be included until validBefore "
+            f"{plan.valid_before}: check the transaction before resolving"
+        )
+
+    def _pushed(self, plan: _Plan, tx_hash: str, receipt: Any) -> dict[str, Any]:
+        if not isinstance(receipt, dict):
+            raise PaymentOutcomeUnknown(
+                f"the node returned no receipt for tempo transaction {tx_hash}; "
+                "check the transaction before resolving"
+            )
+        got = receipt.get("transactionHash")
+        if not isinstance(got, str) or got.lower() != tx_hash.lower():
+            raise PaymentOutcomeUnknown(
+                f"the node's receipt names transaction {got!r:.80}, not {tx_hash}; "
+                "check the transaction before resolving"
+            )
+        status = receipt.get("status")
+        if status == "0x0":
+            raise PaymentFailed(
+                f"tempo transaction {tx_hash} reverted: no transfer happened (the fee was paid)"
+            )
+        if status != "0x1":
+            raise PaymentOutcomeUnknown(
+                f"tempo transaction {tx_hash} has receipt status {status!r:.20}; "
+                "check the transaction before resolving"
+            )
+        logger.info(
+            "tempo: broadcast %s for %s base units of %s on chain %s to %s",
+            tx_hash,
+            plan.terms.amount,
+            plan.terms.currency,
+            plan.chain_id,
+            plan.terms.recipient,
+        )
+        return {"type": "hash", "hash": tx_hash}
+
+    def _proof(self, challenge: Challenge, plan: _Plan) -> dict[str, Any]:
+        typed = proof_typed_data(
+            chain_id=plan.chain_id,
+            challenge_id=challenge.id,
+            realm=challenge.realm,
+            account=self.address,
+            version=self.proof_version,
+        )
+        full = {**typed, "types": {"EIP712Domain": _DOMAIN_TYPE, **typed["types"]}}
+        signed = self._account.sign_message(encode_typed_data(full_message=full))
+        logger.info("tempo: signed a zero-amount proof on chain %s", plan.chain_id)
+        return {"type": "proof", "signature": _hex(bytes(signed.signature))}
+
+    # -- hygiene ------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        chain = "any known" if self.chain_id is None else str(self.chain_id)
+        return f"<TempoWallet address={self.address} chain={chain} modes={'/'.join(self.modes)}>"
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise TypeError("TempoWallet cannot be pickled: that would write its key in the clear")
+
+    def __reduce__(self) -> NoReturn:
+        self.__reduce_ex__(None)
+
+    def __getstate__(self) -> NoReturn:
+        self.__reduce_ex__(None)
+
+
+def _fee_payer_envelope(tx: Any) -> bytes:
+    """``0x78 || rlp([...])``: the sender-signed fields, the sender in the fee-payer slot.
+
+    The fields are those of the ``0x76`` transaction with ``feeToken`` empty
+    (the fee payer picks it), the sender's 20-byte address where the fee
+    payer's signature goes, and the sender's 65-byte signature last. The
+    fee payer rebuilds the ``0x76`` signing payload (``feeToken`` empty,
+    ``0x00`` placeholder) to recover the sender, then co-signs.
+    """
+    fields = [
+        tx.chain_id,
+        tx.max_priority_fee_per_gas,
+        tx.max_fee_per_gas,
+        tx.gas_limit,
+        [call.as_rlp_list() for call in tx.calls],
+        [],  # access list
+        tx.nonce_key,
+        tx.nonce,
+        b"" if tx.valid_before is None else tx.valid_before,
+        b"" if tx.valid_after is None else tx.valid_after,
+        b"",  # fee token: chosen by the fee payer
+        bytes(tx.sender_address),
+        [],  # Tempo authorization list
+        tx.sender_signature.to_bytes(),
+    ]
+    return bytes([FEE_PAYER_ENVELOPE_TYPE]) + bytes(rlp.encode(fields))

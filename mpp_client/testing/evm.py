@@ -1,0 +1,863 @@
+"""Selling for ``evm`` charges in tests: a verifier that settles on a real chain.
+
+:class:`EvmVerifier` plugs into :class:`~mpp_client.testing.PaidServer`
+(``PaidServer(routes, verifier=EvmVerifier(...), currency=token,
+recipient=merchant, asset="USD", decimals=6)``). It follows the server side of
+``draft-evm-charge-00``: every check of the verification procedure, then the
+settlement (``transferWithAuthorization``, ``permit[Batch]WitnessTransferFrom``,
+broadcasting the signed transfer, or reading the mined one), waiting for a
+successful receipt and matching its ``Transfer`` logs. Replay tokens (signer
+and nonce, or transaction hash) are consumed once.
+
+:class:`Anvil` runs a local node (Foundry's ``anvil`` binary) on a free
+loopback port; :class:`ChainClient` sends transactions from a local key.
+Needs the ``evm`` extra.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, cast
+
+import httpx
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
+from eth_keys.datatypes import Signature
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from hexbytes import HexBytes
+
+from ..methods.evm import (
+    CREDENTIAL_TYPES,
+    PERMIT2_ADDRESS,
+    PERMIT2_WITNESS_TYPE_STRING,
+    TRANSFER_TOPIC,
+    EvmTerms,
+    JsonRpc,
+    RpcError,
+    Split,
+    authorization_digest,
+    challenge_hash,
+    decode_transfer_calldata,
+    did_pkh,
+    eip3009_domain_separator,
+    evm_terms,
+    parse_did_pkh,
+    payment_witness_hash,
+    permit2_digest,
+    same_address,
+)
+from ..protocol import Challenge, Credential, parse_rfc3339
+from ._server import Settlement, VerificationFailed
+
+__all__ = [
+    "Anvil",
+    "ChainClient",
+    "EvmVerifier",
+    "authorization_calldata",
+    "recover_signer",
+    "selector",
+    "transfers_in",
+]
+
+_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
+_SIGNATURE = re.compile(r"0x[0-9a-fA-F]{130}")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_UNITS = re.compile(r"0|[1-9][0-9]{0,77}")
+_HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+
+
+def selector(signature: str) -> bytes:
+    """The 4-byte function selector of ``signature`` (``"transfer(address,uint256)"``)."""
+    return keccak(text=signature)[:4]
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _split_signature(signature: str) -> tuple[int, bytes, bytes]:
+    raw = bytes.fromhex(signature[2:])
+    v = raw[64] + 27 if raw[64] < 27 else raw[64]
+    return v, raw[:32], raw[32:64]
+
+
+def recover_signer(digest: bytes, signature: str) -> str:
+    """The address whose key made ``signature`` (65 bytes, hex) over ``digest``.
+
+    Raises ``ValueError`` for a malformed, malleable (high ``s``) or unrecoverable one.
+    """
+    if not isinstance(signature, str) or _SIGNATURE.fullmatch(signature) is None:
+        raise ValueError("signature must be 65 bytes of 0x-prefixed hex")
+    v, r, s = _split_signature(signature)
+    if v not in (27, 28) or int.from_bytes(s, "big") > _HALF_ORDER:
+        raise ValueError("signature has a bad v or a malleable s")
+    parsed = Signature(vrs=(v - 27, int.from_bytes(r, "big"), int.from_bytes(s, "big")))
+    try:
+        return str(parsed.recover_public_key_from_msg_hash(digest).to_checksum_address())
+    except Exception:
+        raise ValueError("signature does not recover to a key") from None
+
+
+# -- a local node ------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Anvil:
+    """A local anvil node on ``127.0.0.1`` at a free port, as a context manager.
+
+    ``binary`` is the anvil executable (``scripts/chain-tools.sh`` prints the
+    path of the one the npm package ``@foundry-rs/anvil-linux-amd64`` ships).
+    No dev accounts are created: fund test keys with :meth:`set_balance`.
+    """
+
+    def __init__(
+        self,
+        binary: str | os.PathLike[str],
+        *,
+        chain_id: int = 31337,
+        startup_timeout: float = 20.0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.binary = os.fspath(binary)
+        self.chain_id = chain_id
+        self.startup_timeout = startup_timeout
+        self.extra_args = tuple(extra_args)
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._rpc: JsonRpc | None = None
+        self._log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def rpc(self) -> JsonRpc:
+        if self._rpc is None:
+            raise RuntimeError("anvil is not running")
+        return self._rpc
+
+    def start(self) -> Self:
+        """Start the node and wait until it answers; RuntimeError with its log otherwise."""
+        log = ""
+        for _ in range(3):
+            self.port = _free_port()
+            args = [
+                self.binary,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--chain-id",
+                str(self.chain_id),
+                "--accounts",
+                "0",
+                "--silent",
+                *self.extra_args,
+            ]
+            # Output goes to a file, never a pipe nobody reads (a full pipe blocks the node).
+            self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+            self._process = subprocess.Popen(  # noqa: S603 - a fixed argument list
+                args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            )
+            self._rpc = JsonRpc(self.url, timeout=10.0)
+            if self._wait_ready():
+                return self
+            self._log.seek(0)
+            log = self._log.read()[-2000:].decode("utf-8", "replace")
+            self.stop()
+        raise RuntimeError(f"anvil did not start ({self.binary}): {log}")
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                return False  # exited: the port was taken, or the binary failed
+            try:
+                if int(self.rpc.call("eth_chainId"), 16) == self.chain_id:
+                    return True
+            except (httpx.HTTPError, RpcError):
+                pass
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self._rpc is not None:
+            self._rpc.close()
+            self._rpc = None
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a stuck node
+                process.kill()
+                process.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def set_balance(self, address: str, wei: int) -> None:
+        self.rpc.call("anvil_setBalance", address, hex(wei))
+
+    def set_code(self, address: str, code: str) -> None:
+        self.rpc.call("anvil_setCode", address, code)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Anvil url={self.url!r} chain_id={self.chain_id}>"
+
+
+class ChainClient:
+    """Reads a chain and sends transactions from a local key (one at a time).
+
+    ``account`` pays the gas; its nonce is taken from the node's pending count
+    under a lock, so one client must not be shared with another sender of the
+    same key.
+    """
+
+    def __init__(
+        self, rpc: JsonRpc | str, account: LocalAccount | None = None, *, timeout: float = 30.0
+    ) -> None:
+        self.rpc = rpc if isinstance(rpc, JsonRpc) else JsonRpc(rpc)
+        self.account = account
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self.chain_id = int(self.rpc.call("eth_chainId"), 16)
+
+    def call(self, to: str, data: bytes) -> bytes:
+        return self.rpc.eth_call(to, data)
+
+    def balance_of(self, token: str, owner: str) -> int:
+        data = selector("balanceOf(address)") + abi_encode(["address"], [owner])
+        (value,) = abi_decode(["uint256"], self.call(token, data))
+        return int(value)
+
+    def allowance(self, token: str, owner: str, spender: str) -> int:
+        data = selector("allowance(address,address)") + abi_encode(
+            ["address", "address"], [owner, spender]
+        )
+        (value,) = abi_decode(["uint256"], self.call(token, data))
+        return int(value)
+
+    def simulate(self, to: str, data: bytes) -> None:
+        """``eth_call`` the transaction from the sender; RpcError if it would revert."""
+        sender = self._account().address
+        self.rpc.eth_call(to, data, sender=sender)
+
+    def _account(self) -> LocalAccount:
+        if self.account is None:
+            raise RuntimeError("this ChainClient has no account to send from")
+        return self.account
+
+    def sign(self, to: str | None, data: bytes, *, gas: int | None = None) -> tuple[bytes, str]:
+        """Sign a transaction from the client's account (nonce and fees from the node)."""
+        account = self._account()
+        nonce = int(self.rpc.call("eth_getTransactionCount", account.address, "pending"), 16)
+        request: dict[str, str] = {"from": account.address, "data": _hex(data)}
+        if to is not None:
+            request["to"] = to
+        if gas is None:
+            gas = int(self.rpc.call("eth_estimateGas", request), 16)
+            gas += gas // 4 + 10_000
+        block = self.rpc.call("eth_getBlockByNumber", "latest", False)
+        base_fee = int(block["baseFeePerGas"], 16)
+        tip = 10**9
+        transaction: dict[str, Any] = {
+            "type": 2,
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "value": 0,
+            "data": _hex(data),
+            "gas": gas,
+            "maxPriorityFeePerGas": tip,
+            "maxFeePerGas": 2 * base_fee + tip,
+        }
+        if to is not None:
+            transaction["to"] = to_checksum_address(to)
+        signed = account.sign_transaction(cast(Any, transaction))
+        return bytes(signed.raw_transaction), _hex(bytes(signed.hash))
+
+    def send_raw(self, raw: bytes, tx_hash: str) -> dict[str, Any]:
+        """Broadcast a signed transaction and wait for its receipt (any status)."""
+        self.rpc.call("eth_sendRawTransaction", _hex(raw))
+        receipt = self.rpc.wait_for_receipt(tx_hash, self.timeout)
+        if receipt is None:
+            raise TimeoutError(f"transaction {tx_hash} was not mined in {self.timeout:g} s")
+        return receipt
+
+    def transact(self, to: str | None, data: bytes) -> dict[str, Any]:
+        """Sign, send and wait; the receipt, whatever its status."""
+        with self._lock:
+            raw, tx_hash = self.sign(to, data)
+            return self.send_raw(raw, tx_hash)
+
+    def deploy(self, bytecode: str, constructor: bytes = b"") -> str:
+        """Deploy a contract; its address."""
+        receipt = self.transact(None, bytes.fromhex(bytecode.removeprefix("0x")) + constructor)
+        if receipt.get("status") != "0x1" or not receipt.get("contractAddress"):
+            raise RuntimeError("contract deployment failed")
+        return to_checksum_address(receipt["contractAddress"])
+
+    def submit_authorization(self, token: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Call ``transferWithAuthorization`` with an ``authorization`` payload; the receipt."""
+        data = authorization_calldata(payload)
+        self.simulate(token, data)
+        return self.transact(token, data)
+
+
+_TWA = (
+    "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,"
+    "uint8,bytes32,bytes32)"
+)
+_TWA_TYPES = [
+    "address",
+    "address",
+    "uint256",
+    "uint256",
+    "uint256",
+    "bytes32",
+    "uint8",
+    "bytes32",
+    "bytes32",
+]
+
+
+def authorization_calldata(payload: Mapping[str, Any]) -> bytes:
+    """``transferWithAuthorization(...)`` call data for an ``authorization`` payload."""
+    v, r, s = _split_signature(payload["signature"])
+    return selector(_TWA) + abi_encode(
+        _TWA_TYPES,
+        [
+            to_checksum_address(payload["from"]),
+            to_checksum_address(payload["to"]),
+            int(payload["value"]),
+            int(payload["validAfter"]),
+            int(payload["validBefore"]),
+            bytes.fromhex(payload["nonce"][2:]),
+            v,
+            r,
+            s,
+        ],
+    )
+
+
+def transfers_in(receipt: Mapping[str, Any], token: str) -> list[tuple[str, str, int]]:
+    """``(from, to, value)`` of every ERC-20 ``Transfer`` log of ``token`` in a receipt."""
+    out: list[tuple[str, str, int]] = []
+    for log in receipt.get("logs") or ():
+        topics: list[Any] = list(log.get("topics") or [])
+        if (
+            len(topics) == 3
+            and str(topics[0]).lower() == TRANSFER_TOPIC
+            and same_address(str(log.get("address", "")), token)
+        ):
+            sender = to_checksum_address("0x" + str(topics[1])[-40:])
+            receiver = to_checksum_address("0x" + str(topics[2])[-40:])
+            out.append((sender, receiver, int(str(log.get("data", "0x0")), 16)))
+    return out
+
+
+# -- the verifier -----------------------------------------------------------------
+
+
+def _fail(detail: str, code: str = "verification-failed") -> VerificationFailed:
+    return VerificationFailed(code, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A credential that passed every check, ready to settle."""
+
+    kind: str
+    payer: str
+    replay_token: str
+    submit: Callable[[], dict[str, Any]]
+    expected: tuple[tuple[str, str, int], ...]
+
+
+class EvmVerifier:
+    """Verifies ``evm`` charge credentials and settles them on a chain.
+
+    ``rpc`` is the node; ``submitter`` the key that submits (and pays gas for)
+    ``permit2`` and ``authorization`` settlements and so is the Permit2
+    ``spender``. It is advertised as ``methodDetails.spender`` unless
+    ``advertise_spender=False`` (then clients default to the recipient, which
+    must then be the submitter). ``credential_types`` is advertised in that
+    order. ``token_domain`` (EIP-712 name and version) says the token
+    implements EIP-3009; without it ``authorization`` is refused. ``splits`` are
+    ``(recipient, amount)`` pairs added to every request.
+    """
+
+    method = "evm"
+    blocking = True
+
+    def __init__(
+        self,
+        rpc: JsonRpc | str,
+        *,
+        token: str,
+        submitter: LocalAccount | str,
+        credential_types: Sequence[str] = CREDENTIAL_TYPES,
+        token_domain: tuple[str, str] | None = None,
+        decimals: int | None = None,
+        permit2: str = PERMIT2_ADDRESS,
+        splits: Iterable[tuple[str, int]] = (),
+        advertise_spender: bool = True,
+        challenge_hash_scheme: str = "draft",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        account = submitter if isinstance(submitter, LocalAccount) else Account.from_key(submitter)
+        self.chain = ChainClient(rpc, account)
+        self.chain_id = self.chain.chain_id
+        self.token = to_checksum_address(token)
+        self.submitter = str(account.address)
+        self.credential_types = tuple(credential_types)
+        unknown = set(self.credential_types) - set(CREDENTIAL_TYPES)
+        if unknown or not self.credential_types:
+            raise ValueError(f"unknown credential types {sorted(unknown)}")
+        self.token_domain = token_domain
+        self.decimals = decimals
+        self.permit2 = to_checksum_address(permit2)
+        self.splits = tuple(Split(to_checksum_address(r), int(a)) for r, a in splits)
+        self.advertise_spender = advertise_spender
+        if challenge_hash_scheme not in ("draft", "mppx"):
+            raise ValueError("challenge_hash_scheme must be 'draft' or 'mppx'")
+        self.challenge_hash_scheme = cast(Any, challenge_hash_scheme)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._consumed: set[str] = set()
+        #: Settled transaction hashes, in order, for assertions.
+        self.settled: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"<EvmVerifier chain_id={self.chain_id} token={self.token}>"
+
+    # -- the request --------------------------------------------------------------
+
+    def request_fields(self) -> Mapping[str, Any]:
+        details: dict[str, Any] = {
+            "chainId": self.chain_id,
+            "permit2Address": self.permit2,
+            "credentialTypes": list(self.credential_types),
+        }
+        if self.decimals is not None:
+            details["decimals"] = self.decimals
+        if self.splits:
+            details["splits"] = [
+                {"recipient": s.recipient, "amount": str(s.amount)} for s in self.splits
+            ]
+        if self.advertise_spender and "permit2" in self.credential_types:
+            details["spender"] = self.submitter
+        return {"methodDetails": details}
+
+    def consumed(self, replay_token: str) -> bool:
+        with self._lock:
+            return replay_token in self._consumed
+
+    def _fresh(self, replay_token: str, what: str) -> str:
+        """``replay_token``, unless it was consumed (then refuse before any chain work)."""
+        if self.consumed(replay_token):
+            raise _fail(f"this {what} was already used", "invalid-challenge")
+        return replay_token
+
+    def _consume(self, replay_token: str) -> bool:
+        with self._lock:
+            if replay_token in self._consumed:
+                return False
+            self._consumed.add(replay_token)
+            return True
+
+    # -- redeeming ----------------------------------------------------------------
+
+    def redeem(
+        self,
+        echo: Mapping[str, str],
+        request: Mapping[str, Any],
+        credential: Credential,
+        claim: Callable[[], bool],
+    ) -> Settlement:
+        challenge = Challenge(
+            id=echo["id"],
+            realm=echo["realm"],
+            method=echo["method"],
+            intent=echo["intent"],
+            request=request,
+            request_b64=echo["request"],
+            expires=parse_rfc3339(echo["expires"]) if "expires" in echo else None,
+            expires_raw=echo.get("expires"),
+        )
+        try:
+            terms = evm_terms(challenge)
+        except Exception as exc:
+            raise _fail(f"the challenge's terms are unusable: {exc}", "invalid-challenge") from None
+        if terms.chain_id != self.chain_id or not same_address(terms.currency, self.token):
+            raise _fail("the challenge is for another chain or token", "invalid-challenge")
+        payload = credential.payload
+        kind = payload.get("type")
+        if kind not in CREDENTIAL_TYPES:
+            raise _fail("payload.type is not a known evm credential type", "malformed-credential")
+        if kind not in self.credential_types:
+            raise _fail(f"credential type {kind!r} is not accepted here")
+        if terms.splits and kind != "permit2":
+            raise _fail("a request with splits can only be paid with a permit2 credential")
+        claimed: tuple[int, str] | None = None
+        if credential.source is not None:
+            claimed = parse_did_pkh(credential.source)
+            if claimed is None or claimed[0] != self.chain_id:
+                raise _fail("credential source is not a did:pkh on this chain")
+        try:
+            if kind == "authorization":
+                checked = self._check_authorization(challenge, terms, payload)
+            elif kind == "permit2":
+                checked = self._check_permit2(challenge, terms, payload, claimed)
+            elif kind == "transaction":
+                checked = self._check_transaction(terms, payload)
+            else:
+                checked = self._check_hash(terms, payload)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            detail = f"malformed {kind} payload ({type(exc).__name__})"
+            raise _fail(detail, "malformed-credential") from None
+        if claimed is not None and not same_address(claimed[1], checked.payer):
+            raise _fail("credential source is not the payer")
+        if self.consumed(checked.replay_token):
+            raise _fail(f"this {kind} credential was already used", "invalid-challenge")
+        if not claim():
+            raise _fail("challenge already used", "invalid-challenge")
+        if not self._consume(checked.replay_token):
+            raise _fail(f"this {kind} credential was already used", "invalid-challenge")
+        receipt = checked.submit()
+        if receipt.get("status") != "0x1":
+            raise _fail(f"the {kind} settlement reverted: nothing was transferred")
+        moved = transfers_in(receipt, self.token)
+        for expected in checked.expected:
+            if not any(
+                same_address(a, expected[0]) and same_address(b, expected[1]) and v == expected[2]
+                for a, b, v in moved
+            ):
+                raise VerificationFailed(
+                    "verification-failed",
+                    "the settlement's Transfer logs do not match the challenge",
+                    status=500,
+                )
+        tx_hash = str(receipt["transactionHash"])
+        with self._lock:
+            self.settled.append(tx_hash)
+        extra: dict[str, Any] = {"challengeId": echo["id"], "chainId": self.chain_id}
+        if terms.external_id is not None:
+            extra["externalId"] = terms.external_id
+        return Settlement(
+            payer=did_pkh(self.chain_id, checked.payer), reference=tx_hash, receipt=extra
+        )
+
+    def _chash(self, challenge: Challenge) -> bytes:
+        return challenge_hash(challenge.id, challenge.realm, self.challenge_hash_scheme)
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def _window(self, challenge: Challenge, until: int) -> None:
+        if until <= self._now():
+            raise _fail("the signature's validity has passed")
+        if challenge.expires is not None and until > int(challenge.expires.timestamp()):
+            raise _fail("the signature stays valid beyond the challenge's expiry")
+
+    def _submit_or_refuse(self, to: str, data: bytes) -> Callable[[], dict[str, Any]]:
+        try:
+            self.chain.simulate(to, data)
+        except RpcError as exc:
+            raise _fail(f"the settlement would revert: {exc.rpc_message}") from None
+
+        def submit() -> dict[str, Any]:
+            try:
+                return self.chain.transact(to, data)
+            except RpcError as exc:
+                raise _fail(f"the node refused the settlement: {exc.rpc_message}") from None
+            except (httpx.HTTPError, TimeoutError) as exc:
+                raise VerificationFailed(
+                    "verification-failed",
+                    f"settlement outcome unknown ({type(exc).__name__})",
+                    status=500,
+                ) from None
+
+        return submit
+
+    def _check_authorization(
+        self, challenge: Challenge, terms: EvmTerms, payload: Mapping[str, Any]
+    ) -> _Checked:
+        if self.token_domain is None:
+            raise _fail("the token does not implement EIP-3009")
+        for name, pattern in (
+            ("from", _ADDRESS),
+            ("to", _ADDRESS),
+            ("value", _UNITS),
+            ("validAfter", _UNITS),
+            ("validBefore", _UNITS),
+            ("nonce", _HASH),
+            ("signature", _SIGNATURE),
+        ):
+            value = payload.get(name)
+            if not isinstance(value, str) or pattern.fullmatch(value) is None:
+                raise ValueError(f"authorization {name} is malformed")
+        sender = to_checksum_address(payload["from"])
+        replay_token = self._fresh(
+            f"authorization:{sender.lower()}:{payload['nonce'].lower()}", "authorization"
+        )
+        if not same_address(payload["to"], terms.recipient):
+            raise _fail("authorization 'to' is not the challenge recipient")
+        if int(payload["value"]) != terms.amount:
+            raise _fail("authorization value is not the challenge amount")
+        if payload["nonce"].lower() != _hex(self._chash(challenge)):
+            raise _fail("authorization nonce is not the challenge hash")
+        valid_after, valid_before = int(payload["validAfter"]), int(payload["validBefore"])
+        if valid_after >= self._now():
+            raise _fail("the authorization is not valid yet")
+        self._window(challenge, valid_before)
+        name, version = self.token_domain
+        digest = authorization_digest(
+            eip3009_domain_separator(name, version, self.chain_id, self.token),
+            sender=sender,
+            to=terms.recipient,
+            value=terms.amount,
+            valid_after=valid_after,
+            valid_before=valid_before,
+            nonce=bytes.fromhex(payload["nonce"][2:]),
+        )
+        if not same_address(recover_signer(digest, payload["signature"]), sender):
+            raise _fail("the authorization signature is not the payer's")
+        if self.chain.balance_of(self.token, sender) < terms.amount:
+            raise _fail("the payer's token balance is too low")
+        data = authorization_calldata(payload)
+        return _Checked(
+            kind="authorization",
+            payer=sender,
+            replay_token=replay_token,
+            submit=self._submit_or_refuse(self.token, data),
+            expected=((sender, terms.recipient, terms.amount),),
+        )
+
+    def _check_permit2(
+        self,
+        challenge: Challenge,
+        terms: EvmTerms,
+        payload: Mapping[str, Any],
+        claimed: tuple[int, str] | None,
+    ) -> _Checked:
+        if claimed is None:
+            raise _fail("a permit2 credential needs a did:pkh source (the permit's owner)")
+        owner = claimed[1]
+        permit = payload["permit"]
+        permitted = permit["permitted"]
+        details = payload["transferDetails"]
+        witness = payload["witness"]
+        signature = payload["signature"]
+        if not isinstance(permitted, list) or not isinstance(details, list) or not permitted:
+            raise ValueError("permitted and transferDetails must be lists")
+        if len(permitted) != len(details):
+            raise _fail("permitted and transferDetails differ in length")
+        nonce = _uint(permit["nonce"])
+        replay_token = self._fresh(f"permit2:{owner.lower()}:{nonce}", "permit")
+        deadline = _uint(permit["deadline"])
+        self._window(challenge, deadline)
+        chash = self._chash(challenge)
+        if str(witness["challengeHash"]).lower() != _hex(chash):
+            raise _fail("witness.challengeHash is not the challenge hash")
+        expected = [(terms.recipient, terms.primary_amount)] + [
+            (s.recipient, s.amount) for s in terms.splits
+        ]
+        if len(details) != len(expected):
+            raise _fail("transferDetails do not list the recipient and each split")
+        pairs: list[tuple[str, int]] = []
+        for index, (allowed, detail, (to, amount)) in enumerate(
+            zip(permitted, details, expected, strict=True)
+        ):
+            if not same_address(str(allowed["token"]), self.token):
+                raise _fail(f"permitted[{index}].token is not the challenge currency")
+            if not same_address(str(detail["to"]), to):
+                raise _fail(f"transferDetails[{index}].to is not the expected recipient")
+            if _uint(detail["requestedAmount"]) != amount:
+                raise _fail(f"transferDetails[{index}].requestedAmount is not the expected amount")
+            if _uint(allowed["amount"]) < amount:
+                raise _fail(f"permitted[{index}].amount is below the transfer")
+            pairs.append((self.token, _uint(allowed["amount"])))
+        digest = permit2_digest(
+            chain_id=self.chain_id,
+            permit2=self.permit2,
+            permitted=pairs,
+            spender=self.submitter,
+            nonce=nonce,
+            deadline=deadline,
+            witness=payment_witness_hash(chash, terms.external_id or ""),
+        )
+        if not same_address(recover_signer(digest, str(signature)), owner):
+            raise _fail("the permit signature is not the source's (or names another spender)")
+        total = terms.amount
+        if self.chain.balance_of(self.token, owner) < total:
+            raise _fail("the payer's token balance is too low")
+        if self.chain.allowance(self.token, owner, self.permit2) < total:
+            raise _fail("the payer has not approved Permit2 for this amount")
+        witness_hash = payment_witness_hash(chash, terms.external_id or "")
+        sig = bytes.fromhex(str(signature)[2:])
+        if len(pairs) == 1:
+            data = selector(
+                "permitWitnessTransferFrom(((address,uint256),uint256,uint256),(address,uint256),"
+                "address,bytes32,string,bytes)"
+            ) + abi_encode(
+                [
+                    "((address,uint256),uint256,uint256)",
+                    "(address,uint256)",
+                    "address",
+                    "bytes32",
+                    "string",
+                    "bytes",
+                ],
+                [
+                    (pairs[0], nonce, deadline),
+                    expected[0],
+                    owner,
+                    witness_hash,
+                    PERMIT2_WITNESS_TYPE_STRING,
+                    sig,
+                ],
+            )
+        else:
+            data = selector(
+                "permitBatchWitnessTransferFrom(((address,uint256)[],uint256,uint256),"
+                "(address,uint256)[],address,bytes32,string,bytes)"
+            ) + abi_encode(
+                [
+                    "((address,uint256)[],uint256,uint256)",
+                    "(address,uint256)[]",
+                    "address",
+                    "bytes32",
+                    "string",
+                    "bytes",
+                ],
+                [
+                    (pairs, nonce, deadline),
+                    expected,
+                    owner,
+                    witness_hash,
+                    PERMIT2_WITNESS_TYPE_STRING,
+                    sig,
+                ],
+            )
+        return _Checked(
+            kind="permit2",
+            payer=owner,
+            replay_token=replay_token,
+            submit=self._submit_or_refuse(self.permit2, data),
+            expected=tuple((owner, to, amount) for to, amount in expected),
+        )
+
+    def _check_transaction(self, terms: EvmTerms, payload: Mapping[str, Any]) -> _Checked:
+        signature = payload["signature"]
+        if not isinstance(signature, str) or re.fullmatch(r"0x[0-9a-fA-F]+", signature) is None:
+            raise ValueError("transaction signature must be 0x-prefixed hex")
+        raw = bytes.fromhex(signature[2:])
+        tx_hash = _hex(keccak(raw))
+        replay_token = self._fresh(f"tx:{tx_hash}", "transaction")
+        if not raw or raw[0] != 2:
+            raise _fail("the transaction is not an EIP-1559 (type 2) transaction")
+        try:
+            fields = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+            sender = str(Account.recover_transaction(raw))
+        except Exception:
+            raise _fail("the transaction does not decode", "malformed-credential") from None
+        if fields.get("chainId") != self.chain_id:
+            raise _fail("the transaction is for another chain")
+        to = fields.get("to")
+        if not to or not same_address(_hex(bytes(to)), self.token):
+            raise _fail("the transaction does not call the challenge's token")
+        try:
+            recipient, amount = decode_transfer_calldata(bytes(fields.get("data", b"")))
+        except ValueError:
+            raise _fail("the transaction is not a transfer(address,uint256) call") from None
+        if not same_address(recipient, terms.recipient) or amount != terms.amount:
+            raise _fail("the transfer's recipient or amount does not match the challenge")
+        if int(fields.get("value", 0)) != 0:
+            raise _fail("the transaction also sends native currency")
+
+        def submit() -> dict[str, Any]:
+            try:
+                return self.chain.send_raw(raw, tx_hash)
+            except RpcError as exc:
+                raise _fail(f"the node refused the transaction: {exc.rpc_message}") from None
+            except (httpx.HTTPError, TimeoutError) as exc:
+                raise VerificationFailed(
+                    "verification-failed",
+                    f"broadcast outcome unknown ({type(exc).__name__})",
+                    status=500,
+                ) from None
+
+        return _Checked(
+            kind="transaction",
+            payer=sender,
+            replay_token=replay_token,
+            submit=submit,
+            expected=((sender, terms.recipient, terms.amount),),
+        )
+
+    def _check_hash(self, terms: EvmTerms, payload: Mapping[str, Any]) -> _Checked:
+        tx_hash = payload["hash"]
+        if not isinstance(tx_hash, str) or _HASH.fullmatch(tx_hash) is None:
+            raise ValueError("hash must be 32 bytes of 0x-prefixed hex")
+        tx_hash = tx_hash.lower()
+        replay_token = self._fresh(f"tx:{tx_hash}", "transaction hash")
+        receipt = self.chain.rpc.call("eth_getTransactionReceipt", tx_hash)
+        if not isinstance(receipt, dict):
+            raise _fail("no mined transaction has this hash")
+        if receipt.get("status") != "0x1":
+            raise _fail("the transaction failed on chain")
+        sender = to_checksum_address(str(receipt.get("from")))
+        match = [
+            (a, b, v)
+            for a, b, v in transfers_in(receipt, self.token)
+            if same_address(b, terms.recipient) and v == terms.amount
+        ]
+        if not match:
+            raise _fail("the transaction has no Transfer of the amount to the recipient")
+        return _Checked(
+            kind="hash",
+            payer=sender,
+            replay_token=replay_token,
+            submit=lambda: cast(dict[str, Any], receipt),
+            expected=((match[0][0], terms.recipient, terms.amount),),
+        )
+
+
+def _uint(value: object) -> int:
+    if not isinstance(value, str) or _UNITS.fullmatch(value) is None:
+        raise ValueError("expected a stringified unsigned integer")
+    number = int(value)
+    if number >= 2**256:
+        raise ValueError("does not fit in a uint256")
+    return number

@@ -1,0 +1,854 @@
+"""The ``tempo`` payment method (draft-tempo-charge-00), tested without a Tempo node.
+
+No Tempo node (and no network) exists where these tests run, so nothing here
+is ever broadcast to a real chain. What the wallet produces is checked instead
+by decoding it independently of the implementation and comparing it with the
+draft:
+
+* the signed transaction is RLP-decoded here (``rlp``), field by field: type
+  byte (``0x76``, or the ``0x78`` fee-payer envelope), chain id, fees, gas,
+  expiring nonce (``nonceKey`` 2^256-1, ``nonce`` 0), ``validBefore`` (never
+  after the challenge's expiry), ``feeToken`` and the fee-payer slot;
+* every call is decoded with ``eth_abi`` against the TIP-20 selectors computed
+  here from the function signatures: ``transfer``/``transferWithMemo`` on the
+  token, to the recipient and the splits, with the right amounts and memos;
+* the sender's signature is recovered (``eth_keys``) over the signing payload
+  rebuilt here from the draft (``feeToken`` empty and the ``0x00`` placeholder
+  when the server sponsors fees) and must be our address;
+* the zero-amount proof is recovered from EIP-712 typed data built here from
+  the conformance vector's shape.
+
+Push mode and gas-price reads talk JSON-RPC to a fake node on 127.0.0.1 that
+answers ``eth_chainId``, ``eth_gasPrice`` and ``eth_sendRawTransactionSync``
+and records the raw transaction it was sent. Last, the reference Python SDK's
+server code (pympp) is asked to validate and co-sign what the wallet signs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pickle
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+import rlp
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_keys import keys
+from eth_utils import keccak, to_checksum_address
+
+from mpp_client import (
+    AsyncClient,
+    ChallengeError,
+    ChallengeExpired,
+    Client,
+    MemoryLedger,
+    PaymentFailed,
+    PaymentOutcomeUnknown,
+    SimplePolicy,
+    payment_record,
+)
+from mpp_client.methods.tempo import TempoWallet, proof_typed_data
+from mpp_client.protocol import Challenge, Credential, Receipt
+
+KEY = "0x" + "4c" * 32
+ADDRESS = Account.from_key(KEY).address
+TOKEN = "0x20c0000000000000000000000000000000000000"  # pathUSD
+RECIPIENT = to_checksum_address("0x742d35cc6634c0532925a3b844bc9e7595f8fe00")
+PLATFORM = to_checksum_address("0xa1b2c3d4e5f6a1b2c3d4e5f6a1b2c3d4e5f6a1b2")
+AFFILIATE = to_checksum_address("0xc4d5e6f7a8b9c4d5e6f7a8b9c4d5e6f7a8b9c4d5")
+MEMO = "0x" + "ab" * 32
+SPLIT_MEMO = "0x" + "00" * 28 + "deadbeef"
+U256_MAX = 2**256 - 1
+GWEI = 10**9
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+TRANSFER = keccak(text="transfer(address,uint256)")[:4]
+TRANSFER_WITH_MEMO = keccak(text="transferWithMemo(address,uint256,bytes32)")[:4]
+
+
+def challenge(
+    amount: str = "1000000",
+    *,
+    id: str = "kM9xPqWvT2nJrHsY4aDfEb",
+    expires: datetime | str | None = "default",
+    request: dict[str, Any] | None = None,
+    **details: Any,
+) -> Challenge:
+    body: dict[str, Any] = {"amount": amount, "currency": TOKEN, "recipient": RECIPIENT}
+    details.setdefault("chainId", 4217)
+    body["methodDetails"] = {k: v for k, v in details.items() if v is not None}
+    body.update(request or {})
+    when = datetime.now(UTC) + timedelta(minutes=5) if expires == "default" else expires
+    assert not isinstance(when, str)
+    return Challenge.create(
+        id=id, realm="api.example.com", method="tempo", intent="charge", request=body, expires=when
+    )
+
+
+def wallet(**options: Any) -> TempoWallet:
+    options.setdefault("max_fee_per_gas", 20 * GWEI)
+    return TempoWallet(KEY, **options)
+
+
+# -- an independent decoder ---------------------------------------------------------
+
+
+def _int(value: bytes) -> int:
+    return int.from_bytes(value, "big")
+
+
+class Decoded:
+    """A signed Tempo transaction (0x76) or fee-payer envelope (0x78), decoded here."""
+
+    def __init__(self, raw_hex: str) -> None:
+        assert raw_hex.startswith("0x")
+        raw = bytes.fromhex(raw_hex[2:])
+        self.raw = raw
+        self.type = raw[0]
+        assert self.type in (0x76, 0x78), hex(self.type)
+        fields = rlp.decode(raw[1:])
+        # 13 body fields and the sender signature (no key authorization here).
+        assert isinstance(fields, list) and len(fields) == 14, len(fields)
+        self.fields = fields
+        self.chain_id = _int(fields[0])
+        self.max_priority_fee_per_gas = _int(fields[1])
+        self.max_fee_per_gas = _int(fields[2])
+        self.gas_limit = _int(fields[3])
+        self.calls = [(bytes(to), _int(value), bytes(data)) for to, value, data in fields[4]]
+        self.access_list = fields[5]
+        self.nonce_key = _int(fields[6])
+        self.nonce = _int(fields[7])
+        self.valid_before = _int(fields[8]) if fields[8] else None
+        self.valid_after = _int(fields[9]) if fields[9] else None
+        self.fee_token = fields[10]
+        self.slot_11 = fields[11]  # fee payer signature (0x76) or sender address (0x78)
+        self.authorization_list = fields[12]
+        self.signature = fields[13]
+
+    @property
+    def sponsored(self) -> bool:
+        return self.type == 0x78
+
+    def signing_payload(self, *, sponsored: bool | None = None) -> bytes:
+        """The sender's signing payload as the draft describes it."""
+        sponsored = self.sponsored if sponsored is None else sponsored
+        body = [
+            *self.fields[:10],
+            b"" if sponsored else self.fee_token,
+            b"\x00" if sponsored else b"",
+            self.authorization_list,
+        ]
+        return b"\x76" + rlp.encode(body)
+
+    def sender(self, *, sponsored: bool | None = None) -> str:
+        signature = self.signature
+        assert len(signature) == 65
+        r, s, v = _int(signature[:32]), _int(signature[32:64]), signature[64]
+        assert v in (27, 28)
+        assert 0 < s <= SECP256K1_N // 2  # low-s, as Tempo requires
+        digest = keccak(self.signing_payload(sponsored=sponsored))
+        public = keys.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(digest)
+        return str(public.to_checksum_address())
+
+    def transfers(self) -> list[tuple[str, str, int, str | None]]:
+        """``(token, recipient, amount, memo)`` per call."""
+        out: list[tuple[str, str, int, str | None]] = []
+        for to, value, data in self.calls:
+            assert value == 0
+            if data[:4] == TRANSFER:
+                recipient, amount = abi_decode(["address", "uint256"], data[4:])
+                memo = None
+            else:
+                assert data[:4] == TRANSFER_WITH_MEMO, data[:4].hex()
+                recipient, amount, memo_bytes = abi_decode(
+                    ["address", "uint256", "bytes32"], data[4:]
+                )
+                memo = "0x" + memo_bytes.hex()
+            out.append((to_checksum_address(to), to_checksum_address(recipient), amount, memo))
+        return out
+
+
+class Spy:
+    """Wraps the wallet's account and counts signatures."""
+
+    def __init__(self, account: Any) -> None:
+        self.account = account
+        self.signed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.account, name)
+        if name in ("unsafe_sign_hash", "sign_message", "sign_transaction"):
+            self.signed += 1
+        return attribute
+
+
+def spied(w: TempoWallet) -> Spy:
+    spy = Spy(w._account)
+    w._account = spy  # type: ignore[assignment]
+    return spy
+
+
+# -- pull mode: the signed transaction ----------------------------------------------
+
+
+def test_pull_transaction_without_fee_payer_matches_the_draft() -> None:
+    ch = challenge()
+    before = time.time()
+    payload = wallet(max_priority_fee_per_gas=2 * GWEI).pay(ch)
+    after = time.time()
+    assert set(payload) == {"type", "signature"}
+    assert payload["type"] == "transaction"
+    tx = Decoded(payload["signature"])
+    assert tx.type == 0x76
+    assert tx.chain_id == 4217
+    assert tx.max_fee_per_gas == 20 * GWEI
+    assert tx.max_priority_fee_per_gas == 2 * GWEI
+    assert tx.gas_limit == 1_000_000
+    # The expiring nonce lane, with a validity window that ends soon and
+    # never after the challenge's expiry.
+    assert (tx.nonce_key, tx.nonce) == (U256_MAX, 0)
+    assert tx.valid_before is not None
+    assert math.floor(before) < tx.valid_before <= math.floor(after + 25)
+    assert ch.expires is not None and tx.valid_before <= ch.expires.timestamp()
+    assert tx.valid_after is None
+    assert tx.access_list == [] and tx.authorization_list == []
+    # Client-paid fees: feeToken is set (to the charge token) and no fee payer.
+    assert tx.fee_token == bytes.fromhex(TOKEN[2:])
+    assert tx.slot_11 == b""
+    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, None)]
+    assert tx.sender() == ADDRESS
+
+
+def test_pull_transaction_with_fee_payer_is_the_0x78_envelope() -> None:
+    payload = wallet().pay(challenge(feePayer=True))
+    tx = Decoded(payload["signature"])
+    assert tx.type == 0x78
+    assert tx.fee_token == b""  # the fee payer chooses it
+    assert tx.slot_11 == bytes.fromhex(ADDRESS[2:])  # the sender, for the fee payer
+    assert tx.chain_id == 4217
+    assert (tx.nonce_key, tx.nonce) == (U256_MAX, 0)
+    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, None)]
+    # Signed over the draft's sponsored payload: feeToken empty, 0x00 placeholder...
+    assert tx.sender() == ADDRESS
+    # ...and not over the client-paid one.
+    assert tx.sender(sponsored=False) != ADDRESS
+
+
+def test_memo_uses_transfer_with_memo() -> None:
+    tx = Decoded(wallet().pay(challenge(memo=MEMO))["signature"])
+    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, MEMO)]
+    assert tx.sender() == ADDRESS
+
+
+def test_splits_pay_the_remainder_to_the_recipient_then_each_split_in_order() -> None:
+    ch = challenge(
+        feePayer=True,
+        memo=MEMO,
+        splits=[
+            {"amount": "50000", "recipient": PLATFORM},
+            {"amount": "10000", "memo": SPLIT_MEMO, "recipient": AFFILIATE},
+        ],
+    )
+    w = wallet(split_recipients=[PLATFORM, AFFILIATE])
+    quote = w.quote(ch)
+    assert quote.details["primaryAmount"] == 940_000
+    tx = Decoded(w.pay(ch)["signature"])
+    token = to_checksum_address(TOKEN)
+    assert tx.transfers() == [
+        (token, RECIPIENT, 940_000, MEMO),  # the top-level memo is the primary's
+        (token, PLATFORM, 50_000, None),
+        (token, AFFILIATE, 10_000, SPLIT_MEMO),
+    ]
+    assert sum(amount for _, _, amount, _ in tx.transfers()) == 1_000_000
+    assert tx.sender() == ADDRESS
+
+
+@pytest.mark.parametrize("split_total", ["1000000", "1000001"])
+def test_splits_adding_up_to_the_amount_or_more_are_refused_before_signing(
+    split_total: str,
+) -> None:
+    ch = challenge(splits=[{"amount": split_total, "recipient": PLATFORM}])
+    w = wallet(split_recipients="*")
+    spy = spied(w)
+    with pytest.raises(ChallengeError, match="not less than the amount"):
+        w.quote(ch)
+    with pytest.raises(ChallengeError, match="not less than the amount") as info:
+        w.pay(ch)
+    assert isinstance(info.value, PaymentFailed)  # the flow releases the reservation
+    assert spy.signed == 0
+
+
+def test_splits_are_refused_unless_their_recipients_are_expected() -> None:
+    ch = challenge(splits=[{"amount": "1", "recipient": PLATFORM}])
+    with pytest.raises(ChallengeError, match="not an expected split recipient"):
+        wallet().quote(ch)
+    with pytest.raises(ChallengeError, match="not an expected split recipient"):
+        wallet(split_recipients=[AFFILIATE]).quote(ch)
+    assert wallet(split_recipients=[PLATFORM.lower()]).quote(ch).details["primaryAmount"] == 999_999
+
+
+def test_quote_reads_the_terms() -> None:
+    quote = wallet().quote(challenge(feePayer=True, memo=MEMO))
+    assert (quote.amount.units, quote.amount.currency, quote.amount.decimals) == (
+        1_000_000,
+        "USD",
+        6,
+    )
+    assert quote.payee == RECIPIENT and quote.currency == TOKEN and quote.chain_id == 4217
+    assert quote.method == "tempo" and quote.intent == "charge"
+    assert quote.details["mode"] == "pull" and quote.details["feePayer"] is True
+    assert quote.details["memo"] == MEMO
+
+
+def test_valid_before_never_passes_the_challenge_expiry() -> None:
+    expires = datetime.now(UTC) + timedelta(seconds=7, microseconds=500_000)
+    tx = Decoded(wallet().pay(challenge(expires=expires))["signature"])
+    assert tx.valid_before == math.floor(expires.timestamp())
+
+
+def test_a_challenge_without_expiry_is_bounded_by_valid_for() -> None:
+    before = time.time()
+    tx = Decoded(wallet(valid_for=10).pay(challenge(expires=None))["signature"])
+    assert tx.valid_before is not None
+    assert math.floor(before) < tx.valid_before <= math.floor(time.time() + 10)
+
+
+# -- chain ids ---------------------------------------------------------------------
+
+
+def test_chain_id_comes_from_the_challenge_when_the_wallet_has_none() -> None:
+    w = wallet()
+    tx = Decoded(w.pay(challenge(chainId=42431))["signature"])
+    assert tx.chain_id == 42431
+    assert w.source == f"did:pkh:eip155:42431:{ADDRESS}"
+
+
+def test_configured_chain_id_is_used_when_the_challenge_has_none() -> None:
+    w = wallet(chain_id=42431)
+    assert w.source == f"did:pkh:eip155:42431:{ADDRESS}"
+    tx = Decoded(w.pay(challenge(chainId=None))["signature"])
+    assert tx.chain_id == 42431
+
+
+@pytest.mark.parametrize(
+    ("options", "details", "message"),
+    [
+        ({}, {"chainId": None}, "names no chain id"),
+        ({}, {"chainId": 1}, "not a Tempo chain the wallet knows"),
+        ({"chain_id": 4217}, {"chainId": 42431}, "pays on chain 4217"),
+        ({}, {"chainId": "4217"}, "positive integer"),
+        ({}, {"chainId": True}, "positive integer"),
+    ],
+)
+def test_missing_unknown_or_mismatched_chain_ids_are_refused(
+    options: dict[str, Any], details: dict[str, Any], message: str
+) -> None:
+    w = wallet(**options)
+    spy = spied(w)
+    ch = challenge(**details)
+    with pytest.raises(ChallengeError, match=message):
+        w.quote(ch)
+    with pytest.raises(ChallengeError, match=message):
+        w.pay(ch)
+    assert spy.signed == 0
+
+
+def test_a_configured_chain_outside_the_known_ones_is_paid() -> None:
+    token = {"method": "tempo", "currency": TOKEN, "asset": "USD", "decimals": 6}
+    from mpp_client.policy import AssetEntry
+
+    w = wallet(chain_id=31337, assets=[AssetEntry(**token, chain_id=31337)])
+    assert Decoded(w.pay(challenge(chainId=31337))["signature"]).chain_id == 31337
+
+
+# -- other refusals ----------------------------------------------------------------
+
+
+OTHER_TOKEN = "0x20c0000000000000000000000000000000000001"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "options", "message"),
+    [
+        ({"request": {"currency": OTHER_TOKEN}}, {}, "not in the wallet's asset registry"),
+        ({"request": {"currency": "usd"}}, {}, "currency is not a 20-byte hex address"),
+        ({}, {"payees": [PLATFORM]}, "not one of the expected payees"),
+        ({"request": {"recipient": "0x742d35Cc6634C0532925a3b844Bc9e7595f8fE00"}}, {}, "EIP-55"),
+        ({"request": {"recipient": "0x" + "00" * 20}}, {}, "zero address"),
+        ({"request": {"recipient": "bob"}}, {}, "recipient is not a 20-byte hex address"),
+        ({"memo": "0x1234"}, {}, "bytes32"),
+        ({"feePayer": "yes"}, {}, "feePayer must be a boolean"),
+        ({"splits": []}, {"split_recipients": "*"}, "non-empty list"),
+        (
+            {"splits": [{"amount": "0", "recipient": PLATFORM}]},
+            {"split_recipients": "*"},
+            "positive",
+        ),
+        ({"splits": [{"amount": "5", "recipient": "x"}]}, {"split_recipients": "*"}, "20-byte"),
+        ({"supportedModes": ["push"]}, {}, "the wallet uses pull"),
+        ({"supportedModes": ["batch"]}, {}, "neither 'pull' nor 'push'"),
+        ({"expires": datetime.now(UTC) - timedelta(seconds=1)}, {}, "expired"),
+        ({"amount": "1.5"}, {}, "digits"),
+    ],
+)
+def test_unusable_terms_are_refused_before_signing(
+    kwargs: dict[str, Any], options: dict[str, Any], message: str
+) -> None:
+    w = wallet(**options)
+    spy = spied(w)
+    ch = challenge(**kwargs)
+    with pytest.raises(ChallengeError, match=message):
+        w.quote(ch)
+    with pytest.raises(ChallengeError, match=message) as info:
+        w.pay(ch)
+    assert isinstance(info.value, PaymentFailed)
+    assert spy.signed == 0
+
+
+def test_expired_challenge_is_challenge_expired() -> None:
+    ch = challenge(expires=datetime.now(UTC) - timedelta(seconds=1))
+    with pytest.raises(ChallengeExpired):
+        wallet().quote(ch)
+    with pytest.raises(ChallengeExpired):
+        wallet().pay(ch)
+
+
+def test_only_the_charge_intent_is_paid() -> None:
+    ch = Challenge.create(
+        id="x",
+        realm="r",
+        method="tempo",
+        intent="session",
+        request={"amount": "1", "currency": TOKEN, "recipient": RECIPIENT},
+    )
+    assert not wallet().supports(ch)
+    with pytest.raises(ChallengeError, match="only charge"):
+        wallet().quote(ch)
+
+
+def test_constructor_checks_its_options() -> None:
+    with pytest.raises(ValueError, match="modes"):
+        TempoWallet(KEY, modes=("pull", "teleport"))
+    with pytest.raises(ValueError, match="rpc_url needs chain_id"):
+        TempoWallet(KEY, rpc_url="http://127.0.0.1:1")
+    with pytest.raises(ValueError, match="proof_version"):
+        TempoWallet(KEY, proof_version=4)
+    with pytest.raises(ValueError, match="valid_for"):
+        TempoWallet(KEY, valid_for=3600)
+
+
+# -- the zero-amount proof ----------------------------------------------------------
+
+
+def _recover_proof(signature: str, typed: dict[str, Any]) -> str:
+    domain_type = [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+    ]
+    full = {**typed, "types": {"EIP712Domain": domain_type, **typed["types"]}}
+    return str(Account.recover_message(encode_typed_data(full_message=full), signature=signature))
+
+
+def test_zero_amount_pays_with_an_eip712_proof_over_the_challenge() -> None:
+    ch = challenge("0", id="proof-challenge-id", chainId=42431)
+    w = wallet()
+    spy = spied(w)
+    payload = w.pay(ch)
+    assert spy.signed == 1
+    assert set(payload) == {"type", "signature"} and payload["type"] == "proof"
+    assert payload["signature"].startswith("0x") and len(payload["signature"]) == 132
+    # The conformance vector's typed data, written out here.
+    typed = {
+        "domain": {"name": "MPP", "version": "2", "chainId": 42431},
+        "types": {
+            "Proof": [
+                {"name": "challengeId", "type": "string"},
+                {"name": "realm", "type": "string"},
+            ]
+        },
+        "primaryType": "Proof",
+        "message": {"challengeId": "proof-challenge-id", "realm": "api.example.com"},
+    }
+    assert _recover_proof(payload["signature"], typed) == ADDRESS
+    # Bound to the challenge: another id, realm or chain recovers someone else.
+    for changed in (
+        {**typed, "message": {**typed["message"], "challengeId": "other"}},
+        {**typed, "message": {**typed["message"], "realm": "evil.example"}},
+        {**typed, "domain": {**typed["domain"], "chainId": 4217}},
+    ):
+        assert _recover_proof(payload["signature"], changed) != ADDRESS
+    # The proof credential must carry the payer's did:pkh on the proof's chain.
+    assert w.source == f"did:pkh:eip155:42431:{ADDRESS}"
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_every_proof_version_recovers_to_the_payer(version: int) -> None:
+    ch = challenge("0", id="c-1", chainId=4217)
+    payload = wallet(proof_version=version).pay(ch)
+    typed = proof_typed_data(
+        chain_id=4217, challenge_id="c-1", realm="api.example.com", account=ADDRESS, version=version
+    )
+    assert typed["domain"]["version"] == str(version)
+    assert _recover_proof(payload["signature"], typed) == ADDRESS
+
+
+def test_proof_ignores_supported_modes_and_fee_payer() -> None:
+    payload = wallet().pay(challenge("0", supportedModes=["push"], feePayer=True))
+    assert payload["type"] == "proof"
+
+
+def test_zero_amount_with_splits_is_refused() -> None:
+    ch = challenge("0", splits=[{"amount": "1", "recipient": PLATFORM}])
+    with pytest.raises(ChallengeError, match="not less than the amount"):
+        wallet(split_recipients="*").quote(ch)
+
+
+# -- a fake Tempo node for push mode -------------------------------------------------
+
+
+class FakeNode:
+    """JSON-RPC on 127.0.0.1: eth_chainId, eth_gasPrice, eth_sendRawTransactionSync."""
+
+    def __init__(
+        self,
+        chain_id: int = 4217,
+        gas_price: int = 20 * GWEI,
+        on_send: Callable[[str], dict[str, Any]] | None = None,
+    ) -> None:
+        self.chain_id = chain_id
+        self.gas_price = gas_price
+        self.calls: list[tuple[str, list[Any]]] = []
+        self.on_send = on_send or self.mined
+        node = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                node.calls.append((body["method"], body["params"]))
+                answer = node.answer(body["method"], body["params"])
+                data = json.dumps({"jsonrpc": "2.0", "id": body["id"], **answer}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/rpc/SECRET-API-KEY"
+
+    def answer(self, method: str, params: list[Any]) -> dict[str, Any]:
+        if method == "eth_chainId":
+            return {"result": hex(self.chain_id)}
+        if method == "eth_gasPrice":
+            return {"result": hex(self.gas_price)}
+        if method == "eth_sendRawTransactionSync":
+            return self.on_send(params[0])
+        return {"error": {"code": -32601, "message": "method not found"}}
+
+    @staticmethod
+    def mined(raw: str, status: str = "0x1") -> dict[str, Any]:
+        tx_hash = "0x" + keccak(bytes.fromhex(raw[2:])).hex()
+        return {"result": {"transactionHash": tx_hash, "status": status, "blockNumber": "0x10"}}
+
+    def sent(self) -> list[str]:
+        return [
+            params[0] for method, params in self.calls if method == "eth_sendRawTransactionSync"
+        ]
+
+    def __enter__(self) -> FakeNode:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def node() -> Iterator[FakeNode]:
+    with FakeNode() as fake:
+        yield fake
+
+
+def _check_pushed(payload: Any, node: FakeNode) -> Decoded:
+    assert set(payload) == {"type", "hash"} and payload["type"] == "hash"
+    [raw] = node.sent()
+    assert payload["hash"] == "0x" + keccak(bytes.fromhex(raw[2:])).hex()
+    tx = Decoded(raw)
+    assert tx.type == 0x76 and tx.chain_id == 4217
+    assert tx.fee_token == bytes.fromhex(TOKEN[2:]) and tx.slot_11 == b""
+    assert tx.max_fee_per_gas == node.gas_price  # read from the node
+    assert tx.max_priority_fee_per_gas == node.gas_price // 10
+    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, None)]
+    assert tx.sender() == ADDRESS
+    return tx
+
+
+def test_push_broadcasts_then_sends_the_hash(node: FakeNode) -> None:
+    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push", "pull"))
+    assert w.moves_funds_on_pay is True
+    assert w.quote(challenge()).details["mode"] == "push"
+    _check_pushed(w.pay(challenge()), node)
+    assert [method for method, _ in node.calls] == [
+        "eth_chainId",
+        "eth_gasPrice",
+        "eth_sendRawTransactionSync",
+    ]
+
+
+async def test_push_async(node: FakeNode) -> None:
+    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
+    _check_pushed(await w.apay(challenge(supportedModes=["pull", "push"])), node)
+    assert w.source == f"did:pkh:eip155:4217:{ADDRESS}"
+
+
+def test_push_is_not_used_when_the_server_sponsors_fees_or_only_pulls(node: FakeNode) -> None:
+    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push", "pull"))
+    for ch in (challenge(feePayer=True), challenge(supportedModes=["pull"])):
+        assert w.quote(ch).details["mode"] == "pull"
+        assert w.pay(ch)["type"] == "transaction"
+    assert node.sent() == []
+    push_only = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
+    with pytest.raises(ChallengeError, match="fee sponsorship"):
+        push_only.quote(challenge(feePayer=True))
+
+
+def test_pull_reads_the_gas_price_from_the_node_when_not_configured(node: FakeNode) -> None:
+    node.gas_price = 30 * GWEI
+    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url)
+    assert w.moves_funds_on_pay is False
+    tx = Decoded(w.pay(challenge())["signature"])
+    assert (tx.max_fee_per_gas, tx.max_priority_fee_per_gas) == (30 * GWEI, 3 * GWEI)
+    assert [method for method, _ in node.calls] == ["eth_chainId", "eth_gasPrice"]
+
+
+async def test_pull_reads_the_gas_price_async(node: FakeNode) -> None:
+    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url)
+    tx = Decoded((await w.apay(challenge()))["signature"])
+    assert tx.max_fee_per_gas == node.gas_price
+    assert tx.sender() == ADDRESS
+
+
+def test_a_node_on_another_chain_is_refused_before_signing(node: FakeNode) -> None:
+    node.chain_id = 42431
+    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
+    spy = spied(w)
+    with pytest.raises(PaymentFailed, match="serves chain 42431") as info:
+        w.pay(challenge())
+    assert spy.signed == 0 and node.sent() == []
+    assert "SECRET-API-KEY" not in str(info.value)
+
+
+def test_a_reverted_push_failed_without_paying(node: FakeNode) -> None:
+    node.on_send = lambda raw: FakeNode.mined(raw, status="0x0")
+    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
+    with pytest.raises(PaymentFailed, match="reverted"):
+        w.pay(challenge())
+
+
+def test_a_broadcast_error_leaves_the_outcome_unknown(node: FakeNode) -> None:
+    node.on_send = lambda raw: {"error": {"code": -32000, "message": "timed out waiting"}}
+    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
+    with pytest.raises(PaymentOutcomeUnknown, match="may still be included") as info:
+        w.pay(challenge())
+    assert "SECRET-API-KEY" not in str(info.value)
+
+
+def test_a_receipt_for_another_transaction_leaves_the_outcome_unknown(node: FakeNode) -> None:
+    node.on_send = lambda raw: {"result": {"transactionHash": "0x" + "11" * 32, "status": "0x1"}}
+    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
+    with pytest.raises(PaymentOutcomeUnknown, match="not 0x"):
+        w.pay(challenge())
+
+
+def test_an_unreachable_node_fails_without_signing() -> None:
+    with socket_closed_port() as port:
+        w = TempoWallet(KEY, chain_id=4217, rpc_url=f"http://127.0.0.1:{port}", modes=("push",))
+        spy = spied(w)
+        with pytest.raises(PaymentFailed, match="nothing was signed"):
+            w.pay(challenge())
+        assert spy.signed == 0
+
+
+class socket_closed_port:
+    """A loopback port nothing listens on."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        port: int = self.sock.getsockname()[1]
+        self.sock.close()
+        return port
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+# -- keys and hygiene ---------------------------------------------------------------
+
+
+def test_the_key_never_shows(caplog: pytest.LogCaptureFixture) -> None:
+    secret = KEY[2:]
+    w = wallet(split_recipients="*")
+    caplog.set_level(logging.DEBUG)
+    w.pay(challenge(feePayer=True, splits=[{"amount": "5", "recipient": PLATFORM}]))
+    w.pay(challenge("0"))
+    with pytest.raises(ChallengeError) as info:
+        w.pay(challenge(chainId=1))
+    for text in (repr(w), str(w), caplog.text, str(info.value), repr(info.value)):
+        assert secret not in text.lower()
+    assert ADDRESS in repr(w)
+    with pytest.raises(TypeError, match="pickled"):
+        pickle.dumps(w)
+
+
+def test_keys_are_accepted_as_hex_bytes_or_local_account() -> None:
+    for key in (KEY, KEY[2:], bytes.fromhex(KEY[2:]), Account.from_key(KEY)):
+        assert TempoWallet(key).address == ADDRESS
+    with pytest.raises(ValueError) as info:
+        TempoWallet("0x" + "zz" * 32)
+    assert "zz" not in str(info.value)
+    with pytest.raises(ValueError, match="not a valid secp256k1"):
+        TempoWallet("0x" + "00" * 32)
+
+
+# -- in the payment flow -------------------------------------------------------------
+
+
+def _server(ch: Challenge, seen: list[Credential]) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        header = request.headers.get("authorization")
+        if header is None:
+            return httpx.Response(402, headers={"www-authenticate": ch.to_header()})
+        credential = Credential.parse(header)
+        seen.append(credential)
+        receipt = Receipt(
+            status="success", method="tempo", reference="0xabc", timestamp=datetime.now(UTC)
+        )
+        return httpx.Response(200, headers={"payment-receipt": receipt.to_header()}, text="ok")
+
+    return httpx.MockTransport(handler)
+
+
+def test_the_flow_sends_the_transaction_with_the_payers_did() -> None:
+    ch = challenge(feePayer=True)
+    seen: list[Credential] = []
+    with Client(
+        methods=[wallet()],
+        policy=SimplePolicy(max_per_call="2.00 USD", budget="5.00 USD"),
+        ledger=MemoryLedger(),
+        transport=_server(ch, seen),
+    ) as client:
+        response = client.get("https://api.example.com/paid")
+    assert response.status_code == 200
+    record = payment_record(response)
+    assert record is not None and record.status == "committed"
+    [credential] = seen
+    assert credential.source == f"did:pkh:eip155:4217:{ADDRESS}"
+    assert credential.echo["id"] == ch.id
+    assert Decoded(credential.payload["signature"]).sender() == ADDRESS
+
+
+async def test_the_async_flow_sends_a_proof_with_the_payers_did() -> None:
+    ch = challenge("0", chainId=42431)
+    seen: list[Credential] = []
+    async with AsyncClient(
+        methods=[wallet()],
+        policy=SimplePolicy(max_per_call="2.00 USD", budget="5.00 USD"),
+        ledger=MemoryLedger(),
+        transport=_server(ch, seen),
+    ) as client:
+        response = await client.get("https://api.example.com/paid")
+    assert response.status_code == 200
+    [credential] = seen
+    assert credential.payload["type"] == "proof"
+    assert credential.source == f"did:pkh:eip155:42431:{ADDRESS}"
+
+
+# -- the reference server (pympp) accepts what the wallet signs ---------------------
+
+
+def test_pympp_server_code_validates_and_cosigns_the_sponsored_transaction() -> None:
+    intents = pytest.importorskip("mpp.methods.tempo.intents")
+    account = pytest.importorskip("mpp.methods.tempo.account")
+    schemas = pytest.importorskip("mpp.methods.tempo.schemas")
+    ch = challenge(
+        feePayer=True,
+        memo=MEMO,
+        splits=[{"amount": "50000", "memo": SPLIT_MEMO, "recipient": PLATFORM}],
+    )
+    raw = wallet(split_recipients="*").pay(ch)["signature"]
+    intent = intents.ChargeIntent(
+        chain_id=4217, fee_payer=account.TempoAccount.from_key("0x" + "22" * 32)
+    )
+    request = schemas.ChargeRequest.model_validate(dict(ch.request))
+    # pympp's fee-payer path (private API): checks the envelope (expiring
+    # nonce, no feeToken, sponsor fee policy), the calls against the request
+    # (amounts, recipients, memos, splits) and the sender signature, then co-signs.
+    cosigned, _ = intent._cosign_as_fee_payer(raw, None, request)
+    final = Decoded(cosigned)
+    assert final.type == 0x76 and final.slot_11 != b""  # now carries the fee payer's signature
+    assert intents._transaction_sender(raw).lower() == ADDRESS.lower()
+
+    plain = challenge(chainId=4217)
+    raw_plain = wallet().pay(plain)["signature"]
+    legs = intent._validate_transaction_payload(
+        raw_plain, schemas.ChargeRequest.model_validate(dict(plain.request)), strict=True
+    )
+    assert legs
+    assert intents._transaction_sender(raw_plain).lower() == ADDRESS.lower()
+
+
+# -- without the extra -----------------------------------------------------------------
+
+
+def test_without_the_extra_the_import_names_the_pip_install() -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "pytempo":
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+
+        sys.meta_path.insert(0, Block())
+        import mpp_client
+        try:
+            import mpp_client.methods.tempo
+        except ImportError as exc:
+            print("error:", exc)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'pip install "mpp-client[tempo]"' in result.stdout
