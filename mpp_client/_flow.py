@@ -174,6 +174,8 @@ class Plan:
     decision: Decision
     record: PaymentRecord
     target: httpx.Request
+    #: Whether money moved when the method paid (set once it has).
+    moved: bool | None = None
 
 
 class Engine:
@@ -558,8 +560,10 @@ class Call:
         """The header name and value carrying the credential."""
         if not isinstance(payload, Mapping):
             raise TypeError("payment methods must return the payload as a mapping")
+        method, challenge = plan.method, plan.challenge
+        plan.moved = method.funds_moved(challenge, payload)
         value = Credential.for_challenge(
-            plan.challenge, payload, source=plan.method.source
+            challenge, payload, source=method.credential_source(challenge)
         ).to_header()
         self.payments += 1
         return plan.challenge.credential_header, value
@@ -603,7 +607,8 @@ class Call:
         if status == 402:
             problem = Problem.parse(response.content, response.headers.get("content-type"))
             code = problem.code if problem is not None and problem.code else "no problem type"
-            if plan.method.moves_funds_on_pay:
+            moved = plan.moved if plan.moved is not None else plan.method.moves_funds_on_pay
+            if moved:
                 reason = f"server answered 402 ({code}) after a payment that moved funds"
                 self.record = ledger.mark_unknown(plan.record.id, reason)
                 raise PaymentOutcomeUnknown(

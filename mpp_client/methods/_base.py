@@ -133,6 +133,25 @@ class PaymentMethod(abc.ABC):
         """The payer's identifier for the credential (a DID), if the method has one."""
         return None
 
+    def credential_source(self, challenge: Challenge) -> str | None:
+        """The payer id for the credential answering ``challenge``.
+
+        Defaults to :attr:`source`; a wallet whose identity depends on the
+        challenge (an address on the challenge's chain) overrides this.
+        """
+        return self.source
+
+    def funds_moved(self, challenge: Challenge, payload: Mapping[str, Any]) -> bool:
+        """Whether money already moved when :meth:`pay` returned ``payload``.
+
+        Decides what a server refusal means: if money moved (a broadcast
+        transfer), the outcome is unknown and never paid again; if not (a
+        voucher, a signed transaction the server submits), nothing was spent.
+        Defaults to :attr:`moves_funds_on_pay`; wallets that produce both kinds
+        of payload say per payment.
+        """
+        return self.moves_funds_on_pay
+
     def supports(self, challenge: Challenge) -> bool:
         """True when this method can answer ``challenge``."""
         return challenge.method == self.name and challenge.intent in self.intents
