@@ -219,8 +219,14 @@ class PaymentAuth(httpx.Auth):
                 break
             if isinstance(step, Pending):
                 answer = await _ask_async(self._engine, call.approval_request(step), step.decision)
-                step = call.approved(step, answer, response)
-            plan = step
+                approve = functools.partial(call.approved, step, answer, response)
+                if blocking:
+                    with anyio.CancelScope(shield=True):
+                        plan = await anyio.to_thread.run_sync(approve)
+                else:
+                    plan = approve()
+            else:
+                plan = step
             try:
                 header = call.credential(plan, await plan.method.apay(plan.challenge))
             except Exception as exc:
