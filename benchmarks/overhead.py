@@ -165,7 +165,8 @@ def paying_client(
     return mpp_client.Client(
         methods=[mpp_client.DevWallet()],
         policy=mpp_client.SimplePolicy(max_per_call=MAX_PER_CALL, budget=budget),
-        ledger=ledger,
+        # Never the default ledger: a benchmark must not spend from the user's budget file.
+        ledger=ledger if ledger is not None else mpp_client.MemoryLedger(),
         allow_insecure_localhost=True,
         transport=transport,
     )

@@ -1350,3 +1350,21 @@ def test_tag_scoped_limits_count_only_tagged_payments(store: Store) -> None:
         ledger.reserve(make_record(clock, "0.10 USD", tags=odd), peak)
     ledger.reserve(make_record(clock, "0.10 USD", tags={"env": "other"}), peak)
     ledger.reserve(make_record(clock, "0.05 USD", tags=odd), peak)
+
+
+def test_sqlite_file_from_an_earlier_version_is_migrated(tmp_path: Path) -> None:
+    """Files made before tag-scoped budgets lack the ``tagset`` column: it is added and filled."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    clock = Clock()
+    first = SqliteLedger(path, clock=clock)
+    first.reserve(make_record(clock, "0.30 USD", tags={"env": "peak"}), [])
+    first.close()
+    with sqlite3.connect(path) as conn:  # back to the old shape
+        conn.execute("ALTER TABLE mpp_payments DROP COLUMN tagset")
+    reopened = SqliteLedger(path, clock=clock)
+    assert reopened.spent("USD", tags={"env": "peak"}) == USD("0.30 USD")
+    reopened.reserve(make_record(clock, "0.10 USD", tags={"env": "peak"}), [])
+    assert reopened.spent("USD", tags={"env": "peak"}) == USD("0.40 USD")
+    assert reopened.verify().ok

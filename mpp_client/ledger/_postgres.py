@@ -120,6 +120,14 @@ class PostgresLedger(SqlLedger):
                 signature TEXT)""",
         ]
 
+    def _columns(self, cur: Cursor, table: str) -> set[str]:
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = current_schema()",
+            (table,),
+        )
+        return {str(row[0]) for row in cur.fetchall()}
+
     @contextmanager
     def _transaction(self, lock: bool) -> Iterator[Cursor]:
         with self._lock:

@@ -165,10 +165,29 @@ class SqlLedger(Ledger):
     def _ddl(self) -> list[str]:
         """Statements creating the tables (idempotent)."""
 
+    @abc.abstractmethod
+    def _columns(self, cur: Cursor, table: str) -> set[str]:
+        """The column names of ``table``."""
+
     def _setup(self) -> None:
         with self._write() as cur:
             for statement in self._ddl():
                 cur.execute(statement)
+            self._migrate(cur)
+
+    def _migrate(self, cur: Cursor) -> None:
+        """Bring tables made by an earlier version up to date (idempotent)."""
+        n = self._names
+        if "tagset" not in self._columns(cur, n.payments):
+            cur.execute(f"ALTER TABLE {n.payments} ADD COLUMN tagset TEXT NOT NULL DEFAULT ''")
+            cur.execute(f"SELECT id, record FROM {n.payments}")  # noqa: S608
+            for record_id, stored in cur.fetchall():
+                tags = json.loads(stored).get("tags") or {}
+                if tags:
+                    cur.execute(
+                        f"UPDATE {n.payments} SET tagset = ? WHERE id = ?",  # noqa: S608
+                        (_tagset(tags), record_id),
+                    )
 
     # -- writing ----------------------------------------------------------------------
 

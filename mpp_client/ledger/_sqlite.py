@@ -127,6 +127,10 @@ class SqliteLedger(SqlLedger):
                 signature TEXT)""",
         ]
 
+    def _columns(self, cur: Cursor, table: str) -> set[str]:
+        cur.execute(f"PRAGMA table_info({table})")
+        return {str(row[1]) for row in cur.fetchall()}
+
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
         cur = self._conn.cursor()
