@@ -159,12 +159,18 @@ def challenge(
 def test_source_is_did_pkh_with_the_challenge_chain() -> None:
     wallet = wallet_for(chain_ids=[CHAIN, 8453], assets=[asset(), asset(chain=8453)])
     assert wallet.source_for(8453) == f"did:pkh:eip155:8453:{ADDRESS}"
-    assert wallet.source is None  # two chains and no payment yet: unknown
-    wallet.pay(challenge())
-    assert wallet.source == f"did:pkh:eip155:{CHAIN}:{ADDRESS}"
-    assert parse_did_pkh(wallet.source) == (CHAIN, ADDRESS)
+    assert wallet.source is None  # two chains: only a challenge says which
+    ch = challenge()
+    wallet.pay(ch)
+    source = wallet.credential_source(ch)
+    assert source == f"did:pkh:eip155:{CHAIN}:{ADDRESS}"
+    assert parse_did_pkh(source) == (CHAIN, ADDRESS)
+    on_base = challenge(details={"chainId": 8453})
+    assert wallet.credential_source(on_base) == f"did:pkh:eip155:8453:{ADDRESS}"
+    assert wallet.source is None  # paying did not pin a chain on the wallet
     single = wallet_for(key=Account.create())
     assert single.source == did_pkh(CHAIN, single.address)
+    assert single.credential_source(challenge()) == single.source
     assert parse_did_pkh("did:pkh:eip155:1:0xnothex") is None
     assert parse_did_pkh("did:key:z6Mk") is None
 
@@ -503,6 +509,66 @@ def test_moves_funds_on_pay_only_when_the_wallet_may_broadcast() -> None:
     assert wallet_for().moves_funds_on_pay is False
     assert wallet_for(credential_types=("authorization", "hash")).moves_funds_on_pay is True
     assert EvmWallet.name == "evm"
+
+
+def test_funds_moved_only_for_a_broadcast_hash() -> None:
+    wallet = wallet_for(credential_types=("authorization", "hash"))
+    ch = challenge()
+    assert wallet.funds_moved(ch, {"type": "hash", "hash": "0x" + "11" * 32}) is True
+    for kind in ("authorization", "permit2", "transaction"):
+        assert wallet.funds_moved(ch, {"type": kind, "signature": "0x00"}) is False, kind
+
+
+def test_a_refused_authorization_from_a_hash_wallet_is_released() -> None:
+    # The wallet may broadcast, but this payment only signed: a refusal spent nothing.
+    wallet = wallet_for(credential_types=("authorization", "hash"))
+    ch = challenge(details={"credentialTypes": ["authorization"]})
+    seen: list[Credential] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        header = request.headers.get("authorization")
+        if header is None:
+            return httpx.Response(402, headers={"www-authenticate": ch.to_header()})
+        seen.append(Credential.parse(header))
+        problem = {"type": "https://paymentauth.org/problems/verification-failed", "status": 402}
+        return httpx.Response(
+            402, json=problem, headers={"content-type": "application/problem+json"}
+        )
+
+    with (
+        Client(
+            methods=[wallet],
+            policy=unit_policy(),
+            ledger="memory:",
+            transport=httpx.MockTransport(handler),
+        ) as client,
+        pytest.raises(PaymentRejected),
+    ):
+        client.get("https://api.example.test/paid")
+    [credential] = seen
+    assert credential.payload["type"] == "authorization"
+    assert credential.source == f"did:pkh:eip155:{CHAIN}:{ADDRESS}"
+    assert client.ledger is not None
+    assert [r.status for r in client.ledger.records()] == ["released"]
+
+
+def unit_policy() -> Policy:
+    return Policy.from_mapping(
+        {
+            "currency": "USD",
+            "per_call": "1.00 USD",
+            "allow": OPEN,
+            "assets": [
+                {
+                    "method": "evm",
+                    "currency": TOKEN,
+                    "asset": "USD",
+                    "decimals": 6,
+                    "chain_id": CHAIN,
+                }
+            ],
+        }
+    )
 
 
 def test_constructor_refuses_unclear_configuration() -> None:
@@ -927,9 +993,10 @@ def test_unknown_outcome_is_not_paid_twice(world: World, live: Any) -> None:
     shop.verifier.request_fields = lambda: {  # type: ignore[method-assign]
         "methodDetails": {"chainId": world.chain_id, "credentialTypes": ["hash"]}
     }
-    with pytest.raises(PaymentOutcomeUnknown):
+    with pytest.raises(PaymentOutcomeUnknown) as caught:
         pay_once(world, shop, chain_wallet(world, payer), live)
     assert world.balance(shop.merchant) == PRICE  # the broadcast transfer did happen
+    assert caught.value.record is not None and caught.value.record.status == "unknown"
 
 
 class _UnsureVerifier:

@@ -54,6 +54,7 @@ from mpp_client import (
     MemoryLedger,
     PaymentFailed,
     PaymentOutcomeUnknown,
+    PaymentRejected,
     SimplePolicy,
     payment_record,
 )
@@ -328,16 +329,21 @@ def test_a_challenge_without_expiry_is_bounded_by_valid_for() -> None:
 
 def test_chain_id_comes_from_the_challenge_when_the_wallet_has_none() -> None:
     w = wallet()
-    tx = Decoded(w.pay(challenge(chainId=42431))["signature"])
+    ch = challenge(chainId=42431)
+    tx = Decoded(w.pay(ch)["signature"])
     assert tx.chain_id == 42431
-    assert w.source == f"did:pkh:eip155:42431:{ADDRESS}"
+    assert w.credential_source(ch) == f"did:pkh:eip155:42431:{ADDRESS}"
+    assert w.credential_source(challenge(chainId=4217)) == f"did:pkh:eip155:4217:{ADDRESS}"
+    assert w.source is None  # no configured chain: the challenge names it
 
 
 def test_configured_chain_id_is_used_when_the_challenge_has_none() -> None:
     w = wallet(chain_id=42431)
     assert w.source == f"did:pkh:eip155:42431:{ADDRESS}"
-    tx = Decoded(w.pay(challenge(chainId=None))["signature"])
+    ch = challenge(chainId=None)
+    tx = Decoded(w.pay(ch)["signature"])
     assert tx.chain_id == 42431
+    assert w.credential_source(ch) == f"did:pkh:eip155:42431:{ADDRESS}"
 
 
 @pytest.mark.parametrize(
@@ -489,7 +495,8 @@ def test_zero_amount_pays_with_an_eip712_proof_over_the_challenge() -> None:
     ):
         assert _recover_proof(payload["signature"], changed) != ADDRESS
     # The proof credential must carry the payer's did:pkh on the proof's chain.
-    assert w.source == f"did:pkh:eip155:42431:{ADDRESS}"
+    assert w.credential_source(ch) == f"did:pkh:eip155:42431:{ADDRESS}"
+    assert w.funds_moved(ch, payload) is False
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
@@ -785,6 +792,74 @@ async def test_the_async_flow_sends_a_proof_with_the_payers_did() -> None:
     [credential] = seen
     assert credential.payload["type"] == "proof"
     assert credential.source == f"did:pkh:eip155:42431:{ADDRESS}"
+
+
+def _refusing_server(ch: Challenge, seen: list[Credential]) -> httpx.MockTransport:
+    """A server that answers the challenge, then refuses whatever credential comes."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        header = request.headers.get("authorization")
+        if header is None:
+            return httpx.Response(402, headers={"www-authenticate": ch.to_header()})
+        seen.append(Credential.parse(header))
+        problem = {
+            "type": "https://paymentauth.org/problems/verification-failed",
+            "title": "Verification failed",
+            "status": 402,
+            "detail": "refused",
+        }
+        return httpx.Response(
+            402, json=problem, headers={"content-type": "application/problem+json"}
+        )
+
+    return httpx.MockTransport(handler)
+
+
+def _pay_refused(w: TempoWallet, ch: Challenge) -> tuple[BaseException, list[Any], Credential]:
+    seen: list[Credential] = []
+    ledger = MemoryLedger()
+    with (
+        Client(
+            methods=[w],
+            policy=SimplePolicy(max_per_call="2.00 USD", budget="5.00 USD"),
+            ledger=ledger,
+            transport=_refusing_server(ch, seen),
+        ) as client,
+        pytest.raises((PaymentRejected, PaymentOutcomeUnknown)) as info,
+    ):
+        client.get("https://api.example.com/paid")
+    [credential] = seen
+    return info.value, [r.status for r in ledger.records()], credential
+
+
+def test_a_refused_pull_from_a_push_capable_wallet_is_released(node: FakeNode) -> None:
+    # The wallet may push, but this server only pulls: it signed and sent nothing.
+    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push", "pull"))
+    assert w.moves_funds_on_pay is True  # wallet-wide, for a pay() that raises
+    error, statuses, credential = _pay_refused(w, challenge(supportedModes=["pull"]))
+    assert credential.payload["type"] == "transaction"
+    assert node.sent() == []
+    assert isinstance(error, PaymentRejected)
+    assert statuses == ["released"]
+
+
+def test_a_refused_push_is_an_unknown_outcome(node: FakeNode) -> None:
+    # The transfer was broadcast before the server answered: never released.
+    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
+    error, statuses, credential = _pay_refused(w, challenge())
+    assert credential.payload["type"] == "hash"
+    assert len(node.sent()) == 1
+    assert isinstance(error, PaymentOutcomeUnknown)
+    assert statuses == ["unknown"]
+    assert credential.source == f"did:pkh:eip155:4217:{ADDRESS}"
+
+
+def test_funds_moved_only_for_a_broadcast_hash() -> None:
+    w = wallet(modes=("push", "pull"))
+    ch = challenge()
+    assert w.funds_moved(ch, {"type": "hash", "hash": "0x" + "11" * 32}) is True
+    assert w.funds_moved(ch, {"type": "transaction", "signature": "0x76"}) is False
+    assert w.funds_moved(ch, {"type": "proof", "signature": "0x00"}) is False
 
 
 # -- the reference server (pympp) accepts what the wallet signs ---------------------

@@ -48,7 +48,6 @@ logs, and the wallet refuses to be pickled.
 
 from __future__ import annotations
 
-import contextvars
 import itertools
 import json
 import logging
@@ -58,11 +57,10 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NoReturn, cast
+from typing import Any, ClassVar, Literal, cast
 
-import anyio.to_thread
 import httpx
 
 try:
@@ -73,6 +71,21 @@ try:
     from eth_typing import Hash32
     from eth_utils.address import to_checksum_address
     from eth_utils.crypto import keccak
+
+    from ._eth import (
+        HEX_ADDRESS,
+        ZERO_ADDRESS,
+        EthWallet,
+        RpcError,
+        challenge_chain_id,
+        did_pkh,
+        is_address,
+        parse_did_pkh,
+        rpc_body,
+        rpc_result,
+        same_address,
+        to_hex,
+    )
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
         f"the evm payment method needs eth-account ({exc.name} is missing): "
@@ -88,9 +101,9 @@ from .._exceptions import (
 )
 from ..identity import _read_limited, _write_atomically
 from ..money import Amount
-from ..policy import BUILTIN_ASSETS, AssetEntry, AssetRegistry
+from ..policy import AssetEntry, AssetRegistry
 from ..protocol import Challenge
-from ._base import PaymentMethod, Quote, charge_terms
+from ._base import Quote, charge_terms
 
 __all__ = [
     "CREDENTIAL_TYPES",
@@ -106,9 +119,11 @@ __all__ = [
     "did_pkh",
     "eip3009_domain_separator",
     "evm_terms",
+    "is_address",
     "parse_did_pkh",
     "payment_witness_hash",
     "permit2_digest",
+    "same_address",
     "transfer_calldata",
 ]
 
@@ -148,10 +163,8 @@ _TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak(
     text="TransferWithAuthorization(address from,address to,uint256 value,"
     "uint256 validAfter,uint256 validBefore,bytes32 nonce)"
 )
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _UNITS = re.compile(r"0|[1-9][0-9]{0,77}")
 _UINT256_MAX = 2**256 - 1
-_ZERO_ADDRESS = "0x" + "00" * 20
 _MAX_UINT256 = _UINT256_MAX
 
 #: EIP-712 domains (name, version) of EIP-3009 tokens the wallet knows without
@@ -165,41 +178,13 @@ TOKEN_DOMAINS: Mapping[tuple[int, str], tuple[str, str]] = {
 # -- addresses and identifiers ---------------------------------------------------
 
 
-def is_address(value: object) -> bool:
-    """True for a 0x-prefixed 20-byte hex string whose mixed case, if any, is EIP-55."""
-    if not isinstance(value, str) or _ADDRESS.fullmatch(value) is None:
-        return False
-    body = value[2:]
-    if body.lower() == body or body.upper() == body:
-        return True
-    return to_checksum_address(value) == value
-
-
 def _address(value: object, what: str) -> str:
     """``value`` as an EIP-55 address, or ChallengeError naming ``what``."""
-    if not isinstance(value, str) or _ADDRESS.fullmatch(value) is None:
+    if not isinstance(value, str) or HEX_ADDRESS.fullmatch(value) is None:
         raise ChallengeError(f"{what} must be a 0x-prefixed 20-byte address, got {value!r:.50}")
     if not is_address(value):
         raise ChallengeError(f"{what} {value} fails its EIP-55 checksum (a mistyped address?)")
     return to_checksum_address(value)
-
-
-def same_address(left: str, right: str) -> bool:
-    """Compare two addresses by their 20-byte value, as the draft requires."""
-    return left.lower() == right.lower()
-
-
-def did_pkh(chain_id: int, address: str) -> str:
-    """The payer's ``did:pkh:eip155:<chain>:<address>`` (EIP-55 address)."""
-    return f"did:pkh:eip155:{chain_id}:{to_checksum_address(address)}"
-
-
-def parse_did_pkh(source: str) -> tuple[int, str] | None:
-    """``(chain_id, address)`` of a ``did:pkh:eip155`` DID, or None if it is not one."""
-    match = re.fullmatch(r"did:pkh:eip155:([1-9][0-9]{0,19}):(0x[0-9a-fA-F]{40})", source)
-    if match is None or not is_address(match.group(2)):
-        return None
-    return int(match.group(1)), to_checksum_address(match.group(2))
 
 
 def challenge_hash(
@@ -217,10 +202,6 @@ def challenge_hash(
         text = json.dumps([challenge_id, realm], separators=(",", ":"), ensure_ascii=False)
         return keccak(text.encode("utf-8"))
     raise ValueError(f"unknown challenge hash scheme {scheme!r}")
-
-
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
 
 
 # -- the request -----------------------------------------------------------------
@@ -287,7 +268,7 @@ def evm_terms(challenge: Challenge) -> EvmTerms:
     if terms.recipient is None:
         raise ChallengeError("evm charge request has no 'recipient'")
     recipient = _address(terms.recipient, "evm charge recipient")
-    if same_address(recipient, _ZERO_ADDRESS):
+    if same_address(recipient, ZERO_ADDRESS):
         raise ChallengeError("evm charge recipient is the zero address")
     details = terms.method_details
     chain_id = details.get("chainId")
@@ -345,7 +326,7 @@ def _splits(raw: object, amount: int, currency: str) -> tuple[Split, ...]:
         if not isinstance(entry, dict):
             raise ChallengeError(f"split {index} must be an object")
         recipient = _address(entry.get("recipient"), f"split {index} recipient")
-        if same_address(recipient, _ZERO_ADDRESS):
+        if same_address(recipient, ZERO_ADDRESS):
             raise ChallengeError(f"split {index} recipient is the zero address")
         value = _units(entry.get("amount"), f"split {index} amount")
         if value == 0:
@@ -476,16 +457,6 @@ def decode_transfer_calldata(data: bytes) -> tuple[str, int]:
 # -- JSON-RPC --------------------------------------------------------------------
 
 
-class RpcError(Exception):
-    """The node answered a JSON-RPC call with an error (the call reached it)."""
-
-    def __init__(self, method: str, code: object, message: str) -> None:
-        super().__init__(f"{method}: {message} (code {code})")
-        self.method = method
-        self.code = code
-        self.rpc_message = message
-
-
 class JsonRpc:
     """A small synchronous Ethereum JSON-RPC client over httpx.
 
@@ -500,21 +471,11 @@ class JsonRpc:
         self._ids = itertools.count(1)
 
     def call(self, method: str, *params: Any) -> Any:
-        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
-        response = self._client.post(self._url, json=body)
-        response.raise_for_status()
-        data = response.json()
-        if not isinstance(data, dict):
-            raise RpcError(method, None, "malformed JSON-RPC response")
-        error = data.get("error")
-        if error is not None:
-            message = error.get("message", "error") if isinstance(error, dict) else str(error)
-            code = error.get("code") if isinstance(error, dict) else None
-            raise RpcError(method, code, str(message)[:300])
-        return data.get("result")
+        response = self._client.post(self._url, json=rpc_body(method, params, next(self._ids)))
+        return rpc_result(method, response)
 
     def eth_call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
-        request: dict[str, str] = {"to": to, "data": _hex(data)}
+        request: dict[str, str] = {"to": to, "data": to_hex(data)}
         if sender is not None:
             request["from"] = sender
         result = self.call("eth_call", request, "latest")
@@ -562,28 +523,7 @@ class _Plan:
     skipped: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _as_account(key: object) -> LocalAccount:
-    if isinstance(key, LocalAccount):
-        return key
-    if isinstance(key, bytes | bytearray):
-        raw = bytes(key)
-    elif isinstance(key, str):
-        text = key[2:] if key[:2] in ("0x", "0X") else key
-        if re.fullmatch(r"[0-9a-fA-F]{64}", text) is None:
-            raise ValueError("an EVM private key is 32 bytes: 64 hex digits, 0x-prefixed or not")
-        raw = bytes.fromhex(text)
-    else:
-        raise TypeError("key must be a hex string, 32 bytes or an eth_account LocalAccount")
-    if len(raw) != 32:
-        raise ValueError("an EVM private key is 32 bytes")
-    try:
-        account: LocalAccount = Account.from_key(raw)
-    except Exception:  # the library's message could quote the key: replace it
-        raise ValueError("not a valid secp256k1 private key") from None
-    return account
-
-
-class EvmWallet(PaymentMethod):
+class EvmWallet(EthWallet):
     """Pays ``evm`` charges: ERC-20 transfers signed with one secp256k1 key.
 
     ::
@@ -613,6 +553,9 @@ class EvmWallet(PaymentMethod):
     """
 
     name: ClassVar[str] = "evm"
+    key_label: ClassVar[str] = "an EVM private key"
+    #: Signed off-chain or signed for the server to broadcast: nothing moved at ``pay``.
+    signing_types: ClassVar[frozenset[str]] = frozenset({"permit2", "authorization", "transaction"})
 
     def __init__(
         self,
@@ -635,7 +578,9 @@ class EvmWallet(PaymentMethod):
         rpc_timeout: float = 10.0,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self._account = _as_account(key)
+        super().__init__(
+            key, assets=assets, payees=payees, split_recipients=split_recipients, clock=clock
+        )
         self._rpc_urls = dict(rpc_urls or {})
         chains = {*chain_ids, *self._rpc_urls}
         if not chains or not all(
@@ -643,10 +588,6 @@ class EvmWallet(PaymentMethod):
         ):
             raise ValueError("name the chains the wallet pays on: chain_ids=[...] or rpc_urls=")
         self.chain_ids = frozenset(chains)
-        if isinstance(assets, AssetRegistry):
-            self.assets = assets
-        else:
-            self.assets = AssetRegistry(BUILTIN_ASSETS if assets is None else assets)
         types = tuple(credential_types)
         unknown = [t for t in types if t not in CREDENTIAL_TYPES]
         if unknown or not types:
@@ -667,11 +608,6 @@ class EvmWallet(PaymentMethod):
             if not is_address(address):
                 raise ValueError(f"permit2_addresses[{chain}] is not an address")
             self._permit2.setdefault(chain, {PERMIT2_ADDRESS.lower()}).add(address.lower())
-        self.payees = None if payees is None else frozenset(p.lower() for p in payees)
-        if split_recipients == "*":
-            self._split_recipients: frozenset[str] | None = None
-        else:
-            self._split_recipients = frozenset(r.lower() for r in split_recipients)
         self.max_validity = max_validity
         self.default_validity = default_validity
         if challenge_hash_scheme not in ("draft", "mppx"):
@@ -681,10 +617,6 @@ class EvmWallet(PaymentMethod):
         self.receipt_timeout = receipt_timeout
         self._rpc_timeout = rpc_timeout
         self._rpcs: dict[int, JsonRpc] = {}
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._chain: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-            f"mpp_evm_chain_{id(self)}", default=None
-        )
 
     # -- keys ---------------------------------------------------------------------
 
@@ -755,35 +687,31 @@ class EvmWallet(PaymentMethod):
             ) from None
 
     @property
-    def address(self) -> str:
-        """The payer's EIP-55 address."""
-        return str(self._account.address)
-
-    def source_for(self, chain_id: int) -> str:
-        """The payer's ``did:pkh`` on ``chain_id``."""
-        return did_pkh(chain_id, self.address)
-
-    @property
     def source(self) -> str | None:
-        """``did:pkh:eip155:<chain>:<address>`` for the chain of the payment being made.
+        """``did:pkh:eip155:<chain>:<address>`` when the wallet pays on one chain only.
 
-        The chain comes from the challenge this wallet last paid in the current
-        context (thread or task); a wallet that pays on one chain only always
-        knows it.
+        None for a wallet on several chains: the credential's payer id is then
+        the did on the challenge's chain (:meth:`credential_source`), or
+        :meth:`source_for` a given chain.
         """
-        chain = self._chain.get()
-        if chain is None and len(self.chain_ids) == 1:
-            chain = next(iter(self.chain_ids))
-        return None if chain is None else self.source_for(chain)
+        if len(self.chain_ids) != 1:
+            return None
+        return self.source_for(next(iter(self.chain_ids)))
+
+    def _paying_chain(self, challenge: Challenge) -> int | None:
+        chain = challenge_chain_id(challenge)
+        return chain if chain in self.chain_ids else None
 
     @property
     def moves_funds_on_pay(self) -> bool:  # type: ignore[override]
         """True when this wallet may use ``hash``, the only type that moves money in ``pay``.
 
-        ``permit2``, ``authorization`` and ``transaction`` only sign: the
-        server submits, so a refused credential means nothing was spent. A
-        wallet allowed to broadcast (``"hash"``) is treated as moving funds on
-        every payment, the safe side when the flow cannot tell per payment.
+        Per payment the flow asks :meth:`funds_moved`, which is True only for a
+        ``hash`` payload: ``permit2``, ``authorization`` and ``transaction``
+        only sign and the server submits, so a refused credential means
+        nothing was spent. This wallet-wide answer is for when ``pay`` raised
+        or was interrupted before returning a payload: a wallet allowed to
+        broadcast may have, so it counts as moving funds, the safe side.
         """
         return "hash" in self.credential_types
 
@@ -806,26 +734,13 @@ class EvmWallet(PaymentMethod):
                 f"evm charge is on chain {chain}, which this wallet does not pay on "
                 f"(allowed: {', '.join(map(str, sorted(self.chain_ids)))})"
             )
-        asset = self.assets.lookup(self.name, terms.currency, chain)
-        if asset is None:
-            raise ChallengeError(
-                f"token {terms.currency} on chain {chain} is not in the wallet's asset registry"
-            )
+        asset = self._asset(terms.currency, chain)
         if terms.decimals is not None and terms.decimals != asset.decimals:
             raise ChallengeError(
                 f"challenge says token {terms.currency} has {terms.decimals} decimals; "
                 f"the registry says {asset.decimals}"
             )
-        if self.payees is not None and terms.recipient.lower() not in self.payees:
-            raise ChallengeError(f"recipient {terms.recipient} is not one of the expected payees")
-        for index, split in enumerate(terms.splits):
-            if (
-                self._split_recipients is not None
-                and split.recipient.lower() not in self._split_recipients
-            ):
-                raise ChallengeError(
-                    f"split {index} pays {split.recipient}, who is not an expected split recipient"
-                )
+        self._check_recipients(terms.recipient, [split.recipient for split in terms.splits])
         valid_before = self._valid_before(terms)
         offered = terms.offered_types
         if self.prefer == "server":
@@ -906,7 +821,6 @@ class EvmWallet(PaymentMethod):
 
     def pay(self, challenge: Challenge) -> Mapping[str, Any]:
         plan = self._plan(challenge)
-        self._chain.set(plan.terms.chain_id)
         skipped = list(plan.skipped)
         for kind in plan.types:
             try:
@@ -925,14 +839,6 @@ class EvmWallet(PaymentMethod):
             return payload
         raise PaymentFailed(f"no evm credential could be made: {'; '.join(skipped)}")
 
-    async def apay(self, challenge: Challenge) -> Mapping[str, Any]:
-        payload = await anyio.to_thread.run_sync(self.pay, challenge)
-        # The worker thread ran in a copy of this context: record the chain here too.
-        chain = challenge.request.get("methodDetails", {}).get("chainId")
-        if isinstance(chain, int):
-            self._chain.set(chain)
-        return payload
-
     def _make(self, kind: str, challenge: Challenge, plan: _Plan) -> dict[str, Any]:
         if kind == "authorization":
             return self._authorization(challenge, plan)
@@ -940,12 +846,12 @@ class EvmWallet(PaymentMethod):
             return self._permit2_payload(challenge, plan)
         raw, tx_hash = self._signed_transfer(plan)
         if kind == "transaction":
-            return {"type": "transaction", "signature": _hex(raw)}
+            return {"type": "transaction", "signature": to_hex(raw)}
         return {"type": "hash", "hash": self._broadcast(plan, raw, tx_hash)}
 
     def _sign(self, digest: bytes) -> str:
         signed = self._account.unsafe_sign_hash(Hash32(digest))
-        return _hex(bytes(signed.signature))
+        return to_hex(bytes(signed.signature))
 
     def _chash(self, challenge: Challenge) -> bytes:
         return challenge_hash(challenge.id, challenge.realm, self.challenge_hash_scheme)
@@ -970,7 +876,7 @@ class EvmWallet(PaymentMethod):
             "value": str(terms.amount),
             "validAfter": "0",
             "validBefore": str(plan.valid_before),
-            "nonce": _hex(nonce),
+            "nonce": to_hex(nonce),
             "signature": self._sign(digest),
         }
 
@@ -1010,7 +916,7 @@ class EvmWallet(PaymentMethod):
             deadline=plan.valid_before,
             witness=payment_witness_hash(chash, external_id),
         )
-        witness: dict[str, str] = {"challengeHash": _hex(chash)}
+        witness: dict[str, str] = {"challengeHash": to_hex(chash)}
         if terms.external_id is not None:
             witness["externalId"] = terms.external_id
         return {
@@ -1059,7 +965,7 @@ class EvmWallet(PaymentMethod):
         try:
             nonce = int(rpc.call("eth_getTransactionCount", self.address, "pending"), 16)
             gas = int(
-                rpc.call("eth_estimateGas", {"from": self.address, "to": to, "data": _hex(data)}),
+                rpc.call("eth_estimateGas", {"from": self.address, "to": to, "data": to_hex(data)}),
                 16,
             )
             block = rpc.call("eth_getBlockByNumber", "latest", False)
@@ -1086,20 +992,20 @@ class EvmWallet(PaymentMethod):
             "nonce": nonce,
             "to": to_checksum_address(to),
             "value": 0,
-            "data": _hex(data),
+            "data": to_hex(data),
             "gas": limit,
             "maxPriorityFeePerGas": tip,
             "maxFeePerGas": 2 * base_fee + tip,
         }
         signed = self._account.sign_transaction(cast(Any, transaction))
-        return bytes(signed.raw_transaction), _hex(bytes(signed.hash))
+        return bytes(signed.raw_transaction), to_hex(bytes(signed.hash))
 
     def _broadcast(self, plan: _Plan, raw: bytes, tx_hash: str) -> str:
         """Send a signed transfer and wait until it is mined successfully."""
         chain = plan.terms.chain_id
         rpc = self._require_rpc(chain)
         try:
-            rpc.call("eth_sendRawTransaction", _hex(raw))
+            rpc.call("eth_sendRawTransaction", to_hex(raw))
         except RpcError as exc:
             raise PaymentFailed(
                 f"chain {chain} refused the transfer: {exc.rpc_message}; nothing was sent"
@@ -1142,7 +1048,7 @@ class EvmWallet(PaymentMethod):
         except _Skip as exc:
             raise PaymentFailed(str(exc)) from None
         rpc = self._require_rpc(chain_id)
-        rpc.call("eth_sendRawTransaction", _hex(raw))
+        rpc.call("eth_sendRawTransaction", to_hex(raw))
         receipt = rpc.wait_for_receipt(tx_hash, self.receipt_timeout)
         if receipt is None or receipt.get("status") != "0x1":
             raise PaymentFailed(f"the Permit2 approval {tx_hash} did not succeed")
@@ -1159,15 +1065,6 @@ class EvmWallet(PaymentMethod):
     def __repr__(self) -> str:
         chains = ",".join(map(str, sorted(self.chain_ids)))
         return f"<EvmWallet address={self.address} chains=[{chains}]>"
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        raise TypeError("EvmWallet cannot be pickled: that would write its key in the clear")
-
-    def __reduce__(self) -> NoReturn:
-        self.__reduce_ex__(None)
-
-    def __getstate__(self) -> NoReturn:
-        self.__reduce_ex__(None)
 
 
 def _decode_string(data: bytes) -> str:

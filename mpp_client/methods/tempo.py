@@ -59,28 +59,38 @@ pickled.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, NoReturn
+from datetime import datetime
+from typing import Any, ClassVar, Literal
 
 import httpx
 
 try:
     import attrs
     import rlp  # type: ignore[import-untyped]
-    from eth_account import Account
     from eth_account.messages import encode_typed_data
     from eth_account.signers.local import LocalAccount
     from eth_typing import Hash32
-    from eth_utils.address import is_checksum_address, to_checksum_address
+    from eth_utils.address import to_checksum_address
     from eth_utils.crypto import keccak
     from pytempo import Signature, TempoTransaction  # type: ignore[import-untyped]
     from pytempo.contracts import TIP20  # type: ignore[import-untyped]
+
+    from ._eth import (
+        HEX_ADDRESS,
+        EthWallet,
+        RpcError,
+        challenge_chain_id,
+        did_pkh,
+        is_address,
+        rpc_body,
+        rpc_result,
+        to_hex,
+    )
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
         f"the tempo payment method needs pytempo ({exc.name} is missing): "
@@ -89,9 +99,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 
 from .._exceptions import ChallengeError, ChallengeExpired, PaymentFailed, PaymentOutcomeUnknown
 from ..money import Amount
-from ..policy import BUILTIN_ASSETS, AssetEntry, AssetRegistry
+from ..policy import AssetEntry, AssetRegistry
 from ..protocol import Challenge
-from ._base import PaymentMethod, Quote, charge_terms
+from ._base import Quote, charge_terms
 
 __all__ = [
     "EXPIRING_NONCE_KEY",
@@ -132,10 +142,8 @@ EXPIRING_NONCE_KEY = 2**256 - 1
 MAX_SPLITS = 10
 MODES: tuple[str, ...] = ("pull", "push")
 
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
 _UNITS = re.compile(r"[1-9][0-9]{0,77}")
-_ZERO_ADDRESS = "0x" + "00" * 20
 _DOMAIN_TYPE = [
     {"name": "name", "type": "string"},
     {"name": "version", "type": "string"},
@@ -153,11 +161,6 @@ _PROOF_TYPES: Mapping[int, list[dict[str, str]]] = {
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def did_pkh(chain_id: int, address: str) -> str:
-    """The payer's ``did:pkh:eip155:<chain>:<address>`` (EIP-55 address)."""
-    return f"did:pkh:eip155:{chain_id}:{to_checksum_address(address)}"
 
 
 def proof_typed_data(
@@ -193,16 +196,11 @@ def proof_typed_data(
     }
 
 
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
 def _address(value: object, what: str) -> str:
     """A 20-byte address, EIP-55 checked when mixed-case. Returns it as written."""
-    if not isinstance(value, str) or _ADDRESS.fullmatch(value) is None:
+    if not isinstance(value, str) or HEX_ADDRESS.fullmatch(value) is None:
         raise ChallengeError(f"tempo charge {what} is not a 20-byte hex address: {value!r:.60}")
-    body = value[2:]
-    if body != body.lower() and body != body.upper() and not is_checksum_address(value):
+    if not is_address(value):
         raise ChallengeError(f"tempo charge {what} {value} fails its EIP-55 checksum")
     return value
 
@@ -345,34 +343,9 @@ def _splits(value: object, amount: int) -> tuple[Transfer, ...]:
 # -- the node --------------------------------------------------------------------
 
 
-class _RpcError(Exception):
-    """The node answered with a JSON-RPC error (the call reached it)."""
-
-    def __init__(self, method: str, code: object, message: str) -> None:
-        super().__init__(f"{method}: {message} (code {code})")
-        self.code = code
-
-
-def _rpc_body(method: str, params: list[Any]) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-
-
-def _rpc_result(method: str, response: httpx.Response) -> Any:
-    response.raise_for_status()
-    data = response.json()
-    if not isinstance(data, dict):
-        raise _RpcError(method, None, "malformed JSON-RPC response")
-    error = data.get("error")
-    if error is not None:
-        message = error.get("message", "error") if isinstance(error, dict) else str(error)
-        code = error.get("code") if isinstance(error, dict) else None
-        raise _RpcError(method, code, str(message)[:200])
-    return data.get("result")
-
-
 def _quantity(value: object, what: str) -> int:
     if not isinstance(value, str) or re.fullmatch(r"0x[0-9a-fA-F]{1,64}", value) is None:
-        raise _RpcError(what, None, f"not a hex quantity: {value!r:.40}")
+        raise RpcError(what, None, f"not a hex quantity: {value!r:.40}")
     return int(value, 16)
 
 
@@ -410,28 +383,7 @@ class _Expired(ChallengeExpired, PaymentFailed):
     """The challenge expired before the wallet signed anything."""
 
 
-def _as_account(key: object) -> LocalAccount:
-    if isinstance(key, LocalAccount):
-        return key
-    if isinstance(key, bytes | bytearray):
-        raw = bytes(key)
-    elif isinstance(key, str):
-        text = key[2:] if key[:2] in ("0x", "0X") else key
-        if re.fullmatch(r"[0-9a-fA-F]{64}", text) is None:
-            raise ValueError("a Tempo private key is 32 bytes: 64 hex digits, 0x-prefixed or not")
-        raw = bytes.fromhex(text)
-    else:
-        raise TypeError("key must be a hex string, 32 bytes or an eth_account LocalAccount")
-    if len(raw) != 32:
-        raise ValueError("a Tempo private key is 32 bytes")
-    try:
-        account: LocalAccount = Account.from_key(raw)
-    except Exception:  # the library's message could quote the key: replace it
-        raise ValueError("not a valid secp256k1 private key") from None
-    return account
-
-
-class TempoWallet(PaymentMethod):
+class TempoWallet(EthWallet):
     """Pays ``tempo`` charges: TIP-20 transfers signed with one secp256k1 key.
 
     ::
@@ -471,6 +423,9 @@ class TempoWallet(PaymentMethod):
     """
 
     name: ClassVar[str] = "tempo"
+    key_label: ClassVar[str] = "a Tempo private key"
+    #: A pulled transaction (the server broadcasts it) and a proof: nothing moved at ``pay``.
+    signing_types: ClassVar[frozenset[str]] = frozenset({"transaction", "proof"})
 
     def __init__(
         self,
@@ -492,7 +447,9 @@ class TempoWallet(PaymentMethod):
         rpc_timeout: float = 15.0,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self._account = _as_account(key)
+        super().__init__(
+            key, assets=assets, payees=payees, split_recipients=split_recipients, clock=clock
+        )
         if chain_id is not None and (
             not isinstance(chain_id, int) or isinstance(chain_id, bool) or chain_id <= 0
         ):
@@ -503,10 +460,6 @@ class TempoWallet(PaymentMethod):
             if chain_id is None:
                 raise ValueError("rpc_url needs chain_id (or pass rpc_urls={chain: url})")
             self._rpc_urls[chain_id] = rpc_url
-        if isinstance(assets, AssetRegistry):
-            self.assets = assets
-        else:
-            self.assets = AssetRegistry(BUILTIN_ASSETS if assets is None else assets)
         self._known_chains = frozenset(KNOWN_CHAINS) | frozenset(self._rpc_urls)
         chosen = tuple(modes)
         if (
@@ -516,12 +469,7 @@ class TempoWallet(PaymentMethod):
         ):
             raise ValueError(f"modes must be some of 'pull', 'push' (no repeats); got {chosen!r}")
         self.modes = chosen
-        self.payees = None if payees is None else frozenset(p.lower() for p in payees)
-        if split_recipients == "*":
-            self._split_recipients: frozenset[str] | None = None
-        else:
-            self._split_recipients = frozenset(r.lower() for r in split_recipients)
-        if fee_token is not None and _ADDRESS.fullmatch(fee_token) is None:
+        if fee_token is not None and HEX_ADDRESS.fullmatch(fee_token) is None:
             raise ValueError("fee_token must be a 20-byte hex address")
         self.fee_token = fee_token
         if gas_limit <= 0:
@@ -542,41 +490,35 @@ class TempoWallet(PaymentMethod):
             raise ValueError("proof_version must be 1, 2 or 3")
         self.proof_version = proof_version
         self._rpc_timeout = rpc_timeout
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._chain: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-            f"mpp_tempo_chain_{id(self)}", default=None
-        )
 
     # -- identity -----------------------------------------------------------------
 
     @property
-    def address(self) -> str:
-        """The payer's EIP-55 address."""
-        return str(self._account.address)
-
-    def source_for(self, chain_id: int) -> str:
-        """The payer's ``did:pkh`` on ``chain_id``."""
-        return did_pkh(chain_id, self.address)
-
-    @property
     def source(self) -> str | None:
-        """``did:pkh:eip155:<chain>:<address>`` on the chain of the payment being made.
+        """``did:pkh:eip155:<chain>:<address>`` on the configured ``chain_id``.
 
-        The configured ``chain_id`` when there is one; otherwise the chain of
-        the challenge this wallet last paid in the current context (thread or
-        task), which is the one whose credential the flow is building.
+        None without one: the credential's payer id is then the did on the
+        challenge's chain (:meth:`credential_source`), or :meth:`source_for`
+        a given chain.
         """
-        chain = self.chain_id if self.chain_id is not None else self._chain.get()
-        return None if chain is None else self.source_for(chain)
+        return None if self.chain_id is None else self.source_for(self.chain_id)
+
+    def _paying_chain(self, challenge: Challenge) -> int | None:
+        try:
+            return self._resolve_chain(challenge_chain_id(challenge))
+        except ChallengeError:
+            return None
 
     @property
     def moves_funds_on_pay(self) -> bool:  # type: ignore[override]
         """True when the wallet may broadcast (``"push"`` in ``modes``).
 
-        A pulled transaction and a proof only sign: the server broadcasts, so a
-        refused credential means nothing was spent. A wallet allowed to push is
-        treated as moving funds on every payment, the safe side when the flow
-        cannot tell per payment.
+        Per payment the flow asks :meth:`funds_moved`, which is True only for a
+        pushed transaction's ``hash``: a pulled transaction and a proof only
+        sign and the server broadcasts, so a refused credential means nothing
+        was spent. This wallet-wide answer is for when ``pay`` raised or was
+        interrupted before returning a payload: a wallet allowed to push may
+        have broadcast, so it counts as moving funds, the safe side.
         """
         return "push" in self.modes
 
@@ -585,23 +527,8 @@ class TempoWallet(PaymentMethod):
     def _plan(self, challenge: Challenge) -> _Plan:
         terms = tempo_terms(challenge)
         chain = self._resolve_chain(terms.chain_id)
-        asset = self.assets.lookup(self.name, terms.currency, chain)
-        if asset is None:
-            raise ChallengeError(
-                f"token {terms.currency} on chain {chain} is not in the wallet's asset registry"
-            )
-        if self.payees is not None and terms.recipient.lower() not in self.payees:
-            raise ChallengeError(f"recipient {terms.recipient} is not one of the expected payees")
-        if terms.recipient.lower() == _ZERO_ADDRESS:
-            raise ChallengeError("tempo charge recipient is the zero address")
-        for index, split in enumerate(terms.splits):
-            if split.recipient.lower() == _ZERO_ADDRESS or (
-                self._split_recipients is not None
-                and split.recipient.lower() not in self._split_recipients
-            ):
-                raise ChallengeError(
-                    f"split {index} pays {split.recipient}, who is not an expected split recipient"
-                )
+        asset = self._asset(terms.currency, chain)
+        self._check_recipients(terms.recipient, [split.recipient for split in terms.splits])
         valid_before = self._valid_before(terms)
         mode: Literal["proof", "pull", "push"]
         if terms.amount == 0:  # (splits cannot add up to less than 0: there are none)
@@ -664,13 +591,13 @@ class TempoWallet(PaymentMethod):
             "validBefore": plan.valid_before,
         }
         if terms.memo is not None:
-            details["memo"] = _hex(terms.memo)
+            details["memo"] = to_hex(terms.memo)
         if terms.splits:
             details["splits"] = tuple(
                 {
                     "recipient": s.recipient,
                     "amount": s.amount,
-                    "memo": None if s.memo is None else _hex(s.memo),
+                    "memo": None if s.memo is None else to_hex(s.memo),
                 }
                 for s in terms.splits
             )
@@ -694,7 +621,6 @@ class TempoWallet(PaymentMethod):
             raise _Expired(exc.message) from None
         except ChallengeError as exc:
             raise _Refused(exc.message) from None
-        self._chain.set(plan.chain_id)
         return plan
 
     # -- paying -------------------------------------------------------------------
@@ -711,14 +637,14 @@ class TempoWallet(PaymentMethod):
         else:
             try:
                 with httpx.Client(timeout=self._rpc_timeout) as client:
-                    node_chain = client.post(rpc_url, json=_rpc_body("eth_chainId", []))
+                    node_chain = client.post(rpc_url, json=rpc_body("eth_chainId", []))
                     gas_price = (
-                        client.post(rpc_url, json=_rpc_body("eth_gasPrice", []))
+                        client.post(rpc_url, json=rpc_body("eth_gasPrice", []))
                         if self.max_fee_per_gas is None
                         else None
                     )
                     fees = self._check_node(plan, rpc_url, node_chain, gas_price)
-            except (httpx.HTTPError, _RpcError, ValueError) as exc:
+            except (httpx.HTTPError, RpcError, ValueError) as exc:
                 raise self._node_unusable(rpc_url, exc) from None
         raw, tx_hash = self._sign_transfer(plan, fees)
         if plan.mode == "pull":
@@ -727,9 +653,9 @@ class TempoWallet(PaymentMethod):
         try:
             with httpx.Client(timeout=self._rpc_timeout + 30) as client:
                 response = client.post(
-                    rpc_url, json=_rpc_body("eth_sendRawTransactionSync", [_hex(raw)])
+                    rpc_url, json=rpc_body("eth_sendRawTransactionSync", [to_hex(raw)])
                 )
-                receipt = _rpc_result("eth_sendRawTransactionSync", response)
+                receipt = rpc_result("eth_sendRawTransactionSync", response)
         except Exception as exc:
             raise self._broadcast_failed(plan, tx_hash, exc) from None
         return self._pushed(plan, tx_hash, receipt)
@@ -746,14 +672,14 @@ class TempoWallet(PaymentMethod):
         else:
             try:
                 async with httpx.AsyncClient(timeout=self._rpc_timeout) as client:
-                    node_chain = await client.post(rpc_url, json=_rpc_body("eth_chainId", []))
+                    node_chain = await client.post(rpc_url, json=rpc_body("eth_chainId", []))
                     gas_price = (
-                        await client.post(rpc_url, json=_rpc_body("eth_gasPrice", []))
+                        await client.post(rpc_url, json=rpc_body("eth_gasPrice", []))
                         if self.max_fee_per_gas is None
                         else None
                     )
                     fees = self._check_node(plan, rpc_url, node_chain, gas_price)
-            except (httpx.HTTPError, _RpcError, ValueError) as exc:
+            except (httpx.HTTPError, RpcError, ValueError) as exc:
                 raise self._node_unusable(rpc_url, exc) from None
         raw, tx_hash = self._sign_transfer(plan, fees)
         if plan.mode == "pull":
@@ -762,9 +688,9 @@ class TempoWallet(PaymentMethod):
         try:
             async with httpx.AsyncClient(timeout=self._rpc_timeout + 30) as client:
                 response = await client.post(
-                    rpc_url, json=_rpc_body("eth_sendRawTransactionSync", [_hex(raw)])
+                    rpc_url, json=rpc_body("eth_sendRawTransactionSync", [to_hex(raw)])
                 )
-                receipt = _rpc_result("eth_sendRawTransactionSync", response)
+                receipt = rpc_result("eth_sendRawTransactionSync", response)
         except Exception as exc:
             raise self._broadcast_failed(plan, tx_hash, exc) from None
         return self._pushed(plan, tx_hash, receipt)
@@ -797,7 +723,7 @@ class TempoWallet(PaymentMethod):
         chain_response: httpx.Response,
         gas_response: httpx.Response | None,
     ) -> _Fees:
-        node_chain = _quantity(_rpc_result("eth_chainId", chain_response), "eth_chainId")
+        node_chain = _quantity(rpc_result("eth_chainId", chain_response), "eth_chainId")
         if node_chain != plan.chain_id:
             raise _Refused(
                 f"the node at {_host(url)} serves chain {node_chain}, "
@@ -805,7 +731,7 @@ class TempoWallet(PaymentMethod):
             )
         gas_price = None
         if gas_response is not None:
-            gas_price = _quantity(_rpc_result("eth_gasPrice", gas_response), "eth_gasPrice")
+            gas_price = _quantity(rpc_result("eth_gasPrice", gas_response), "eth_gasPrice")
         return self._fees_from(gas_price)
 
     def _node_unusable(self, url: str, exc: BaseException) -> PaymentFailed:
@@ -849,7 +775,7 @@ class TempoWallet(PaymentMethod):
             sender_address=self.address,
         )
         raw = _fee_payer_envelope(tx) if sponsored else bytes(tx.encode())
-        return raw, _hex(keccak(raw))
+        return raw, to_hex(keccak(raw))
 
     def _pulled(self, plan: _Plan, raw: bytes) -> dict[str, Any]:
         logger.info(
@@ -860,7 +786,7 @@ class TempoWallet(PaymentMethod):
             plan.chain_id,
             plan.terms.recipient,
         )
-        return {"type": "transaction", "signature": _hex(raw)}
+        return {"type": "transaction", "signature": to_hex(raw)}
 
     def _broadcast_failed(self, plan: _Plan, tx_hash: str, exc: BaseException) -> Exception:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
@@ -918,22 +844,13 @@ class TempoWallet(PaymentMethod):
         full = {**typed, "types": {"EIP712Domain": _DOMAIN_TYPE, **typed["types"]}}
         signed = self._account.sign_message(encode_typed_data(full_message=full))
         logger.info("tempo: signed a zero-amount proof on chain %s", plan.chain_id)
-        return {"type": "proof", "signature": _hex(bytes(signed.signature))}
+        return {"type": "proof", "signature": to_hex(bytes(signed.signature))}
 
     # -- hygiene ------------------------------------------------------------------
 
     def __repr__(self) -> str:
         chain = "any known" if self.chain_id is None else str(self.chain_id)
         return f"<TempoWallet address={self.address} chain={chain} modes={'/'.join(self.modes)}>"
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        raise TypeError("TempoWallet cannot be pickled: that would write its key in the clear")
-
-    def __reduce__(self) -> NoReturn:
-        self.__reduce_ex__(None)
-
-    def __getstate__(self) -> NoReturn:
-        self.__reduce_ex__(None)
 
 
 def _fee_payer_envelope(tx: Any) -> bytes:
