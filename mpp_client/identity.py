@@ -187,17 +187,7 @@ class _SigningIdentity:
             "nonce": b64url_encode(nonce),
             "ciphertext": b64url_encode(ciphertext),
         }
-        data = json.dumps(document, indent=2).encode("ascii") + b"\n"
-        try:
-            _write_atomically(Path(path), data, private=True, overwrite=overwrite)
-        except FileExistsError:
-            raise KeystoreError(
-                f"keystore {os.fspath(path)!r} already exists; pass overwrite=True to replace it"
-            ) from None
-        except OSError as exc:
-            raise KeystoreError(
-                f"cannot write keystore {os.fspath(path)!r}: {exc.strerror or type(exc).__name__}"
-            ) from exc
+        write_keystore(path, document, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], passphrase: str) -> Self:
@@ -505,3 +495,24 @@ def _read_limited(path: Path, limit: int) -> tuple[bytes, int]:
     if len(data) > limit:
         raise ValueError(f"larger than {limit} bytes")
     return data, stat.S_IMODE(info.st_mode)
+
+
+def write_keystore(
+    path: str | os.PathLike[str], document: Mapping[str, Any], *, overwrite: bool
+) -> None:
+    """Write an encrypted key document as JSON, atomically, mode 0600.
+
+    Shared by every keystore format (ours, and the Web3 Secret Storage one the
+    EVM wallet writes) so they refuse to clobber and report errors alike.
+    """
+    data = json.dumps(dict(document), indent=2).encode("ascii") + b"\n"
+    try:
+        _write_atomically(Path(path), data, private=True, overwrite=overwrite)
+    except FileExistsError:
+        raise KeystoreError(
+            f"keystore {os.fspath(path)!r} already exists; pass overwrite=True to replace it"
+        ) from None
+    except OSError as exc:
+        raise KeystoreError(
+            f"cannot write keystore {os.fspath(path)!r}: {exc.strerror or type(exc).__name__}"
+        ) from exc

@@ -43,27 +43,19 @@ def check_limits(
             continue
         counted = [r for r in in_force if r.counts_for(limit)]
         if limit.max_count is not None and len(counted) + 1 > limit.max_count:
-            raise BudgetExceeded(
-                f"a payment now would exceed the rate limit {limit.name!r}: at most "
-                f"{limit.max_count} payments, {len(counted)} already made or held"
-            )
+            raise BudgetExceeded(limit.rate_refusal(len(counted)))
         cap = limit.cap
         if cap is None:
             continue
         if record.charge.currency != cap.currency:
-            raise BudgetExceeded(
-                f"{record.charge} cannot count against budget {limit.name!r} kept in {cap.currency}"
-            )
+            raise BudgetExceeded(limit.currency_refusal(record.charge))
         used = _sum(
             (r.charge for r in counted if r.charge.currency == cap.currency),
             cap.currency,
             cap.decimals,
         )
         if used + record.charge > cap:
-            raise BudgetExceeded(
-                f"paying {record.charge} would exceed budget {limit.name!r} of {cap}: "
-                f"{used} already spent or held, {cap - used} remains"
-            )
+            raise BudgetExceeded(limit.budget_refusal(record.charge, used))
 
 
 class MemoryLedger(Ledger):

@@ -296,26 +296,16 @@ class SqlLedger(Ledger):
                     # A rate counts payments in every currency (a cap, only its own).
                     count, _ = self._usage(cur, limit, None)
                     if count + 1 > limit.max_count:
-                        raise BudgetExceeded(
-                            f"a payment now would exceed the rate limit {limit.name!r}: at most "
-                            f"{limit.max_count} payments, {count} already made or held"
-                        )
+                        raise BudgetExceeded(limit.rate_refusal(count))
                 if limit.cap is None:
                     continue
                 if held.charge.currency != limit.cap.currency:
-                    raise BudgetExceeded(
-                        f"{held.charge} cannot count against budget {limit.name!r} "
-                        f"kept in {limit.cap.currency}"
-                    )
+                    raise BudgetExceeded(limit.currency_refusal(held.charge))
                 _, used = self._usage(cur, limit, limit.cap.currency)
                 cap = _cap_nano(limit.cap)
                 if used + charge > cap:
                     spent = _from_nano(used, limit.cap.currency)
-                    room = _from_nano(max(cap - used, 0), limit.cap.currency)
-                    raise BudgetExceeded(
-                        f"paying {held.charge} would exceed budget {limit.name!r} of "
-                        f"{limit.cap}: {spent} already spent or held, {room} remains"
-                    )
+                    raise BudgetExceeded(limit.budget_refusal(held.charge, spent))
             n = self._names
             cur.execute(
                 f"INSERT INTO {n.payments} (id, created_us, updated_us, status, payee, method, "  # noqa: S608

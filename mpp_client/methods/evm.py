@@ -99,7 +99,7 @@ from .._exceptions import (
     PaymentFailed,
     PaymentOutcomeUnknown,
 )
-from ..identity import _read_limited, _write_atomically
+from ..identity import _read_limited, write_keystore
 from ..money import Amount
 from ..policy import AssetEntry, AssetRegistry
 from ..protocol import Challenge
@@ -674,17 +674,7 @@ class EvmWallet(EthWallet):
         if not isinstance(passphrase, str) or not passphrase:
             raise ValueError("refusing to encrypt a key under an empty passphrase")
         document = Account.encrypt(self._account.key, passphrase, iterations=iterations)
-        data = json.dumps(document, indent=2).encode("ascii") + b"\n"
-        try:
-            _write_atomically(Path(path), data, private=True, overwrite=overwrite)
-        except FileExistsError:
-            raise KeystoreError(
-                f"keystore {os.fspath(path)!r} already exists; pass overwrite=True to replace it"
-            ) from None
-        except OSError as exc:
-            raise KeystoreError(
-                f"cannot write keystore {os.fspath(path)!r}: {exc.strerror or type(exc).__name__}"
-            ) from None
+        write_keystore(path, document, overwrite=overwrite)
 
     @property
     def source(self) -> str | None:

@@ -122,6 +122,26 @@ class Limit:
     #: Only payments made with all of these tags count (a tag-scoped budget).
     tags: Mapping[str, str] = field(default_factory=dict)
 
+    # One wording for every refusal, whether the policy or a ledger finds it.
+
+    def rate_refusal(self, made: int) -> str:
+        return (
+            f"a payment now would exceed the rate limit {self.name!r}: at most "
+            f"{self.max_count} payments, {made} already made or held"
+        )
+
+    def currency_refusal(self, charge: Amount) -> str:
+        currency = self.cap.currency if self.cap is not None else "?"
+        return f"{charge} cannot count against budget {self.name!r} kept in {currency}"
+
+    def budget_refusal(self, charge: Amount, used: Amount) -> str:
+        assert self.cap is not None
+        room = max(self.cap - used, Amount.zero(self.cap.currency, self.cap.decimals))
+        return (
+            f"paying {charge} would exceed budget {self.name!r} of {self.cap}: "
+            f"{used} already spent or held, {room} remains"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

@@ -142,8 +142,7 @@ def _budget_rule(rules: _Rules, context: PaymentContext, limit: Limit, charge: A
         f"budget.{limit.name}",
         used + charge <= cap,
         f"budget {limit.name!r}: {used} of {cap} used, {charge} fits",
-        f"paying {charge} would exceed budget {limit.name!r} of {cap}: "
-        f"{used} already spent or held, {cap - used} remains",
+        limit.budget_refusal(charge, used),
     )
 
 
