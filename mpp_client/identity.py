@@ -200,19 +200,7 @@ class _SigningIdentity:
         if not isinstance(passphrase, str):
             raise TypeError("passphrase must be a str")
         name = repr(os.fspath(path))
-        try:
-            raw, mode = _read_limited(Path(path), _MAX_KEYSTORE_BYTES)
-        except OSError as exc:
-            raise KeystoreError(
-                f"cannot read keystore {name}: {exc.strerror or type(exc).__name__}"
-            ) from exc
-        except ValueError as exc:
-            raise KeystoreError(f"cannot read keystore {name}: {exc}") from None
-        if os.name == "posix" and mode & 0o077:
-            raise KeystoreError(
-                f"keystore {name} is accessible by group or others (mode {mode:04o}); "
-                "restrict it with chmod 600"
-            )
+        raw = read_keystore(path, _MAX_KEYSTORE_BYTES)
         header, nonce, ciphertext, salt = _parse_keystore(raw, name)
         if header["kind"] != cls._kind:
             raise KeystoreError(
@@ -516,3 +504,22 @@ def write_keystore(
         raise KeystoreError(
             f"cannot write keystore {os.fspath(path)!r}: {exc.strerror or type(exc).__name__}"
         ) from exc
+
+
+def read_keystore(path: str | os.PathLike[str], limit: int) -> bytes:
+    """Read a key file of at most ``limit`` bytes that only its owner can read."""
+    name = repr(os.fspath(path))
+    try:
+        raw, mode = _read_limited(Path(path), limit)
+    except OSError as exc:
+        raise KeystoreError(
+            f"cannot read keystore {name}: {exc.strerror or type(exc).__name__}"
+        ) from exc
+    except ValueError as exc:
+        raise KeystoreError(f"cannot read keystore {name}: {exc}") from None
+    if os.name == "posix" and mode & 0o077:
+        raise KeystoreError(
+            f"keystore {name} is accessible by group or others (mode {mode:04o}); "
+            "restrict it with chmod 600"
+        )
+    return raw

@@ -9,7 +9,7 @@ serialized: checking the limits and holding the amount is one atomic step.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -23,23 +23,6 @@ __all__ = ["PostgresLedger"]
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class _PgCursor(Cursor):
-    __slots__ = ("_cur",)
-
-    def __init__(self, cur: Any) -> None:
-        self._cur = cur
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._cur.execute(sql.replace("?", "%s"), tuple(params))
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        row = self._cur.fetchone()
-        return tuple(row) if row is not None else None
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in self._cur.fetchall()]
 
 
 class PostgresLedger(SqlLedger):
@@ -140,7 +123,7 @@ class PostgresLedger(SqlLedger):
                         # One snapshot for the whole read: verify() reads three tables
                         # and must not see another agent's write in only some of them.
                         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    yield _PgCursor(cur)
+                    yield Cursor(cur, "%s")
             except self._psycopg.Error as exc:
                 raise PaymentError(
                     f"the PostgreSQL ledger failed: {type(exc).__name__}: {exc}"

@@ -102,17 +102,30 @@ def _from_nano(nano: int, currency: str) -> Amount:
     return amount
 
 
-class Cursor(abc.ABC):
-    """The little a SQL ledger needs from a database cursor."""
+class Cursor:
+    """A DB-API cursor as the SQL ledger uses it: ``?`` placeholders, tuple rows.
 
-    @abc.abstractmethod
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+    ``paramstyle`` is the driver's placeholder (``"?"`` for sqlite3, ``"%s"``
+    for psycopg); queries are written with ``?`` and translated here.
+    """
 
-    @abc.abstractmethod
-    def fetchone(self) -> tuple[Any, ...] | None: ...
+    __slots__ = ("_cur", "_placeholder")
 
-    @abc.abstractmethod
-    def fetchall(self) -> list[tuple[Any, ...]]: ...
+    def __init__(self, cur: Any, placeholder: str = "?") -> None:
+        self._cur = cur
+        self._placeholder = placeholder
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        if self._placeholder != "?":
+            sql = sql.replace("?", self._placeholder)
+        self._cur.execute(sql, tuple(params))
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row = self._cur.fetchone()
+        return tuple(row) if row is not None else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._cur.fetchall()]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from .._exceptions import PaymentError
 from ..identity import AgentKey
@@ -40,23 +39,6 @@ def default_ledger_path() -> Path:
     else:
         base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "mpp-client" / "ledger.sqlite3"
-
-
-class _SqliteCursor(Cursor):
-    __slots__ = ("_cur",)
-
-    def __init__(self, cur: sqlite3.Cursor) -> None:
-        self._cur = cur
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._cur.execute(sql, tuple(params))
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        row = self._cur.fetchone()
-        return tuple(row) if row is not None else None
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in self._cur.fetchall()]
 
 
 class SqliteLedger(SqlLedger):
@@ -139,7 +121,7 @@ class SqliteLedger(SqlLedger):
         except sqlite3.Error as exc:
             raise PaymentError(f"the ledger is unavailable: {exc}") from exc
         try:
-            yield _SqliteCursor(cur)
+            yield Cursor(cur, "?")
         except sqlite3.Error as exc:
             cur.execute("ROLLBACK")
             # e.g. a budget total past SQLite's 64-bit integers, or a duplicate id.
@@ -157,7 +139,7 @@ class SqliteLedger(SqlLedger):
         cur = self._conn.cursor()
         try:
             cur.execute("BEGIN")
-            yield _SqliteCursor(cur)
+            yield Cursor(cur, "?")
         except sqlite3.Error as exc:
             raise PaymentError(f"the ledger could not be read: {exc}") from exc
         finally:

@@ -58,7 +58,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
 import httpx
@@ -99,7 +98,7 @@ from .._exceptions import (
     PaymentFailed,
     PaymentOutcomeUnknown,
 )
-from ..identity import _read_limited, write_keystore
+from ..identity import read_keystore, write_keystore
 from ..money import Amount
 from ..policy import AssetEntry, AssetRegistry
 from ..protocol import Challenge
@@ -633,19 +632,7 @@ class EvmWallet(EthWallet):
         if not isinstance(passphrase, str):
             raise TypeError("passphrase must be a str")
         name = repr(os.fspath(path))
-        try:
-            raw, mode = _read_limited(Path(path), 64 * 1024)
-        except OSError as exc:
-            raise KeystoreError(
-                f"cannot read keystore {name}: {exc.strerror or type(exc).__name__}"
-            ) from None
-        except ValueError as exc:
-            raise KeystoreError(f"cannot read keystore {name}: {exc}") from None
-        if os.name == "posix" and mode & 0o077:
-            raise KeystoreError(
-                f"keystore {name} is accessible by group or others (mode {mode:04o}); "
-                "restrict it with chmod 600"
-            )
+        raw = read_keystore(path, 64 * 1024)
         try:
             document = json.loads(raw)
         except ValueError:
