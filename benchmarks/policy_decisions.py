@@ -143,8 +143,9 @@ def context(rng: random.Random, history: MemoryLedger | None, *, now: datetime) 
 
 
 def record_for(ctx: PaymentContext, charge: Amount, created: datetime) -> PaymentRecord:
+    record_id = f"r-{next(_ids)}"
     return PaymentRecord(
-        id=f"r-{next(_ids)}",
+        id=record_id,
         created_at=created,
         status="reserved",
         http_method=ctx.http_method,
@@ -155,7 +156,7 @@ def record_for(ctx: PaymentContext, charge: Amount, created: datetime) -> Paymen
         amount=ctx.quote.amount,
         charge=charge,
         payee=ctx.quote.payee,
-        challenge_id=ctx.challenge.id,
+        challenge_id=f"{ctx.challenge.id}/{record_id}",  # each payment its own challenge
     )
 
 

@@ -10,7 +10,8 @@ challenge ids) into them.
 
     PaymentError
     ├── ChallengeError          the server's terms are malformed or unusable
-    │   └── ChallengeExpired
+    │   ├── ChallengeExpired
+    │   └── ChallengeReused     the challenge id was already answered
     ├── InsecureTransport       a credential would travel over plain HTTP
     ├── NoAcceptableChallenge   no offer matches a configured payment method
     ├── PolicyDenied            the spending policy refused
@@ -34,6 +35,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._text import printable
+
 if TYPE_CHECKING:
     import httpx
 
@@ -45,6 +48,7 @@ __all__ = [
     "BudgetExceeded",
     "ChallengeError",
     "ChallengeExpired",
+    "ChallengeReused",
     "InsecureTransport",
     "KeystoreError",
     "MandateAgentMismatch",
@@ -70,9 +74,14 @@ class PaymentError(Exception):
 
     ``response`` is the HTTP response that led to the error when there is one
     (already read, so its body and headers can be inspected after the fact).
+
+    Messages often quote what the server sent (a payee, a problem detail):
+    control and format characters in them are escaped here, once for every
+    error, so a hostile server cannot forge log lines or paint a terminal.
     """
 
     def __init__(self, message: str, *, response: httpx.Response | None = None) -> None:
+        message = printable(message)
         super().__init__(message)
         self.message = message
         self.response = response
@@ -92,6 +101,15 @@ class ChallengeError(PaymentError):
 
 class ChallengeExpired(ChallengeError):
     """The challenge's validity window has passed (beyond the allowed clock skew)."""
+
+
+class ChallengeReused(ChallengeError):
+    """The challenge id was already answered, by this process or any other on the ledger.
+
+    Challenges are single use: a server that re-sends one (a replay, or a bug)
+    is never paid twice. The ledger remembers every id it reserved for, across
+    restarts and processes.
+    """
 
 
 class InsecureTransport(PaymentError):
@@ -117,7 +135,7 @@ class NoAcceptableChallenge(PaymentError):
         response: httpx.Response | None = None,
     ) -> None:
         super().__init__(message, response=response)
-        self.reasons = reasons
+        self.reasons = tuple(printable(reason) for reason in reasons)
 
 
 class PolicyDenied(PaymentError):
@@ -138,7 +156,7 @@ class PolicyDenied(PaymentError):
         """Human-readable reasons, one per rule that refused."""
         if self.decision is None:
             return (self.message,)
-        return self.decision.reasons
+        return tuple(printable(reason) for reason in self.decision.reasons)
 
 
 class BudgetExceeded(PolicyDenied):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import logging
 import re
 import threading
 import uuid
@@ -43,6 +42,8 @@ from ._exceptions import (
     PolicyDenied,
     ProtocolError,
 )
+from ._headers import hide_credentials, mask_credentials
+from ._text import get_logger, printable
 from .identity import AgentKey, sign_record
 from .ledger import Ledger, PaymentRecord
 from .methods import PaymentMethod, Quote
@@ -59,7 +60,7 @@ from .protocol import (
 
 __all__ = ["Call", "DryRun", "Engine", "Offer", "Pending", "Plan", "redact_url"]
 
-logger = logging.getLogger("mpp_client")
+logger = get_logger("mpp_client")
 
 #: Methods whose retried request must carry an Idempotency-Key.
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -306,7 +307,7 @@ class Call:
             except ChallengeError as exc:
                 passed(challenge, exc)
                 continue
-            decision = self._decide(challenge, quote, target, redacted, now)
+            decision = self._narrow(self._decide(challenge, quote, target, redacted, now), quote)
             offer = Offer(challenge, method, quote, target, redacted, now)
             if decision.mode == "dry-run":
                 logger.info("dry run: %s %s for %s", decision.outcome, quote.amount, redacted)
@@ -405,6 +406,12 @@ class Call:
             refusal = self._refusal(offer, refused, response)
             self._log_refusal(offer, refused, refusal)
             raise refusal
+        # An approval can take minutes: the terms must still be fresh now.
+        try:
+            self._check_fresh(offer.challenge, offer.quote, self.engine.clock())
+        except ChallengeExpired as exc:
+            exc.response = response
+            raise
         rule = RuleResult("approval", True, "approved by the approver")
         allowed = dataclasses.replace(decision, outcome="allow", rules=(*decision.rules, rule))
         return self.reserve(offer, allowed, response)
@@ -430,11 +437,7 @@ class Call:
     def _check_terms(
         self, challenge: Challenge, quote: Quote, target: httpx.Request, now: datetime
     ) -> None:
-        skew = self.engine.clock_skew.total_seconds()
-        if challenge.is_expired(now, skew_seconds=skew):
-            raise ChallengeExpired(f"challenge expired at {challenge.expires_raw}")
-        if quote.expires is not None and (now - quote.expires).total_seconds() > skew:
-            raise ChallengeExpired(f"payment request expired at {quote.expires.isoformat()}")
+        self._check_fresh(challenge, quote, now)
         if not isinstance(quote.amount, Amount) or quote.amount.units < 0:
             raise ChallengeError("the method quoted an invalid amount")
         if challenge.digest is not None and not digest_matches(challenge.digest, target.content):
@@ -442,6 +445,67 @@ class Call:
                 "challenge digest does not match the request body; "
                 "refusing to pay for a different body"
             )
+
+    def _check_fresh(self, challenge: Challenge, quote: Quote, now: datetime) -> None:
+        """Refuse terms that have expired, or will within the clock skew.
+
+        The skew only ever makes us stricter: a credential is never sent for a
+        challenge our own clock says has expired, and one that expires within
+        ``clock_skew`` would likely be stale by the time the server reads it.
+        """
+        deadline = now + self.engine.clock_skew
+        if challenge.expires is not None and challenge.expires <= deadline:
+            state = "expired" if challenge.expires <= now else "expires too soon to pay"
+            raise ChallengeExpired(
+                f"challenge {state} ({printable(challenge.expires_raw or '', 40)}; "
+                f"allowing {self.engine.clock_skew.total_seconds():g} s of clock skew)"
+            )
+        if quote.expires is not None and quote.expires <= deadline:
+            state = "expired" if quote.expires <= now else "expires too soon to pay"
+            raise ChallengeExpired(f"payment request {state} ({quote.expires.isoformat()})")
+
+    def _narrow(self, decision: Decision, quote: Quote) -> Decision:
+        """Apply the call's own limits (``max_amount``, ``payee``), whatever the policy did.
+
+        The policy is given them and may explain them in its own rules, but a
+        user's ``SpendPolicy`` could ignore them: the flow enforces them after
+        every decision, so a call can narrow any policy and never widen one.
+        """
+        options = self.options
+        failed: list[RuleResult] = []
+        if options.max_amount is not None:
+            cap = options.max_amount
+            charge = decision.charge or quote.amount
+            if cap.currency == charge.currency:
+                ok, amount = charge <= cap, charge
+            elif cap.currency == quote.amount.currency:
+                ok, amount = quote.amount <= cap, quote.amount
+            else:
+                ok, amount = False, None
+            if not ok:
+                reason = (
+                    f"amount {amount} exceeds the call's max_amount {cap}"
+                    if amount is not None
+                    else f"the call's max_amount {cap} cannot be compared with "
+                    f"{quote.amount} ({charge.currency} against the policy)"
+                )
+                failed.append(RuleResult("call.max_amount", False, reason))
+        if options.payee is not None and not _same_payee(options.payee, quote.payee):
+            failed.append(
+                RuleResult(
+                    "call.payee",
+                    False,
+                    f"payee {quote.payee!r} is not the payee the call expected ({options.payee!r})",
+                )
+            )
+        if not failed:
+            return decision
+        known = {(r.rule, r.passed) for r in decision.rules}
+        extra = tuple(r for r in failed if (r.rule, False) not in known)
+        # A passing rule of the same name (a policy that got it wrong) is replaced.
+        names = {r.rule for r in failed}
+        rules = tuple(r for r in decision.rules if not (r.rule in names and r.passed))
+        return dataclasses.replace(decision, outcome="deny", rules=(*rules, *extra))
 
     def _decide(
         self,
@@ -571,14 +635,15 @@ class Call:
     def retry_request(self, plan: Plan) -> httpx.Request:
         """A copy of the request that got the challenge, body intact, same Idempotency-Key."""
         target = plan.target
-        headers = httpx.Headers(target.headers)
-        return httpx.Request(
+        retry = httpx.Request(
             target.method,
             target.url,
-            headers=headers,
+            headers=target.headers,
             content=target.content,
             extensions=target.extensions,
         )
+        hide_credentials(retry)  # it is about to carry one
+        return retry
 
     # -- settling -----------------------------------------------------------------
 
@@ -599,10 +664,22 @@ class Call:
         Raises a typed error when the outcome is a failure.
         """
         ledger = self.engine.ledger
+        mask_credentials(response)
         status = response.status_code
         if 200 <= status < 300:
-            receipt = self._receipt(response, plan)
-            self.record = ledger.commit(plan.record.id, receipt)
+            reading = self._receipt(response, plan)
+            if reading.failed:
+                # The server served the resource but its receipt says the payment
+                # did not succeed: contradictory, so the outcome is not known.
+                reason = f"HTTP {status}, but {reading.note}"
+                self.record = ledger.mark_unknown(plan.record.id, reason)
+                raise PaymentOutcomeUnknown(
+                    f"{reason}; {plan.record.amount} to {plan.record.payee!r} stays counted "
+                    f"until resolved (ledger record {plan.record.id})",
+                    record=self.record,
+                    response=response,
+                )
+            self.record = ledger.commit(plan.record.id, reading.receipt, reason=reading.note)
             return False
         if status == 402:
             problem = Problem.parse(response.content, response.headers.get("content-type"))
@@ -635,7 +712,16 @@ class Call:
         )
 
     @staticmethod
-    def _receipt(response: httpx.Response, plan: Plan) -> Receipt | None:
+    def _receipt(response: httpx.Response, plan: Plan) -> _ReceiptReading:
+        """The receipt for this payment, and a note when the server's could not be kept.
+
+        The draft sends a receipt only for a successful payment, for the
+        challenge that was paid. A malformed one, or one naming another method
+        or challenge, is not kept (the 2xx still means the credential was
+        accepted) and the ledger record says why. A receipt whose status is
+        not ``success`` contradicts the 2xx: the reading is then ``failed``,
+        and the outcome is recorded as unknown.
+        """
         value = response.headers.get("payment-receipt")
         if value is None:
             # The paid request may have been redirected: the receipt then rides on
@@ -647,19 +733,35 @@ class Call:
                 if value is not None:
                     break
         if value is None:
-            return None
+            return _ReceiptReading()
         try:
             receipt = Receipt.parse(value)
         except ProtocolError as exc:
+            status = Receipt.peek_status(value)
+            if status is not None and status != "success":
+                note = f"its Payment-Receipt says status {printable(status, 40)!r}"
+                return _ReceiptReading(note=note, failed=True)
             logger.warning("ignoring a malformed Payment-Receipt: %s", exc.message)
-            return None
-        if receipt.method != plan.challenge.method:
-            logger.warning(
-                "Payment-Receipt names method %r, the payment used %r",
-                receipt.method[:40],
-                plan.challenge.method,
+            return _ReceiptReading(
+                note=f"the server's Payment-Receipt was malformed ({exc.message}); not kept"
             )
-        return receipt
+        challenge = plan.challenge
+        if receipt.method != challenge.method:
+            note = (
+                f"the server's Payment-Receipt names method {printable(receipt.method, 40)!r}, "
+                f"not {challenge.method!r}; not kept"
+            )
+            logger.warning("%s", note)
+            return _ReceiptReading(note=note)
+        named = receipt.data.get("challengeId")
+        if named is not None and named != challenge.id:
+            note = (
+                f"the server's Payment-Receipt is for challenge {printable(named, 80)!r}, "
+                f"not {challenge.id!r}; not kept"
+            )
+            logger.warning("%s", note)
+            return _ReceiptReading(note=note)
+        return _ReceiptReading(receipt)
 
     def finish(self, response: httpx.Response, dry_run: DryRun | None = None) -> None:
         if self.record is not None:
@@ -668,7 +770,25 @@ class Call:
             response.extensions["mpp_decision"] = dry_run.decision
 
 
+@dataclass(frozen=True, slots=True)
+class _ReceiptReading:
+    """What the paid response's ``Payment-Receipt`` says about this payment."""
+
+    receipt: Receipt | None = None
+    #: Why the server's receipt was not kept (for the ledger record), if it was not.
+    note: str | None = None
+    #: The receipt reports a payment that did not succeed.
+    failed: bool = False
+
+
 _HEX_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
+
+
+def _same_payee(expected: str, payee: str) -> bool:
+    """Payee ids compare exactly, except hex addresses, which compare by value."""
+    if _HEX_ADDRESS.fullmatch(expected) and _HEX_ADDRESS.fullmatch(payee):
+        return expected.lower() == payee.lower()
+    return expected == payee
 
 
 def _canonical_payee(quote: Quote) -> Quote:

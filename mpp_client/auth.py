@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import logging
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ import anyio.to_thread
 import httpx
 
 from ._flow import MAX_402_BODY, Call, DryRun, Engine, Pending, read_402_limit_error
+from ._text import get_logger
 from .identity import AgentKey
 from .ledger import Ledger, open_ledger
 from .methods import PaymentMethod
@@ -31,7 +31,7 @@ from .protocol import format_accept_payment
 
 __all__ = ["PaymentAuth"]
 
-logger = logging.getLogger("mpp_client")
+logger = get_logger("mpp_client")
 
 
 def _utcnow() -> datetime:

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from ._headers import strip_credentials
 from .auth import PaymentAuth
 from .identity import AgentKey
 from .ledger import Ledger, PaymentRecord
@@ -16,8 +17,6 @@ from .methods import PaymentMethod
 from .policy import Approver, Decision, SpendPolicy
 
 __all__ = ["AsyncClient", "Client", "payment_decision", "payment_record"]
-
-_CREDENTIAL_HEADERS = ("Authorization", "Payment-Authorization")
 
 
 def payment_decision(response: httpx.Response) -> Decision | None:
@@ -49,14 +48,6 @@ def _build_payment(
             raise TypeError("policy and ledger need payment methods: pass methods=[...]")
         return None
     return PaymentAuth(methods, policy=policy, ledger=ledger, **options)
-
-
-def _strip_credentials(headers: httpx.Headers) -> None:
-    # A payment credential is single use and bound to one origin: never forward it.
-    for name in _CREDENTIAL_HEADERS:
-        value = headers.get(name)
-        if value is not None and value[:8].lower() == "payment ":
-            del headers[name]
 
 
 class _PaymentMixin:
@@ -132,7 +123,7 @@ class _PaymentMixin:
         self, request: httpx.Request, url: httpx.URL, method: str
     ) -> httpx.Headers:
         headers: httpx.Headers = super()._redirect_headers(request, url, method)  # type: ignore[misc]
-        _strip_credentials(headers)
+        strip_credentials(headers)
         return headers
 
     def __repr__(self) -> str:

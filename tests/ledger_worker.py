@@ -104,9 +104,11 @@ class _FaultyLedger:
         self.faults.hit("after-reserve")
         return held
 
-    def commit(self, record_id: str, receipt: Receipt | None) -> PaymentRecord:
+    def commit(
+        self, record_id: str, receipt: Receipt | None, *, reason: str | None = None
+    ) -> PaymentRecord:
         self.faults.hit("after-pay")
-        done: PaymentRecord = super().commit(record_id, receipt)  # type: ignore[misc]
+        done: PaymentRecord = super().commit(record_id, receipt, reason=reason)  # type: ignore[misc]
         self.faults.hit("after-commit")
         return done
 

@@ -197,18 +197,38 @@ def test_expired_challenge_is_refused(live: Any) -> None:
     assert len(app.seen) == 1
 
 
-def test_expiry_inside_clock_skew_is_paid(live: Any) -> None:
-    just_past = datetime.now(UTC) - timedelta(seconds=2)
-    app = paid_after()
-    app_challenge = charge(expires=just_past)
-    app.handler = lambda seen, i: (
-        challenge_402(app_challenge)
-        if "authorization" not in seen.headers
-        else (200, [receipt_header()], b"ok")
+@pytest.mark.parametrize(
+    ("expires_in", "skew", "paid"),
+    [
+        (timedelta(seconds=-1), timedelta(seconds=5), False),  # expired a second ago
+        (timedelta(seconds=-1), timedelta(0), False),  # ...even with no tolerance
+        (timedelta(seconds=3), timedelta(seconds=10), False),  # expires inside the skew
+        (timedelta(minutes=5), timedelta(seconds=5), True),  # comfortably valid
+    ],
+    ids=["expired", "expired-no-skew", "expires-within-skew", "valid"],
+)
+def test_clock_skew_only_makes_expiry_stricter(
+    live: Any, expires_in: timedelta, skew: timedelta, paid: bool
+) -> None:
+    app_challenge = charge(expires=datetime.now(UTC) + expires_in)
+    app = Scripted(
+        lambda seen, i: (
+            challenge_402(app_challenge)
+            if "authorization" not in seen.headers
+            else (200, [receipt_header()], b"ok")
+        )
     )
     url = live(app)
-    with make_client(base_url=url, clock_skew=timedelta(seconds=10)) as client:
-        assert client.get("/x").status_code == 200
+    with make_client(base_url=url, clock_skew=skew) as client:
+        if paid:
+            assert client.get("/x").status_code == 200
+            assert len(app.seen) == 2
+        else:
+            with pytest.raises(ChallengeExpired):
+                client.get("/x")
+            # Nothing was sent for it: the only request is the one that got the 402.
+            assert len(app.seen) == 1
+            assert client.ledger is not None and client.ledger.records() == []
 
 
 def test_request_level_expiry_is_checked_too(live: Any) -> None:

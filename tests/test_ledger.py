@@ -32,6 +32,7 @@ import pytest
 
 from mpp_client import (
     BudgetExceeded,
+    ChallengeReused,
     Client,
     DevWallet,
     PaymentError,
@@ -1368,3 +1369,60 @@ def test_sqlite_file_from_an_earlier_version_is_migrated(tmp_path: Path) -> None
     reopened.reserve(make_record(clock, "0.10 USD", tags={"env": "peak"}), [])
     assert reopened.spent("USD", tags={"env": "peak"}) == USD("0.40 USD")
     assert reopened.verify().ok
+
+
+def test_old_file_gets_the_challenge_index_and_keeps_refusing_replays(tmp_path: Path) -> None:
+    """Files made before challenges were indexed: the column is added and filled on open.
+
+    A file written by the old client may already hold a replayed challenge twice
+    (the fault the index closes): the first record keeps the id, and the file
+    still verifies.
+    """
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    clock = Clock()
+    first = SqliteLedger(path, clock=clock)
+    paid = first.reserve(make_record(clock, "0.30 USD", challenge_id="seen-once"), [])
+    first.close()
+    with sqlite3.connect(path) as conn:  # back to the old shape, with the old fault's trace
+        conn.execute("DROP INDEX mpp_payments_challenge")
+        conn.execute("ALTER TABLE mpp_payments DROP COLUMN challenge")
+    with sqlite3.connect(path) as conn:
+        (stored,) = conn.execute("SELECT record FROM mpp_payments").fetchone()
+        twin = json.loads(stored)
+        twin["id"] = "replayed-twin"
+        conn.execute(
+            "INSERT INTO mpp_payments (id, created_us, updated_us, status, payee, method, "
+            "currency, charge_nano, tagset, record) SELECT ?, created_us + 1, updated_us, status, "
+            "payee, method, currency, charge_nano, tagset, ? FROM mpp_payments WHERE id = ?",
+            ("replayed-twin", json.dumps(twin), paid.id),
+        )
+    reopened = SqliteLedger(path, clock=clock)
+    with sqlite3.connect(path) as conn:
+        keys = dict(conn.execute("SELECT id, challenge FROM mpp_payments").fetchall())
+    assert keys[paid.id] is not None and keys["replayed-twin"] is None
+    with pytest.raises(ChallengeReused, match=f"ledger record {paid.id}"):
+        reopened.reserve(make_record(clock, "0.10 USD", challenge_id="seen-once"), [])
+    reopened.reserve(make_record(clock, "0.10 USD", challenge_id="new-one"), [])
+    report = reopened.verify()
+    # The hand-inserted twin has no audit event: that is the only problem reported.
+    assert [p for p in report.problems if "replayed-twin" not in p] == []
+
+
+@pytest.mark.parametrize("column", ["tagset", "challenge"])
+def test_verify_covers_the_columns_budgets_and_replays_depend_on(
+    durable: Store, column: str
+) -> None:
+    """Clearing ``tagset`` frees tag-scoped budgets; clearing ``challenge`` allows a replay."""
+    durable.ledger.reserve(
+        make_record(durable.clock, "0.30 USD", tags={"job": "nightly"}, challenge_id="c-1"), []
+    )
+    assert durable.ledger.verify().ok  # type: ignore[attr-defined]
+    raw = durable.raw
+    assert raw is not None
+    value = "''" if column == "tagset" else "NULL"
+    raw.execute(f"UPDATE {raw.payments} SET {column} = {value}")
+    report = durable.ledger.verify()  # type: ignore[attr-defined]
+    assert not report.ok
+    assert any("modified" in p for p in report.problems), report.problems

@@ -127,8 +127,9 @@ _ids = itertools.count()
 def record_for(context: PaymentContext, charge: Amount) -> PaymentRecord:
     """The record the flow would reserve for ``context``, created at ``context.now``."""
     quote = context.quote
+    record_id = f"rec-{next(_ids)}"
     return PaymentRecord(
-        id=f"rec-{next(_ids)}",
+        id=record_id,
         created_at=context.now,
         status="reserved",
         http_method=context.http_method,
@@ -139,7 +140,7 @@ def record_for(context: PaymentContext, charge: Amount) -> PaymentRecord:
         amount=quote.amount,
         charge=charge,
         payee=quote.payee,
-        challenge_id=context.challenge.id,
+        challenge_id=f"{context.challenge.id}/{record_id}",  # each payment its own challenge
         tags=dict(context.tags),
     )
 

@@ -73,7 +73,7 @@ def record(charge: str, *, payee: str = "merchant", created: datetime = NOW) -> 
         amount=amount,
         charge=amount,
         payee=payee,
-        challenge_id="c",
+        challenge_id=f"c-{charge}-{payee}-{created.timestamp()}",
     )
 
 

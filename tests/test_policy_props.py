@@ -94,8 +94,9 @@ def context(
 
 
 def record_for(ctx: PaymentContext, charge: Amount) -> PaymentRecord:
+    record_id = f"p-{next(_ids)}"
     return PaymentRecord(
-        id=f"p-{next(_ids)}",
+        id=record_id,
         created_at=ctx.now,
         status="reserved",
         http_method=ctx.http_method,
@@ -106,7 +107,7 @@ def record_for(ctx: PaymentContext, charge: Amount) -> PaymentRecord:
         amount=ctx.quote.amount,
         charge=charge,
         payee=ctx.quote.payee,
-        challenge_id=ctx.challenge.id,
+        challenge_id=f"{ctx.challenge.id}/{record_id}",  # each payment its own challenge
     )
 
 

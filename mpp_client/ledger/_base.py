@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from .._exceptions import ChallengeReused
 from ..money import Amount
 from ..policy import Decision, Limit
 from ..protocol import Receipt, b64url_encode, canonical_json, format_rfc3339, parse_rfc3339
 
-__all__ = ["COUNTED", "Ledger", "PaymentRecord", "Status"]
+__all__ = ["COUNTED", "Ledger", "PaymentRecord", "Status", "challenge_key", "reused_challenge"]
 
 Status = Literal["reserved", "committed", "released", "unknown"]
 #: Statuses that count against budgets: money held, spent, or possibly spent.
@@ -47,7 +49,7 @@ class PaymentRecord:
     purpose: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     receipt: Receipt | None = None
-    #: Why it was released or left unknown.
+    #: Why it was released or left unknown, or what was odd about a commit.
     reason: str | None = None
     updated_at: datetime | None = None
     #: The agent (did:key) that decided, and its signature over :meth:`decision_record`.
@@ -128,6 +130,11 @@ class PaymentRecord:
         }
 
     @property
+    def challenge_key(self) -> str:
+        """What makes a challenge single use: its realm and id (see :func:`challenge_key`)."""
+        return challenge_key(self.realm, self.challenge_id)
+
+    @property
     def asset(self) -> str:
         return self.amount.currency
 
@@ -177,11 +184,19 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     def reserve(self, record: PaymentRecord, limits: Sequence[Limit]) -> PaymentRecord:
-        """Hold ``record.charge`` against ``limits``; raise BudgetExceeded if one would overflow."""
+        """Hold ``record.charge`` against ``limits``; raise BudgetExceeded if one would overflow.
+
+        Raises :class:`~mpp_client.ChallengeReused` when a payment was ever
+        reserved for the same challenge (realm and id), whatever became of
+        it: challenges are single use across processes and restarts, and the
+        check is an index lookup, not a scan.
+        """
 
     @abc.abstractmethod
-    def commit(self, record_id: str, receipt: Receipt | None) -> PaymentRecord:
-        """The payment succeeded."""
+    def commit(
+        self, record_id: str, receipt: Receipt | None, *, reason: str | None = None
+    ) -> PaymentRecord:
+        """The payment succeeded. ``reason`` notes anything odd (a receipt not kept)."""
 
     @abc.abstractmethod
     def release(self, record_id: str, reason: str) -> PaymentRecord:
@@ -241,6 +256,19 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     def failure_streak(self, payee: str) -> tuple[int, datetime | None]:
         """Trailing run of ``unknown`` outcomes for ``payee`` and the latest one's time."""
+
+
+def challenge_key(realm: str, challenge_id: str) -> str:
+    """One string per (realm, challenge id), unambiguous whatever the two contain."""
+    return json.dumps([realm, challenge_id], ensure_ascii=False, separators=(",", ":"))
+
+
+def reused_challenge(record: PaymentRecord, earlier: str) -> ChallengeReused:
+    """The refusal for a challenge that ledger record ``earlier`` already answered."""
+    return ChallengeReused(
+        f"challenge {record.challenge_id!r} from {record.realm!r} was already answered "
+        f"(ledger record {earlier}): challenges are single use, refusing to pay it again"
+    )
 
 
 def _receipt(data: Mapping[str, Any]) -> Receipt:

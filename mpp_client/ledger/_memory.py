@@ -10,7 +10,7 @@ from .._exceptions import BudgetExceeded, PaymentError
 from ..money import Amount
 from ..policy import Limit
 from ..protocol import Receipt
-from ._base import COUNTED, Ledger, PaymentRecord, Status
+from ._base import COUNTED, Ledger, PaymentRecord, Status, reused_challenge
 
 __all__ = ["MemoryLedger"]
 
@@ -68,6 +68,8 @@ class MemoryLedger(Ledger):
     def __init__(self, *, clock: Callable[[], datetime] = _utcnow) -> None:
         self._lock = threading.Lock()
         self._records: dict[str, PaymentRecord] = {}
+        #: challenge_key -> the record that answered it (challenges are single use).
+        self._challenges: dict[str, str] = {}
         self._clock = clock
 
     def reserve(self, record: PaymentRecord, limits: Sequence[Limit]) -> PaymentRecord:
@@ -76,9 +78,13 @@ class MemoryLedger(Ledger):
         with self._lock:
             if record.id in self._records:
                 raise PaymentError(f"ledger record {record.id!r} already exists")
+            earlier = self._challenges.get(record.challenge_key)
+            if earlier is not None:
+                raise reused_challenge(record, earlier)
             check_limits(record, limits, list(self._records.values()))
             held = record.with_status("reserved", now=self._clock())
             self._records[held.id] = held
+            self._challenges[held.challenge_key] = held.id
             return held
 
     def _settle(
@@ -100,8 +106,10 @@ class MemoryLedger(Ledger):
             self._records[record_id] = updated
             return updated
 
-    def commit(self, record_id: str, receipt: Receipt | None) -> PaymentRecord:
-        return self._settle(record_id, "committed", receipt=receipt)
+    def commit(
+        self, record_id: str, receipt: Receipt | None, *, reason: str | None = None
+    ) -> PaymentRecord:
+        return self._settle(record_id, "committed", receipt=receipt, reason=reason)
 
     def release(self, record_id: str, reason: str) -> PaymentRecord:
         return self._settle(record_id, "released", reason=reason)

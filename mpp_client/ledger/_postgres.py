@@ -82,6 +82,7 @@ class PostgresLedger(SqlLedger):
                 currency TEXT NOT NULL,
                 charge_nano BIGINT NOT NULL,
                 tagset TEXT NOT NULL DEFAULT '',
+                challenge TEXT,
                 record TEXT NOT NULL)""",
             f"CREATE INDEX IF NOT EXISTS {n.payments}_budget "
             f"ON {n.payments} (currency, status, created_us, charge_nano)",

@@ -40,7 +40,7 @@ from ._audit import (
     make_event,
     verify_chain,
 )
-from ._base import COUNTED, Ledger, PaymentRecord, Status
+from ._base import COUNTED, Ledger, PaymentRecord, Status, challenge_key, reused_challenge
 
 __all__ = ["Cursor", "SqlLedger", "to_nano"]
 
@@ -191,6 +191,25 @@ class SqlLedger(Ledger):
     def _migrate(self, cur: Cursor) -> None:
         """Bring tables made by an earlier version up to date (idempotent)."""
         n = self._names
+        if "challenge" not in self._columns(cur, n.payments):
+            # Challenges are single use across restarts: index what each record answered.
+            # A ledger written before this may hold a replayed id twice; the first keeps it.
+            cur.execute(f"ALTER TABLE {n.payments} ADD COLUMN challenge TEXT")
+            cur.execute(f"SELECT id, record FROM {n.payments} ORDER BY created_us, id")  # noqa: S608
+            seen: set[str] = set()
+            for record_id, stored in cur.fetchall():
+                data = json.loads(stored)
+                key = challenge_key(data["realm"], data["challenge_id"])
+                if key in seen:
+                    continue
+                seen.add(key)
+                cur.execute(
+                    f"UPDATE {n.payments} SET challenge = ? WHERE id = ?",  # noqa: S608
+                    (key, record_id),
+                )
+        cur.execute(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {n.payments}_challenge ON {n.payments} (challenge)"
+        )
         if "tagset" not in self._columns(cur, n.payments):
             cur.execute(f"ALTER TABLE {n.payments} ADD COLUMN tagset TEXT NOT NULL DEFAULT ''")
             cur.execute(f"SELECT id, record FROM {n.payments}")  # noqa: S608
@@ -302,6 +321,12 @@ class SqlLedger(Ledger):
         if charge > _MAX_NANO:  # would not fit the 64-bit column budgets are summed over
             raise PaymentError(f"{held.charge} is too large for the ledger")
         with self._lock, self._write() as cur:
+            n = self._names
+            key = held.challenge_key
+            cur.execute(f"SELECT id FROM {n.payments} WHERE challenge = ?", (key,))  # noqa: S608
+            earlier = cur.fetchone()
+            if earlier is not None:
+                raise reused_challenge(held, str(earlier[0]))
             for limit in limits:
                 if not held.in_scope(limit):
                     continue
@@ -319,10 +344,10 @@ class SqlLedger(Ledger):
                 if used + charge > cap:
                     spent = _from_nano(used, limit.cap.currency)
                     raise BudgetExceeded(limit.budget_refusal(held.charge, spent))
-            n = self._names
             cur.execute(
                 f"INSERT INTO {n.payments} (id, created_us, updated_us, status, payee, method, "  # noqa: S608
-                "currency, charge_nano, tagset, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "currency, charge_nano, tagset, challenge, record) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     held.id,
                     _us(held.created_at),
@@ -333,6 +358,7 @@ class SqlLedger(Ledger):
                     held.charge.currency,
                     charge,
                     _tagset(held.tags),
+                    key,
                     json.dumps(held.to_dict()),
                 ),
             )
@@ -366,9 +392,16 @@ class SqlLedger(Ledger):
             self._append(cur, kind, updated, {})
         return updated
 
-    def commit(self, record_id: str, receipt: Receipt | None) -> PaymentRecord:
+    def commit(
+        self, record_id: str, receipt: Receipt | None, *, reason: str | None = None
+    ) -> PaymentRecord:
         return self._settle(
-            record_id, "committed", kind="commit", allowed_from=("reserved",), receipt=receipt
+            record_id,
+            "committed",
+            kind="commit",
+            allowed_from=("reserved",),
+            receipt=receipt,
+            reason=reason,
         )
 
     def release(self, record_id: str, reason: str) -> PaymentRecord:
@@ -511,8 +544,9 @@ class SqlLedger(Ledger):
             events = self._events(cur)
             checkpoints = self._checkpoints(cur)
             cur.execute(
-                "SELECT id, status, charge_nano, record, created_us, payee, method, currency "  # noqa: S608
-                f"FROM {self._names.payments}"
+                "SELECT id, status, charge_nano, record, tagset, challenge, "  # noqa: S608
+                f"created_us, payee, method, currency FROM {self._names.payments} "
+                "ORDER BY created_us, id"
             )
             rows = cur.fetchall()
         report, latest = verify_chain(
@@ -522,7 +556,8 @@ class SqlLedger(Ledger):
             require_signatures=require_signatures,
         )
         seen = set()
-        for record_id, status, charge_nano, stored, *columns in rows:
+        answered: set[str] = set()  # challenge keys, each indexed by its first record only
+        for record_id, status, charge_nano, stored, tagset, challenge, *columns in rows:
             seen.add(record_id)
             logged = latest.get(record_id)
             if logged is None:
@@ -533,13 +568,19 @@ class SqlLedger(Ledger):
                 continue
             try:
                 said = PaymentRecord.from_dict(record)
-                # The columns budgets are summed over must say what the log says too.
+                key = said.challenge_key
+                first = key not in answered
+                answered.add(key)
+                # The columns budgets are summed over, and the index that keeps
+                # challenges single use, must say what the log says too.
                 same = (
                     said.id == record_id
                     and json.loads(stored) == record
                     and status == said.status
                     and [int(columns[0]), *columns[1:]]
                     == [_us(said.created_at), said.payee, said.method, said.charge.currency]
+                    and tagset == _tagset(said.tags)
+                    and challenge == (key if first else None)
                 )
                 same_charge = int(charge_nano) == to_nano(said.charge)
             except (KeyError, TypeError, ValueError, AttributeError):

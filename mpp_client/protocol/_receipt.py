@@ -68,6 +68,21 @@ class Receipt:
             status=status, method=method, reference=reference, timestamp=timestamp, data=data
         )
 
+    @staticmethod
+    def peek_status(value: str) -> str | None:
+        """The ``status`` a ``Payment-Receipt`` claims, even when the receipt is unusable.
+
+        Lets a client tell a receipt that reports a failed payment from one
+        that is merely malformed. None when there is no readable status string.
+        """
+        if not isinstance(value, str) or len(value) > _MAX_RECEIPT_BYTES:
+            return None
+        try:
+            status = b64url_decode_json(value.strip()).get("status")
+        except Base64Error:
+            return None
+        return status if isinstance(status, str) else None
+
     def to_header(self) -> str:
         """Encode as a ``Payment-Receipt`` value (JCS, base64url)."""
         body: dict[str, Any] = dict(self.data)
