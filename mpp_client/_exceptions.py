@@ -40,7 +40,7 @@ from ._text import printable
 if TYPE_CHECKING:
     import httpx
 
-    from .policy import Decision
+    from ._decision import Decision
     from .protocol import Problem
 
 __all__ = [

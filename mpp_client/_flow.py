@@ -46,13 +46,14 @@ from ._headers import hide_credentials, mask_credentials
 from ._text import get_logger, printable
 from .identity import AgentKey, sign_record
 from .ledger import Ledger, PaymentRecord
-from .methods import PaymentMethod, Quote
+from .methods import PaymentMethod
 from .money import Amount, MoneyError
 from .policy import ApprovalRequest, Approver, Decision, PaymentContext, RuleResult, SpendPolicy
 from .protocol import (
     Challenge,
     Credential,
     Problem,
+    Quote,
     Receipt,
     digest_matches,
     parse_challenges_lenient,

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from .._decision import Decision, Limit
 from .._exceptions import ChallengeReused
 from ..money import Amount
-from ..policy import Decision, Limit
 from ..protocol import Receipt, b64url_encode, canonical_json, format_rfc3339, parse_rfc3339
 
 __all__ = ["COUNTED", "Ledger", "PaymentRecord", "Status", "challenge_key", "reused_challenge"]

@@ -6,9 +6,9 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from .._decision import Limit
 from .._exceptions import BudgetExceeded, PaymentError
 from ..money import Amount
-from ..policy import Limit
 from ..protocol import Receipt
 from ._base import COUNTED, Ledger, PaymentRecord, Status, reused_challenge
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .._decision import Limit
 from .._exceptions import BudgetExceeded, PaymentError
 from ..identity import AgentKey
 from ..money import Amount
-from ..policy import Limit
 from ..protocol import Receipt
 from ._audit import (
     GENESIS,

@@ -3,95 +3,14 @@
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, ClassVar
 
 import anyio.to_thread
 
-from .._exceptions import ChallengeError
-from ..money import Amount
-from ..protocol import Challenge, parse_rfc3339
+from ..protocol import Challenge, ChargeTerms, Quote, charge_terms
 
 __all__ = ["ChargeTerms", "PaymentMethod", "Quote", "charge_terms"]
-
-_UNITS = re.compile(r"0|[1-9][0-9]{0,77}")
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    """What paying a challenge would cost, as the method understands the terms.
-
-    ``amount`` is in the asset the method pays with (base units plus
-    decimals); ``payee`` is who receives it. The policy decides on this, so a
-    method must fill it from the challenge's ``request``, never from its
-    ``description``.
-    """
-
-    amount: Amount
-    payee: str
-    method: str
-    intent: str
-    expires: datetime | None = None
-    #: The currency exactly as the challenge wrote it (``usd``, a token address...).
-    currency: str = ""
-    chain_id: int | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ChargeTerms:
-    """The common fields of a ``charge`` intent request, validated."""
-
-    amount: int
-    currency: str
-    recipient: str | None
-    expires: datetime | None
-    external_id: str | None
-    method_details: Mapping[str, Any]
-
-
-def charge_terms(challenge: Challenge) -> ChargeTerms:
-    """Read and check a ``charge`` request: amount, currency, recipient, expiry.
-
-    The amount must be a string of base-10 digits (JSON numbers are refused: a
-    float cannot be trusted to carry money). Unknown fields are ignored, as
-    servers add their own. Raises :class:`ChallengeError`.
-    """
-    request = challenge.request
-    amount = request.get("amount")
-    if not isinstance(amount, str) or _UNITS.fullmatch(amount) is None:
-        raise ChallengeError(
-            f"charge request 'amount' must be a string of base-unit digits, got {amount!r:.40}"
-        )
-    currency = request.get("currency")
-    if not isinstance(currency, str) or not currency or len(currency) > 128:
-        raise ChallengeError("charge request has no usable 'currency'")
-    recipient = request.get("recipient")
-    if recipient is not None and (not isinstance(recipient, str) or not recipient):
-        raise ChallengeError("charge request 'recipient' must be a non-empty string")
-    expires = challenge.expires
-    raw_expires = request.get("expires")
-    if raw_expires is not None:
-        try:
-            request_expires = parse_rfc3339(raw_expires)
-        except (ValueError, TypeError):
-            raise ChallengeError("charge request 'expires' is not RFC 3339") from None
-        expires = request_expires if expires is None else min(expires, request_expires)
-    external_id = request.get("externalId")
-    details = request.get("methodDetails", {})
-    if not isinstance(details, dict):
-        raise ChallengeError("charge request 'methodDetails' must be an object")
-    return ChargeTerms(
-        amount=int(amount),
-        currency=currency,
-        recipient=recipient,
-        expires=expires,
-        external_id=external_id if isinstance(external_id, str) else None,
-        method_details=details,
-    )
 
 
 class PaymentMethod(abc.ABC):

@@ -1,6 +1,6 @@
 """Spending policy: decides, with reasons, whether a payment may be made."""
 
-from ._assets import BUILTIN_ASSETS, AssetEntry, AssetRegistry
+from ..money import BUILTIN_ASSETS, AssetEntry, AssetRegistry
 from ._base import (
     ApprovalRequest,
     Approver,

@@ -1,16 +1,21 @@
-"""The policy interface: what the flow asks before every payment."""
+"""The policy interface: what the flow asks before every payment.
+
+The words of a decision (:class:`Decision`, :class:`Limit`,
+:class:`RuleResult`, :class:`SpendHistory`) live in ``mpp_client._decision``,
+shared with the ledger; they are re-exported here.
+"""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol, TypeAlias
+from datetime import datetime
+from typing import TypeAlias
 
-from ..methods import Quote
+from .._decision import Decision, Limit, Mode, Outcome, RuleResult, SpendHistory
 from ..money import Amount
-from ..protocol import Challenge
+from ..protocol import Challenge, Quote
 
 __all__ = [
     "ApprovalRequest",
@@ -24,45 +29,6 @@ __all__ = [
     "SpendHistory",
     "SpendPolicy",
 ]
-
-Outcome = Literal["allow", "deny", "needs_approval"]
-Mode = Literal["enforce", "dry-run", "shadow"]
-
-
-class SpendHistory(Protocol):
-    """What a policy may read from the ledger. Read only: policies never write."""
-
-    def count(
-        self, *, since: datetime | None = None, payee: str | None = None, method: str | None = None
-    ) -> int:
-        """Payments held, made or possibly made (reserved, committed, unknown) since ``since``."""
-        ...
-
-    def recent_charges(self, payee: str, n: int) -> list[Amount]:
-        """Charges of the last ``n`` committed payments to ``payee``, newest first."""
-        ...
-
-    def spent(
-        self,
-        currency: str,
-        *,
-        window: timedelta | None = None,
-        since: datetime | None = None,
-        payee: str | None = None,
-        method: str | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> Amount:
-        """Reserved + committed + unknown spend in ``currency`` matching the filters."""
-        ...
-
-    def has_paid(self, payee: str) -> bool:
-        """True when a payment to ``payee`` was ever committed or may have been made."""
-        ...
-
-    def failure_streak(self, payee: str) -> tuple[int, datetime | None]:
-        """Consecutive paid-then-failed outcomes (``unknown``) for ``payee``, newest
-        first, up to the last success; and when the latest of them happened."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,129 +51,6 @@ class PaymentContext:
     max_amount: Amount | None = None
     expected_payee: str | None = None
     history: SpendHistory | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RuleResult:
-    """One rule's verdict, kept with the decision for the audit trail.
-
-    ``passed`` False with ``approval`` True means the rule does not refuse but
-    asks a human to approve.
-    """
-
-    rule: str
-    passed: bool
-    reason: str
-    approval: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """A budget or a rate the ledger must check atomically when it reserves.
-
-    The policy cannot check these itself without a race: two payments deciding
-    at once would both see room for one. So it names them and the ledger
-    enforces them inside its reservation. ``cap`` bounds the summed charges,
-    ``max_count`` the number of payments, both counted from ``since`` (None:
-    all time) among payments matching ``payee``, ``method`` (None: any) and
-    carrying ``tags``.
-    """
-
-    name: str
-    cap: Amount | None = None
-    max_count: int | None = None
-    since: datetime | None = None
-    payee: str | None = None
-    method: str | None = None
-    #: Only payments made with all of these tags count (a tag-scoped budget).
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-    # One wording for every refusal, whether the policy or a ledger finds it.
-
-    def rate_refusal(self, made: int) -> str:
-        return (
-            f"a payment now would exceed the rate limit {self.name!r}: at most "
-            f"{self.max_count} payments, {made} already made or held"
-        )
-
-    def currency_refusal(self, charge: Amount) -> str:
-        currency = self.cap.currency if self.cap is not None else "?"
-        return f"{charge} cannot count against budget {self.name!r} kept in {currency}"
-
-    def budget_refusal(self, charge: Amount, used: Amount) -> str:
-        assert self.cap is not None
-        room = max(self.cap - used, Amount.zero(self.cap.currency, self.cap.decimals))
-        return (
-            f"paying {charge} would exceed budget {self.name!r} of {self.cap}: "
-            f"{used} already spent or held, {room} remains"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The policy's answer: the outcome, every rule with its result, and the limits.
-
-    In ``dry-run`` mode the flow never pays and returns the 402 with this
-    decision; in ``shadow`` mode ``outcome`` is what a permissive policy
-    decided (the payment goes ahead) and ``shadow`` is what the real policy
-    would have decided.
-    """
-
-    outcome: Outcome
-    rules: tuple[RuleResult, ...] = ()
-    limits: tuple[Limit, ...] = ()
-    #: The amount to hold, in the policy currency.
-    charge: Amount | None = None
-    mode: Mode = "enforce"
-    shadow: Decision | None = None
-    #: Seconds to wait for a human approval (``needs_approval`` only).
-    approval_timeout: float = 60.0
-
-    @property
-    def allowed(self) -> bool:
-        return self.outcome == "allow"
-
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        """Why it was refused or needs approval, or why it passed when nothing failed."""
-        refused = tuple(r.reason for r in self.rules if not r.passed and not r.approval)
-        if self.outcome == "deny" and refused:
-            return refused
-        wanted = tuple(r.reason for r in self.rules if r.approval)
-        if self.outcome == "needs_approval" and wanted:
-            return wanted
-        return refused or wanted or tuple(r.reason for r in self.rules)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form for records and logs (public terms only)."""
-        data: dict[str, Any] = {
-            "outcome": self.outcome,
-            "mode": self.mode,
-            "charge": str(self.charge) if self.charge is not None else None,
-            "rules": [
-                {"rule": r.rule, "passed": r.passed, "approval": r.approval, "reason": r.reason}
-                for r in self.rules
-            ],
-        }
-        if self.shadow is not None:
-            data["shadow"] = self.shadow.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
-        """Rebuild a stored decision (its limits are not stored: they were spent)."""
-        charge = data.get("charge")
-        shadow = data.get("shadow")
-        return cls(
-            outcome=data["outcome"],
-            rules=tuple(
-                RuleResult(r["rule"], bool(r["passed"]), r["reason"], bool(r.get("approval")))
-                for r in data.get("rules", ())
-            ),
-            charge=Amount.parse(charge) if charge is not None else None,
-            mode=data.get("mode", "enforce"),
-            shadow=cls.from_dict(shadow) if shadow is not None else None,
-        )
 
 
 class SpendPolicy(abc.ABC):

@@ -33,9 +33,8 @@ from pydantic import (
 from .._exceptions import PaymentError
 from ..identity import AgentKey
 from ..mandate import Mandate, Revocations
-from ..money import Amount, MoneyError
+from ..money import BUILTIN_ASSETS, Amount, AssetEntry, AssetRegistry, MoneyError
 from ..protocol import parse_rfc3339
-from ._assets import BUILTIN_ASSETS, AssetEntry, AssetRegistry
 from ._base import Decision, PaymentContext, SpendPolicy
 
 __all__ = [

@@ -2,7 +2,9 @@
 
 Everything here turns bytes and strings into typed values and back. It never
 opens a socket or reads a clock, so the payment flow, the embedded server and
-the tests share one implementation of the format.
+the tests share one implementation of the format. The terms of a charge
+(:class:`ChargeTerms`, :class:`Quote`) live here too: the wallets produce
+them, the policy decides on them and the ledger records them.
 """
 
 from ._accept import format_accept_payment
@@ -21,22 +23,27 @@ from ._credential import MAX_CREDENTIAL_BYTES, Credential
 from ._digest import content_digest, digest_matches, parse_digest
 from ._jcs import canonical_json
 from ._receipt import PROBLEM_BASE, Problem, Receipt
+from ._terms import BASE_UNITS, ChargeTerms, Quote, charge_terms
 from ._time import format_rfc3339, parse_rfc3339
 
 __all__ = [
     "AUTHORIZATION",
+    "BASE_UNITS",
     "MAX_CHALLENGE_BYTES",
     "MAX_CREDENTIAL_BYTES",
     "PAYMENT_AUTHORIZATION",
     "PROBLEM_BASE",
     "Challenge",
+    "ChargeTerms",
     "Credential",
     "Problem",
+    "Quote",
     "Receipt",
     "b64url_decode",
     "b64url_encode",
     "canonical_json",
     "challenge_id",
+    "charge_terms",
     "content_digest",
     "digest_matches",
     "format_accept_payment",
