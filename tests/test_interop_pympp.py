@@ -11,6 +11,9 @@ real cryptographic verification on the server, over a real socket (uvicorn).
 pympp's engine is stateless (HMAC-bound challenge ids): single use of a
 credential is a payment method's job, as pympp's own Tempo method does with a
 ``Store`` and ``CredentialReplayedError``. The ``dev`` method below does the same.
+
+The other direction, pympp's client engine paying our ``PaidServer``, and the
+EVM rail both ways on a local chain, are in ``test_interop_pympp_evm.py``.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ PROBLEMS = "https://paymentauth.org/problems/"
 # Characters above U+00FF: pympp writes them as \\uXXXX escapes in the header.
 # (Latin-1 characters such as "é" make pympp 0.16 itself fail: httpx.Headers is ASCII.)
 ACCOUNT_DESCRIPTION = 'Account \u2014 \u2615 "premium"'
+# Application metadata pympp sends in `opaque` (next to its own `_mpp_nonce`)
+# and checks on the way back against the route's.
+ORDER_META = {"order": "A-1", "channel": "caf\u00e9 \u2615"}
 
 
 # -- the custom pympp method -------------------------------------------------------
@@ -124,6 +130,8 @@ class VerifyCall:
     outcome: str
     payer: str | None = None
     reference: str | None = None
+    #: The ``opaque`` of the echo, as the credential carried it (base64url), if any.
+    opaque_b64: str | None = None
 
 
 @dataclass
@@ -154,7 +162,9 @@ def dev_server_method(state: ServerState, store: Store | None) -> ServerMethod:
             "intent": echo.intent,
             "request": echo.request,
         }
-        call = VerifyCall(echo.realm, echo.id, dict(context.challenge.request), "pending")
+        call = VerifyCall(
+            echo.realm, echo.id, dict(context.challenge.request), "pending", opaque_b64=echo.opaque
+        )
         state.record(call)
         payload = context.credential.payload.model_dump()  # parsed by DevVoucherPayload
         try:
@@ -203,6 +213,10 @@ def build_app(state: ServerState) -> Starlette:
     async def orders(request: Request, credential: Any, receipt: Any) -> JSONResponse:
         return JSONResponse({"ordered": await request.json(), "payer": receipt.payer})
 
+    @pay(guarded.dev.charge(amount="0.25", meta=ORDER_META))
+    async def tagged(request: Request, credential: Any, receipt: Any) -> JSONResponse:
+        return JSONResponse({**REPORT, "payer": receipt.payer})
+
     @pay(with_app_auth.dev.charge(amount="0.25", description=ACCOUNT_DESCRIPTION))
     async def account(request: Request, credential: Any, receipt: Any) -> JSONResponse:
         return JSONResponse({"app_auth": request.headers.get("authorization")})
@@ -215,6 +229,7 @@ def build_app(state: ServerState) -> Starlette:
         routes=[
             Route("/report", report),
             Route("/orders", orders, methods=["POST"]),
+            Route("/tagged", tagged),
             Route("/account", account),
             Route("/unguarded", unguarded_report),
         ]
@@ -308,48 +323,57 @@ def _statuses(seen: list[httpx.Response]) -> list[int]:
 # -- tests ---------------------------------------------------------------------------
 
 
-def test_sync_client_pays_pympp_route(pympp_server: RunningServer) -> None:
-    wallet = DevWallet()
+@dataclass
+class Paid:
+    """One request through our client: the final response, every response seen, the spend."""
+
+    response: httpx.Response
+    seen: list[httpx.Response]
+    spent: Amount
+
+
+async def request_through(
+    mode: str, wallet: DevWallet, http_method: str, url: str, **kwargs: Any
+) -> Paid:
+    """Send one request with our ``Client`` (``"sync"``) or ``AsyncClient`` (``"async"``)."""
     seen: list[httpx.Response] = []
-    with Client(
-        methods=[wallet],
-        policy=SimplePolicy(max_per_call="1.00 USD", budget="5.00 USD"),
-        allow_insecure_localhost=True,
-        event_hooks={"response": [seen.append]},
-    ) as client:
-        response = client.get(f"{pympp_server.base_url}/report")
-        assert client.ledger is not None
-        spent = client.ledger.spent("USD")
+    options: dict[str, Any] = {
+        "methods": [wallet],
+        "policy": SimplePolicy(max_per_call="1.00 USD", budget="5.00 USD"),
+        "allow_insecure_localhost": True,
+    }
+    if mode == "sync":
+        with Client(**options, event_hooks={"response": [seen.append]}) as client:
+            response = client.request(http_method, url, **kwargs)
+            assert client.ledger is not None
+            spent = client.ledger.spent("USD")
+    else:
+
+        async def hook(response: httpx.Response) -> None:
+            seen.append(response)
+
+        async with AsyncClient(**options, event_hooks={"response": [hook]}) as client:
+            response = await client.request(http_method, url, **kwargs)
+            assert client.ledger is not None
+            spent = client.ledger.spent("USD")
+    return Paid(response, seen, spent)
+
+
+MODES = pytest.mark.parametrize("mode", ["sync", "async"])
+
+
+@MODES
+async def test_client_pays_pympp_route(pympp_server: RunningServer, mode: str) -> None:
+    wallet = DevWallet()
+    paid = await request_through(mode, wallet, "GET", f"{pympp_server.base_url}/report")
+    response = paid.response
 
     assert response.json() == {**REPORT, "payer": wallet.source}
-    assert _statuses(seen) == [402, 200]
-    assert seen[0].headers["www-authenticate"].startswith("Payment ")
+    assert _statuses(paid.seen) == [402, 200]
+    assert paid.seen[0].headers["www-authenticate"].startswith("Payment ")
     assert "private" in response.headers["cache-control"]
     assert_paid(response, pympp_server, REPORT_PRICE, wallet.source)
-    assert spent == REPORT_PRICE
-
-
-async def test_async_client_pays_pympp_route(pympp_server: RunningServer) -> None:
-    wallet = DevWallet()
-    seen: list[httpx.Response] = []
-
-    async def hook(response: httpx.Response) -> None:
-        seen.append(response)
-
-    async with AsyncClient(
-        methods=[wallet],
-        policy=SimplePolicy(max_per_call="1.00 USD", budget="5.00 USD"),
-        allow_insecure_localhost=True,
-        event_hooks={"response": [hook]},
-    ) as client:
-        response = await client.get(f"{pympp_server.base_url}/report")
-        assert client.ledger is not None
-        spent = client.ledger.spent("USD")
-
-    assert response.json() == {**REPORT, "payer": wallet.source}
-    assert _statuses(seen) == [402, 200]
-    assert_paid(response, pympp_server, REPORT_PRICE, wallet.source)
-    assert spent == REPORT_PRICE
+    assert paid.spent == REPORT_PRICE
 
 
 async def test_async_client_pays_concurrent_requests(pympp_server: RunningServer) -> None:
@@ -374,19 +398,16 @@ async def test_async_client_pays_concurrent_requests(pympp_server: RunningServer
     assert spent == REPORT_PRICE + REPORT_PRICE + REPORT_PRICE
 
 
-def test_post_with_json_body_pays_digest_bound_challenge(pympp_server: RunningServer) -> None:
+@MODES
+async def test_post_with_json_body_pays_digest_bound_challenge(
+    pympp_server: RunningServer, mode: str
+) -> None:
     wallet = DevWallet()
     order = {"sku": "A-1", "qty": 2, "note": "café"}
-    seen: list[httpx.Response] = []
-    with Client(
-        methods=[wallet],
-        policy=SimplePolicy(max_per_call="1.00 USD", budget="5.00 USD"),
-        allow_insecure_localhost=True,
-        event_hooks={"response": [seen.append]},
-    ) as client:
-        response = client.post(f"{pympp_server.base_url}/orders", json=order)
-        assert client.ledger is not None
-        spent = client.ledger.spent("USD")
+    paid = await request_through(
+        mode, wallet, "POST", f"{pympp_server.base_url}/orders", json=order
+    )
+    response, seen = paid.response, paid.seen
 
     assert _statuses(seen) == [402, 200]
     # pympp bound the challenge to the exact body bytes we sent (sha-256=<base64>).
@@ -395,14 +416,72 @@ def test_post_with_json_body_pays_digest_bound_challenge(pympp_server: RunningSe
     assert json.loads(body) == order
     expected = "sha-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
     assert challenge.digest == expected
-    # The paid retry carried the same body and an Idempotency-Key.
+    # The paid retry carried the same body, an Idempotency-Key and the digest echoed.
     assert response.request.content == body
     assert response.request.headers["idempotency-key"]
+    assert Credential.parse(response.request.headers["authorization"]).echo["digest"] == expected
 
     assert response.json() == {"ordered": order, "payer": wallet.source}
     record = assert_paid(response, pympp_server, ORDER_PRICE, wallet.source)
     assert record.http_method == "POST"
-    assert spent == ORDER_PRICE
+    assert paid.spent == ORDER_PRICE
+
+
+@MODES
+async def test_opaque_metadata_is_echoed_byte_for_byte(
+    pympp_server: RunningServer, mode: str
+) -> None:
+    wallet = DevWallet()
+    paid = await request_through(mode, wallet, "GET", f"{pympp_server.base_url}/tagged")
+    response, seen = paid.response, paid.seen
+    assert _statuses(seen) == [402, 200]
+
+    (value,) = seen[0].headers.get_list("www-authenticate")
+    (challenge,) = mpp_client.parse_challenges(value)
+    wire_opaque = challenge.params["opaque"]  # the auth-param exactly as pympp wrote it
+    assert f'opaque="{wire_opaque}"' in value
+    # pympp sent the route's metadata plus its own issuance nonce.
+    assert challenge.opaque is not None
+    assert {k: v for k, v in challenge.opaque.items() if k != "_mpp_nonce"} == ORDER_META
+    assert len(challenge.opaque["_mpp_nonce"]) == 64
+
+    # Our credential carries that string unchanged, and so did the echo pympp verified.
+    echo = Credential.parse(response.request.headers["authorization"]).echo
+    assert echo["opaque"] == wire_opaque
+    assert echo["request"] == challenge.request_b64
+    (call,) = pympp_server.state.snapshot()
+    assert call.opaque_b64 == wire_opaque
+    # pympp checked the echoed metadata against the route's before calling verify.
+    assert response.json() == {**REPORT, "payer": wallet.source}
+    assert_paid(response, pympp_server, REPORT_PRICE, wallet.source)
+    assert paid.spent == REPORT_PRICE
+
+
+def test_tampered_opaque_is_refused_by_pympp(pympp_server: RunningServer) -> None:
+    """pympp binds the metadata into the challenge id: a changed opaque is not paid for."""
+    unpaid = httpx.get(f"{pympp_server.base_url}/tagged")
+    (challenge,) = mpp_client.parse_challenges(unpaid.headers.get_list("www-authenticate"))
+    assert challenge.opaque is not None
+    forged_opaque = {**challenge.opaque, "order": "Z-9"}
+    forged = replace(
+        challenge,
+        opaque=forged_opaque,
+        opaque_b64=b64url_encode(json.dumps(forged_opaque, separators=(",", ":")).encode()),
+    )
+    wallet = DevWallet()
+    header = Credential.for_challenge(forged, wallet.pay(forged), source=wallet.source)
+    response = httpx.get(
+        f"{pympp_server.base_url}/tagged", headers={"Authorization": header.to_header()}
+    )
+    assert response.status_code == 402
+    problem = Problem.parse(response.content, response.headers.get("content-type"))
+    assert problem is not None
+    # pympp matches no offer to the altered echo and answers with a fresh challenge.
+    assert problem.code == "payment-required"
+    (fresh,) = mpp_client.parse_challenges(response.headers.get_list("www-authenticate"))
+    assert fresh.id != challenge.id
+    assert "payment-receipt" not in response.headers
+    assert pympp_server.state.snapshot() == []  # verify never ran
 
 
 def test_pympp_challenge_parses(pympp_server: RunningServer) -> None:
