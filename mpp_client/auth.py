@@ -8,30 +8,20 @@ and the ledger reserves, and after the second the ledger records the outcome.
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import inspect
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from datetime import UTC, datetime, timedelta
 
-import anyio
-import anyio.to_thread
 import httpx
 
-from ._flow import MAX_402_BODY, Call, DryRun, Engine, Pending, read_402_limit_error
-from ._text import get_logger
+from ._flow import Engine, drive_async, drive_sync
 from .identity import AgentKey
 from .ledger import Ledger, open_ledger
 from .methods import PaymentMethod
-from .policy import ApprovalRequest, Approver, Decision, SpendPolicy
+from .policy import Approver, SpendPolicy
 from .protocol import format_accept_payment
 
 __all__ = ["PaymentAuth"]
-
-logger = get_logger("mpp_client")
 
 
 def _utcnow() -> datetime:
@@ -146,275 +136,15 @@ class PaymentAuth(httpx.Auth):
         names = ", ".join(m.name for m in self._engine.methods)
         return f"<PaymentAuth methods=[{names}] policy={self._engine.policy!r}>"
 
-    # -- sync -------------------------------------------------------------------
+    # The payment loop is written once (mpp_client._flow._loop); these two
+    # methods only pick the driver that performs its effects.
 
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        call = Call(self._engine, request)
-        inner = _SyncInner(self._inner, request, None)
-        outgoing: httpx.Request | None = inner.start()
-        while outgoing is not None:
-            outgoing = inner.feed((yield outgoing))
-        response = inner.response
-        dry_run: DryRun | None = None
-        while response.status_code == 402 and call.wants_payment:
-            _read_402_sync(response)
-            step = call.plan(response)
-            if isinstance(step, DryRun):
-                dry_run = step
-                break
-            if isinstance(step, Pending):
-                answer = _ask_sync(self._engine, call.approval_request(step), step.decision)
-                step = call.approved(step, answer, response)
-            plan = step
-            try:
-                header = call.credential(plan, plan.method.pay(plan.challenge))
-            except Exception as exc:
-                raise call.pay_failed(plan, exc) from None
-            except BaseException:
-                call.pay_interrupted(plan)
-                raise
-            inner = _SyncInner(self._inner, call.retry_request(plan), header)
-            try:
-                outgoing = inner.start()
-                while outgoing is not None:
-                    outgoing = inner.feed((yield outgoing))
-            except GeneratorExit as closed:
-                # httpx closes the flow when sending failed: the payment was made
-                # and its result is unknown. Record that, and say so, with the
-                # transport error as the cause.
-                raise call.retry_lost(plan) from closed.__context__
-            response = inner.response
-            if response.status_code == 402:
-                _read_402_sync(response)
-            if not call.settle(plan, response):
-                break
-        call.finish(response, dry_run)
+        return drive_sync(self._engine, self._inner, request)
 
-    # -- async ------------------------------------------------------------------
-
-    async def async_auth_flow(
+    def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        call = Call(self._engine, request)
-        inner = _AsyncInner(self._inner, request, None)
-        outgoing: httpx.Request | None = await inner.start()
-        while outgoing is not None:
-            outgoing = await inner.feed((yield outgoing))
-        response = inner.response
-        dry_run: DryRun | None = None
-        blocking = self._engine.ledger.blocking
-        while response.status_code == 402 and call.wants_payment:
-            await _read_402_async(response)
-            # A durable ledger does I/O: keep it off the event loop. Shielded: a
-            # reservation made in the thread must not be lost to a cancellation.
-            if blocking:
-                with anyio.CancelScope(shield=True):
-                    step = await anyio.to_thread.run_sync(call.plan, response)
-            else:
-                step = call.plan(response)
-            if isinstance(step, DryRun):
-                dry_run = step
-                break
-            if isinstance(step, Pending):
-                answer = await _ask_async(self._engine, call.approval_request(step), step.decision)
-                approve = functools.partial(call.approved, step, answer, response)
-                if blocking:
-                    with anyio.CancelScope(shield=True):
-                        plan = await anyio.to_thread.run_sync(approve)
-                else:
-                    plan = approve()
-            else:
-                plan = step
-            try:
-                header = call.credential(plan, await plan.method.apay(plan.challenge))
-            except Exception as exc:
-                raise call.pay_failed(plan, exc) from None
-            except BaseException:
-                # Cancelled mid-payment: settle the reservation, let the cancellation through.
-                call.pay_interrupted(plan)
-                raise
-            inner = _AsyncInner(self._inner, call.retry_request(plan), header)
-            try:
-                outgoing = await inner.start()
-                while outgoing is not None:
-                    outgoing = await inner.feed((yield outgoing))
-            except GeneratorExit as closed:
-                lost = call.retry_lost(plan)
-                if _being_cancelled():
-                    raise  # the record says unknown; the cancellation goes on
-                raise lost from closed.__context__
-            response = inner.response
-            if response.status_code == 402:
-                await _read_402_async(response)
-            settle = functools.partial(call.settle, plan, response)
-            if blocking:
-                with anyio.CancelScope(shield=True):
-                    again = await anyio.to_thread.run_sync(settle)
-            else:
-                again = settle()
-            if not again:
-                break
-        call.finish(response, dry_run)
-
-
-def _being_cancelled() -> bool:
-    """True inside an asyncio task that is being cancelled (a timeout, say)."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        return False
-    return task is not None and task.cancelling() > 0
-
-
-def _ask_sync(engine: Engine, request: ApprovalRequest, decision: Decision) -> bool | None:
-    """Ask the approver from sync code, in a worker thread so a timeout can apply."""
-    approver = engine.approver
-    assert approver is not None
-
-    def ask() -> bool:
-        answer = approver(request)
-        if inspect.isawaitable(answer):
-            answer = asyncio.run(_resolve(answer))
-        return answer is True
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpp-approval")
-    try:
-        return pool.submit(ask).result(timeout=decision.approval_timeout)
-    except FutureTimeout:
-        logger.warning("approval timed out after %ss", decision.approval_timeout)
-        return None
-    except Exception as exc:
-        logger.warning("the approver failed: %s", type(exc).__name__)
-        return None
-    finally:
-        pool.shutdown(wait=False)
-
-
-async def _ask_async(engine: Engine, request: ApprovalRequest, decision: Decision) -> bool | None:
-    """Ask the approver from async code: await it, or run a sync one in a thread."""
-    approver = engine.approver
-    assert approver is not None
-    try:
-        with anyio.fail_after(decision.approval_timeout):
-            if inspect.iscoroutinefunction(approver):
-                answer = await approver(request)
-            else:
-                answer = await anyio.to_thread.run_sync(approver, request, abandon_on_cancel=True)
-                if inspect.isawaitable(answer):
-                    answer = await answer
-    except TimeoutError:
-        logger.warning("approval timed out after %ss", decision.approval_timeout)
-        return None
-    except Exception as exc:
-        logger.warning("the approver failed: %s", type(exc).__name__)
-        return None
-    return answer is True
-
-
-async def _resolve(awaitable: Awaitable[bool]) -> bool:
-    return await awaitable
-
-
-class _Inner:
-    """Steps one request through an inner ``httpx.Auth`` (which may need several
-    round trips), adding the credential header to every request it sends."""
-
-    __slots__ = ("_header", "_inner", "_request", "response")
-
-    def __init__(
-        self, inner: httpx.Auth | None, request: httpx.Request, header: tuple[str, str] | None
-    ) -> None:
-        self._inner = inner
-        self._request = request
-        self._header = header
-        self.response: httpx.Response
-
-    def _mark(self, request: httpx.Request) -> httpx.Request:
-        if self._header is not None:
-            request.headers[self._header[0]] = self._header[1]
-        return request
-
-
-class _SyncInner(_Inner):
-    __slots__ = ("_flow",)
-    _flow: Generator[httpx.Request, httpx.Response, None] | None
-
-    def start(self) -> httpx.Request:
-        self._flow = None
-        if self._inner is None:
-            return self._mark(self._request)
-        self._flow = self._inner.sync_auth_flow(self._request)
-        return self._mark(next(self._flow))
-
-    def feed(self, response: httpx.Response) -> httpx.Request | None:
-        """Give the response; get the next request, or None when done."""
-        if self._flow is None:
-            self.response = response
-            return None
-        assert self._inner is not None
-        if self._inner.requires_response_body:
-            response.read()
-        try:
-            return self._mark(self._flow.send(response))
-        except StopIteration:
-            self.response = response
-            return None
-
-
-class _AsyncInner(_Inner):
-    __slots__ = ("_flow",)
-    _flow: AsyncGenerator[httpx.Request, httpx.Response] | None
-
-    async def start(self) -> httpx.Request:
-        self._flow = None
-        if self._inner is None:
-            return self._mark(self._request)
-        self._flow = self._inner.async_auth_flow(self._request)
-        return self._mark(await self._flow.__anext__())
-
-    async def feed(self, response: httpx.Response) -> httpx.Request | None:
-        if self._flow is None:
-            self.response = response
-            return None
-        assert self._inner is not None
-        if self._inner.requires_response_body:
-            await response.aread()
-        try:
-            return self._mark(await self._flow.asend(response))
-        except StopAsyncIteration:
-            self.response = response
-            return None
-
-
-def _check_length(response: httpx.Response) -> None:
-    length = response.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_402_BODY:
-        raise read_402_limit_error(response)
-
-
-def _read_402_sync(response: httpx.Response) -> None:
-    """Read a 402 body (a problem detail), refusing hostile sizes."""
-    _check_length(response)
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > MAX_402_BODY:
-            raise read_402_limit_error(response)
-        chunks.append(chunk)
-    # Keep the body readable afterwards, as response.read() would.
-    response._content = b"".join(chunks)
-
-
-async def _read_402_async(response: httpx.Response) -> None:
-    _check_length(response)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_402_BODY:
-            raise read_402_limit_error(response)
-        chunks.append(chunk)
-    response._content = b"".join(chunks)
+        return drive_async(self._engine, self._inner, request)

@@ -25,7 +25,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
 from .._exceptions import ChallengeError
-from ..policy import BUILTIN_ASSETS, AssetEntry, AssetRegistry
+from ..money import BUILTIN_ASSETS, AssetEntry, AssetRegistry
 from ..protocol import Challenge
 from ._base import PaymentMethod
 

@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 import os
 import re
@@ -114,9 +113,9 @@ from .._exceptions import (
     PaymentFailed,
     PaymentOutcomeUnknown,
 )
+from .._text import get_logger
 from ..identity import read_keystore, write_keystore
-from ..money import Amount
-from ..policy import AssetEntry, AssetRegistry
+from ..money import Amount, AssetEntry, AssetRegistry
 from ..protocol import Challenge
 from ._base import Quote, charge_terms
 
@@ -145,7 +144,7 @@ __all__ = [
     "transfer_calldata",
 ]
 
-logger = logging.getLogger("mpp_client.evm")
+logger = get_logger("mpp_client.evm")
 
 #: Uniswap's Permit2, at the same address on every chain it is deployed on.
 PERMIT2_ADDRESS = "0x000000000022D473030F116dDEE9F6B43aC78BA3"

@@ -38,7 +38,6 @@ the SDK's async HTTP client (httpx), so it never blocks the event loop;
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -54,6 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from .._exceptions import ChallengeError, ChallengeExpired, PaymentFailed
+from .._text import get_logger
 from ..money import Amount
 from ..protocol import Challenge
 from ._base import PaymentMethod, Quote, charge_terms
@@ -67,7 +67,7 @@ __all__ = [
     "stripe_terms",
 ]
 
-logger = logging.getLogger("mpp_client.stripe")
+logger = get_logger("mpp_client.stripe")
 
 #: The API version the SPT endpoints are requested with: Shared Payment Tokens
 #: are a preview feature, outside the SDK's pinned GA version.

@@ -1,22 +1,16 @@
-"""The payment pipeline, without I/O.
+"""One logical request's payments: every decision and every record, without I/O.
 
-``PaymentAuth`` drives one :class:`Call` per logical request; the sync and
-async flows differ only in how they send requests, read bodies and call the
-method's ``pay``/``apay``. Everything that decides (parse, select, quote,
-policy, reserve) and everything that records (commit, release, unknown) lives
-here once.
-
-::
-
-    request -> send -> 402? -> parse -> select offer -> quote -> policy.decide
-            -> ledger.reserve -> method.pay -> credential -> retry
-            -> receipt -> ledger.commit (or release / mark unknown) -> response
+A :class:`Call` holds what the payment loop (:mod:`._loop`) needs to decide
+and record: it chooses and checks an offer, asks the policy, reserves, builds
+the credential, and settles what the paid retry's response means. It never
+sends, reads a body or waits; the loop asks for that as effects, and the sync
+and async drivers in :mod:`mpp_client.auth` perform them.
+:class:`Engine` is the configuration one ``PaymentAuth`` shares across calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 import threading
 import uuid
@@ -28,114 +22,40 @@ from typing import Any
 
 import httpx
 
-from ._exceptions import (
+from .._exceptions import (
     ApprovalRequired,
     BudgetExceeded,
     ChallengeError,
     ChallengeExpired,
-    InsecureTransport,
     NoAcceptableChallenge,
     PaymentError,
     PaymentFailed,
     PaymentOutcomeUnknown,
     PaymentRejected,
     PolicyDenied,
-    ProtocolError,
 )
-from ._headers import hide_credentials, mask_credentials
-from ._text import get_logger, printable
-from .identity import AgentKey, sign_record
-from .ledger import Ledger, PaymentRecord
-from .methods import PaymentMethod
-from .money import Amount, MoneyError
-from .policy import ApprovalRequest, Approver, Decision, PaymentContext, RuleResult, SpendPolicy
-from .protocol import (
+from .._headers import hide_credentials, mask_credentials
+from .._text import get_logger, printable
+from ..identity import AgentKey, sign_record
+from ..ledger import Ledger, PaymentRecord
+from ..methods import PaymentMethod
+from ..money import Amount
+from ..policy import ApprovalRequest, Approver, Decision, PaymentContext, RuleResult, SpendPolicy
+from ..protocol import (
     Challenge,
     Credential,
     Problem,
     Quote,
-    Receipt,
     digest_matches,
     parse_challenges_lenient,
 )
+from ._options import CallOptions
+from ._receipts import read_receipt
+from ._transport import UNSAFE_METHODS, check_transport, redact_url
 
-__all__ = ["Call", "DryRun", "Engine", "Offer", "Pending", "Plan", "redact_url"]
+__all__ = ["Call", "DryRun", "Engine", "Offer", "Pending", "Plan"]
 
 logger = get_logger("mpp_client")
-
-#: Methods whose retried request must carry an Idempotency-Key.
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-#: The most of a 402 body we will read (it only holds a problem detail).
-MAX_402_BODY = 64 * 1024
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
-_OPTION_KEYS = frozenset({"purpose", "tags", "max_amount", "payee", "pay"})
-
-
-def redact_url(url: httpx.URL) -> str:
-    """The URL with every query value replaced, so tokens in queries never reach records."""
-    if not url.query:
-        return str(url.copy_with(fragment=None)) if url.fragment else str(url)
-    params = [(key, "REDACTED") for key, _ in url.params.multi_items()]
-    return str(url.copy_with(params=params, fragment=None))
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class CallOptions:
-    """Per-call settings from ``request.extensions["mpp"]``; they only narrow the policy."""
-
-    purpose: str | None = None
-    tags: Mapping[str, str] | None = None
-    max_amount: Amount | None = None
-    payee: str | None = None
-    pay: bool = True
-
-    @classmethod
-    def from_request(cls, request: httpx.Request) -> CallOptions:
-        raw = request.extensions.get("mpp")
-        if raw is None:
-            return _NO_OPTIONS
-        if not isinstance(raw, Mapping):
-            raise PaymentError('extensions["mpp"] must be a dict of payment options')
-        unknown = set(raw) - _OPTION_KEYS
-        if unknown:
-            raise PaymentError(
-                f'unknown extensions["mpp"] option(s) {sorted(unknown)}; '
-                f"expected some of {sorted(_OPTION_KEYS)}"
-            )
-        purpose = raw.get("purpose")
-        if purpose is not None and not isinstance(purpose, str):
-            raise PaymentError('extensions["mpp"]["purpose"] must be a string')
-        tags = raw.get("tags")
-        if tags is not None and (
-            not isinstance(tags, Mapping)
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
-        ):
-            raise PaymentError('extensions["mpp"]["tags"] must map strings to strings')
-        max_amount = raw.get("max_amount")
-        if max_amount is not None:
-            try:
-                max_amount = Amount.coerce(max_amount)
-            except MoneyError as exc:
-                raise PaymentError(f'extensions["mpp"]["max_amount"]: {exc}') from None
-        payee = raw.get("payee")
-        if payee is not None and not isinstance(payee, str):
-            raise PaymentError('extensions["mpp"]["payee"] must be a string')
-        pay = raw.get("pay", True)
-        if not isinstance(pay, bool):
-            raise PaymentError('extensions["mpp"]["pay"] must be True or False')
-        return cls(purpose, dict(tags) if tags else None, max_amount, payee, pay)
-
-
-_NO_OPTIONS = CallOptions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,23 +169,6 @@ class Call:
 
     # -- deciding -----------------------------------------------------------------
 
-    def _check_transport(self, url: httpx.URL, response: httpx.Response) -> None:
-        if url.scheme == "https":
-            return
-        if url.scheme == "http" and is_loopback(url.host):
-            if self.engine.allow_insecure_localhost:
-                return
-            raise InsecureTransport(
-                f"refusing to send a payment credential over plain HTTP to {url.host}; "
-                "pass allow_insecure_localhost=True to allow loopback hosts in tests",
-                response=response,
-            )
-        raise InsecureTransport(
-            f"refusing to send a payment credential over {url.scheme}:// to {url.host}: "
-            "credentials only travel over HTTPS",
-            response=response,
-        )
-
     def plan(self, response: httpx.Response) -> Plan | Pending | DryRun:
         """Choose, check and decide one payment for a 402 response.
 
@@ -285,7 +188,9 @@ class Call:
             raise ChallengeError(
                 f"402 response has no usable Payment challenge{detail}", response=response
             )
-        self._check_transport(target.url, response)
+        check_transport(
+            target.url, response, allow_insecure_localhost=engine.allow_insecure_localhost
+        )
 
         now = engine.clock()
         redacted = redact_url(target.url)
@@ -668,7 +573,7 @@ class Call:
         mask_credentials(response)
         status = response.status_code
         if 200 <= status < 300:
-            reading = self._receipt(response, plan)
+            reading = read_receipt(response, plan.challenge)
             if reading.failed:
                 # The server served the resource but its receipt says the payment
                 # did not succeed: contradictory, so the outcome is not known.
@@ -712,74 +617,11 @@ class Call:
             response=response,
         )
 
-    @staticmethod
-    def _receipt(response: httpx.Response, plan: Plan) -> _ReceiptReading:
-        """The receipt for this payment, and a note when the server's could not be kept.
-
-        The draft sends a receipt only for a successful payment, for the
-        challenge that was paid. A malformed one, or one naming another method
-        or challenge, is not kept (the 2xx still means the credential was
-        accepted) and the ledger record says why. A receipt whose status is
-        not ``success`` contradicts the 2xx: the reading is then ``failed``,
-        and the outcome is recorded as unknown.
-        """
-        value = response.headers.get("payment-receipt")
-        if value is None:
-            # The paid request may have been redirected: the receipt then rides on
-            # the redirect response that accepted the credential.
-            for earlier in reversed(response.history):
-                if earlier.status_code == 402:
-                    break
-                value = earlier.headers.get("payment-receipt")
-                if value is not None:
-                    break
-        if value is None:
-            return _ReceiptReading()
-        try:
-            receipt = Receipt.parse(value)
-        except ProtocolError as exc:
-            status = Receipt.peek_status(value)
-            if status is not None and status != "success":
-                note = f"its Payment-Receipt says status {printable(status, 40)!r}"
-                return _ReceiptReading(note=note, failed=True)
-            logger.warning("ignoring a malformed Payment-Receipt: %s", exc.message)
-            return _ReceiptReading(
-                note=f"the server's Payment-Receipt was malformed ({exc.message}); not kept"
-            )
-        challenge = plan.challenge
-        if receipt.method != challenge.method:
-            note = (
-                f"the server's Payment-Receipt names method {printable(receipt.method, 40)!r}, "
-                f"not {challenge.method!r}; not kept"
-            )
-            logger.warning("%s", note)
-            return _ReceiptReading(note=note)
-        named = receipt.data.get("challengeId")
-        if named is not None and named != challenge.id:
-            note = (
-                f"the server's Payment-Receipt is for challenge {printable(named, 80)!r}, "
-                f"not {challenge.id!r}; not kept"
-            )
-            logger.warning("%s", note)
-            return _ReceiptReading(note=note)
-        return _ReceiptReading(receipt)
-
     def finish(self, response: httpx.Response, dry_run: DryRun | None = None) -> None:
         if self.record is not None:
             response.extensions["mpp"] = self.record
         if dry_run is not None:
             response.extensions["mpp_decision"] = dry_run.decision
-
-
-@dataclass(frozen=True, slots=True)
-class _ReceiptReading:
-    """What the paid response's ``Payment-Receipt`` says about this payment."""
-
-    receipt: Receipt | None = None
-    #: Why the server's receipt was not kept (for the ledger record), if it was not.
-    note: str | None = None
-    #: The receipt reports a payment that did not succeed.
-    failed: bool = False
 
 
 _HEX_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
@@ -803,10 +645,3 @@ def _canonical_payee(quote: Quote) -> Quote:
     if _HEX_ADDRESS.fullmatch(quote.payee) and quote.payee != quote.payee.lower():
         return dataclasses.replace(quote, payee=quote.payee.lower())
     return quote
-
-
-def read_402_limit_error(response: httpx.Response) -> ChallengeError:
-    return ChallengeError(
-        f"402 response body is over {MAX_402_BODY} bytes; refusing to process it",
-        response=response,
-    )

@@ -1,0 +1,37 @@
+"""The payment flow: one loop, written once, and the two drivers that run it.
+
+::
+
+    request -> send -> 402? -> parse -> select offer -> quote -> policy.decide
+            -> ledger.reserve -> method.pay -> credential -> retry
+            -> receipt -> ledger.commit (or release / mark unknown) -> response
+
+``_call``      one logical request's decisions and records (no I/O)
+``_loop``      the loop, as a generator of effects (no I/O)
+``_drivers``   perform those effects: blocking for sync, awaited for async
+``_options``   the per-call options (``extensions={"mpp": ...}``)
+``_transport`` where credentials may go, URL redaction, 402 body limits
+``_receipts``  what a paid response's receipt says about the payment
+"""
+
+from ._call import Call, DryRun, Engine, Offer, Pending, Plan
+from ._drivers import drive_async, drive_sync
+from ._loop import payment_loop
+from ._options import CallOptions
+from ._transport import MAX_402_BODY, is_loopback, redact_url
+
+__all__ = [
+    "MAX_402_BODY",
+    "Call",
+    "CallOptions",
+    "DryRun",
+    "Engine",
+    "Offer",
+    "Pending",
+    "Plan",
+    "drive_async",
+    "drive_sync",
+    "is_loopback",
+    "payment_loop",
+    "redact_url",
+]

@@ -1,0 +1,338 @@
+"""The two drivers of the payment loop: one for sync code, one for async code.
+
+Each runs :func:`~._loop.payment_loop` as an httpx auth flow: a :class:`~._loop.Send`
+is yielded to httpx (through the inner auth, if the user configured one), and
+every other effect is performed here, blocking in the sync driver and awaited
+in the async one. That is the only difference between them; what to do with
+each result, and what to do when an effect fails, is decided by the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from .._text import get_logger
+from ..policy import ApprovalRequest, Approver, Decision
+from ._call import Call, Engine
+from ._loop import Ask, Effect, Loop, Pay, Read402, Record, Send, SendLost, payment_loop
+from ._transport import MAX_402_BODY, read_402_limit_error
+
+__all__ = ["drive_async", "drive_sync"]
+
+logger = get_logger("mpp_client")
+
+
+# -- sync -------------------------------------------------------------------------------
+
+
+def drive_sync(
+    engine: Engine, inner: httpx.Auth | None, request: httpx.Request
+) -> Generator[httpx.Request, httpx.Response, None]:
+    """The payment loop as a sync httpx auth flow."""
+    loop = payment_loop(Call(engine, request), request)
+    reply: Any = None
+    failure: BaseException | None = None
+    while True:
+        try:
+            effect = loop.send(reply) if failure is None else loop.throw(failure)
+        except StopIteration:
+            return
+        reply, failure = None, None
+        if isinstance(effect, Send):
+            stepper = _SyncInner(inner, effect.request, effect.credential)
+            try:
+                outgoing: httpx.Request | None = stepper.start()
+                while outgoing is not None:
+                    outgoing = stepper.feed((yield outgoing))
+            except BaseException as exc:
+                if not effect.paid:
+                    loop.close()
+                    raise
+                # The credential went out and no response came back (httpx closes
+                # the flow with GeneratorExit when sending failed): the loop records
+                # the payment as unknown and says so, with the transport error as cause.
+                cause = exc.__context__ if isinstance(exc, GeneratorExit) else exc
+                error = _settle_lost_sync(loop, cause)
+                raise error from error.__cause__
+            reply = stepper.response
+            continue
+        try:
+            reply = _perform_sync(engine, effect)
+        except BaseException as exc:  # thrown into the loop, which decides
+            failure = exc
+
+
+def _perform_sync(engine: Engine, effect: Effect) -> Any:
+    if isinstance(effect, Record):
+        return effect.work(*effect.args)
+    if isinstance(effect, Pay):
+        return effect.plan.method.pay(effect.plan.challenge)
+    if isinstance(effect, Read402):
+        return _read_402_sync(effect.response)
+    if isinstance(effect, Ask):
+        return _ask_sync(engine.approver, effect.request, effect.decision)
+    raise TypeError(f"the sync driver cannot perform {effect!r}")  # pragma: no cover
+
+
+def _settle_lost_sync(loop: Loop, cause: BaseException | None) -> BaseException:
+    """Tell the loop its paid request was lost; run what it does about it; return its error."""
+    try:
+        effect = loop.throw(SendLost(cause))
+        while True:
+            effect = loop.send(_perform_sync_record(effect))
+    except BaseException as error:
+        return error
+
+
+def _perform_sync_record(effect: Effect) -> Any:
+    if not isinstance(effect, Record):  # pragma: no cover - the loop only records here
+        raise TypeError(f"unexpected {effect!r} after a lost request")
+    return effect.work(*effect.args)
+
+
+def _read_402_sync(response: httpx.Response) -> None:
+    """Read a 402 body (a problem detail), refusing hostile sizes."""
+    _check_length(response)
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_402_BODY:
+            raise read_402_limit_error(response)
+        chunks.append(chunk)
+    # Keep the body readable afterwards, as response.read() would.
+    response._content = b"".join(chunks)
+
+
+def _ask_sync(
+    approver: Approver | None, request: ApprovalRequest, decision: Decision
+) -> bool | None:
+    """Ask the approver from sync code, in a worker thread so a timeout can apply."""
+    assert approver is not None
+
+    def ask() -> bool:
+        answer = approver(request)
+        if inspect.isawaitable(answer):
+            answer = asyncio.run(_resolve(answer))
+        return answer is True
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpp-approval")
+    try:
+        return pool.submit(ask).result(timeout=decision.approval_timeout)
+    except FutureTimeout:
+        logger.warning("approval timed out after %ss", decision.approval_timeout)
+        return None
+    except Exception as exc:
+        logger.warning("the approver failed: %s", type(exc).__name__)
+        return None
+    finally:
+        pool.shutdown(wait=False)
+
+
+async def _resolve(awaitable: Awaitable[bool]) -> bool:
+    return await awaitable
+
+
+# -- async ------------------------------------------------------------------------------
+
+
+async def drive_async(
+    engine: Engine, inner: httpx.Auth | None, request: httpx.Request
+) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    """The payment loop as an async httpx auth flow."""
+    loop = payment_loop(Call(engine, request), request)
+    reply: Any = None
+    failure: BaseException | None = None
+    while True:
+        try:
+            effect = loop.send(reply) if failure is None else loop.throw(failure)
+        except StopIteration:
+            return
+        reply, failure = None, None
+        if isinstance(effect, Send):
+            stepper = _AsyncInner(inner, effect.request, effect.credential)
+            try:
+                outgoing: httpx.Request | None = await stepper.start()
+                while outgoing is not None:
+                    outgoing = await stepper.feed((yield outgoing))
+            except BaseException as exc:
+                if not effect.paid:
+                    loop.close()
+                    raise
+                cause = exc.__context__ if isinstance(exc, GeneratorExit) else exc
+                error = await _settle_lost_async(engine, loop, cause)
+                if isinstance(exc, GeneratorExit) and _being_cancelled():
+                    raise  # the record says unknown; the cancellation goes on
+                raise error from error.__cause__
+            reply = stepper.response
+            continue
+        try:
+            reply = await _perform_async(engine, effect)
+        except BaseException as exc:  # thrown into the loop, which decides
+            failure = exc
+
+
+async def _perform_async(engine: Engine, effect: Effect) -> Any:
+    if isinstance(effect, Record):
+        return await _record_async(engine, effect)
+    if isinstance(effect, Pay):
+        return await effect.plan.method.apay(effect.plan.challenge)
+    if isinstance(effect, Read402):
+        return await _read_402_async(effect.response)
+    if isinstance(effect, Ask):
+        return await _ask_async(engine.approver, effect.request, effect.decision)
+    raise TypeError(f"the async driver cannot perform {effect!r}")  # pragma: no cover
+
+
+async def _record_async(engine: Engine, effect: Record) -> Any:
+    """Ledger work off the event loop when the ledger does I/O, shielded from cancellation."""
+    if not engine.ledger.blocking:
+        return effect.work(*effect.args)
+    work: Callable[[], Any] = lambda: effect.work(*effect.args)  # noqa: E731
+    with anyio.CancelScope(shield=True):
+        return await anyio.to_thread.run_sync(work)
+
+
+async def _settle_lost_async(
+    engine: Engine, loop: Loop, cause: BaseException | None
+) -> BaseException:
+    try:
+        effect = loop.throw(SendLost(cause))
+        while True:
+            if not isinstance(effect, Record):  # pragma: no cover
+                raise TypeError(f"unexpected {effect!r} after a lost request")
+            effect = loop.send(await _record_async(engine, effect))
+    except BaseException as error:
+        return error
+
+
+def _being_cancelled() -> bool:
+    """True inside an asyncio task that is being cancelled (a timeout, say)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return False
+    return task is not None and task.cancelling() > 0
+
+
+async def _read_402_async(response: httpx.Response) -> None:
+    _check_length(response)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_402_BODY:
+            raise read_402_limit_error(response)
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
+
+
+async def _ask_async(
+    approver: Approver | None, request: ApprovalRequest, decision: Decision
+) -> bool | None:
+    """Ask the approver from async code: await it, or run a sync one in a thread."""
+    assert approver is not None
+    try:
+        with anyio.fail_after(decision.approval_timeout):
+            if inspect.iscoroutinefunction(approver):
+                answer = await approver(request)
+            else:
+                answer = await anyio.to_thread.run_sync(approver, request, abandon_on_cancel=True)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+    except TimeoutError:
+        logger.warning("approval timed out after %ss", decision.approval_timeout)
+        return None
+    except Exception as exc:
+        logger.warning("the approver failed: %s", type(exc).__name__)
+        return None
+    return answer is True
+
+
+# -- the inner auth -----------------------------------------------------------------------
+
+
+def _check_length(response: httpx.Response) -> None:
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_402_BODY:
+        raise read_402_limit_error(response)
+
+
+class _Inner:
+    """Steps one request through an inner ``httpx.Auth`` (which may need several
+    round trips), adding the credential header to every request it sends."""
+
+    __slots__ = ("_header", "_inner", "_request", "response")
+
+    def __init__(
+        self, inner: httpx.Auth | None, request: httpx.Request, header: tuple[str, str] | None
+    ) -> None:
+        self._inner = inner
+        self._request = request
+        self._header = header
+        self.response: httpx.Response
+
+    def _mark(self, request: httpx.Request) -> httpx.Request:
+        if self._header is not None:
+            request.headers[self._header[0]] = self._header[1]
+        return request
+
+
+class _SyncInner(_Inner):
+    __slots__ = ("_flow",)
+    _flow: Generator[httpx.Request, httpx.Response, None] | None
+
+    def start(self) -> httpx.Request:
+        self._flow = None
+        if self._inner is None:
+            return self._mark(self._request)
+        self._flow = self._inner.sync_auth_flow(self._request)
+        return self._mark(next(self._flow))
+
+    def feed(self, response: httpx.Response) -> httpx.Request | None:
+        """Give the response; get the next request, or None when done."""
+        if self._flow is None:
+            self.response = response
+            return None
+        assert self._inner is not None
+        if self._inner.requires_response_body:
+            response.read()
+        try:
+            return self._mark(self._flow.send(response))
+        except StopIteration:
+            self.response = response
+            return None
+
+
+class _AsyncInner(_Inner):
+    __slots__ = ("_flow",)
+    _flow: AsyncGenerator[httpx.Request, httpx.Response] | None
+
+    async def start(self) -> httpx.Request:
+        self._flow = None
+        if self._inner is None:
+            return self._mark(self._request)
+        self._flow = self._inner.async_auth_flow(self._request)
+        return self._mark(await self._flow.__anext__())
+
+    async def feed(self, response: httpx.Response) -> httpx.Request | None:
+        if self._flow is None:
+            self.response = response
+            return None
+        assert self._inner is not None
+        if self._inner.requires_response_body:
+            await response.aread()
+        try:
+            return self._mark(await self._flow.asend(response))
+        except StopAsyncIteration:
+            self.response = response
+            return None
