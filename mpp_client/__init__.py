@@ -38,6 +38,8 @@ from ._exceptions import (
     PolicyDenied,
     ProtocolError,
     RevocationsInvalid,
+    TermsExpired,
+    TermsRefused,
 )
 from ._version import __version__
 from .auth import PaymentAuth
@@ -111,6 +113,8 @@ __all__ = [
     "RuleResult",
     "SimplePolicy",
     "SpendPolicy",
+    "TermsExpired",
+    "TermsRefused",
     "__version__",
     "charge_terms",
     "load_mandate",

@@ -18,6 +18,8 @@ challenge ids) into them.
     │   ├── BudgetExceeded
     │   └── ApprovalRequired
     ├── PaymentFailed           the method could not pay; nothing was spent
+    │   └── TermsRefused        ...because the wallet refused the terms when paying
+    │       └── TermsExpired    (both are also ChallengeErrors; TermsExpired a ChallengeExpired)
     ├── PaymentRejected         paid attempt answered with a new 402
     ├── PaymentOutcomeUnknown   money may have moved, the result is unclear
     ├── ProtocolError           a receipt, problem or credential is malformed
@@ -66,6 +68,8 @@ __all__ = [
     "PolicyDenied",
     "ProtocolError",
     "RevocationsInvalid",
+    "TermsExpired",
+    "TermsRefused",
 ]
 
 
@@ -172,6 +176,21 @@ class PaymentFailed(PaymentError):
 
     The reservation was released; it is safe to try again.
     """
+
+
+class TermsRefused(ChallengeError, PaymentFailed):
+    """The wallet refused the terms when it came to pay: nothing was signed or spent.
+
+    Both a :class:`ChallengeError` (the terms are the reason) and a
+    :class:`PaymentFailed` (the flow releases the reservation). Raised from
+    ``pay`` when a check that can only run then fails: the node serves another
+    chain, a token's details cannot be read, the terms changed.
+    """
+
+
+class TermsExpired(ChallengeExpired, TermsRefused):
+    """The challenge expired (or would, before a credential could reach the server)
+    between the quote and the payment: nothing was signed or spent."""
 
 
 class PaymentRejected(PaymentError):

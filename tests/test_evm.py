@@ -74,6 +74,7 @@ from .chain.tooling import (
     compile_contracts,
     start_world,
 )
+from .helpers import pay_now
 
 CHAIN = 31337
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -157,21 +158,17 @@ def challenge(
 # -- identifiers and hashes ----------------------------------------------------------
 
 
-def test_source_is_did_pkh_with_the_challenge_chain() -> None:
+def test_payer_is_did_pkh_on_the_challenge_chain() -> None:
     wallet = wallet_for(chain_ids=[CHAIN, 8453], assets=[asset(), asset(chain=8453)])
     assert wallet.source_for(8453) == f"did:pkh:eip155:8453:{ADDRESS}"
-    assert wallet.source is None  # two chains: only a challenge says which
-    ch = challenge()
-    wallet.pay(ch)
-    source = wallet.credential_source(ch)
-    assert source == f"did:pkh:eip155:{CHAIN}:{ADDRESS}"
-    assert parse_did_pkh(source) == (CHAIN, ADDRESS)
+    payer = wallet.quote(challenge()).payer
+    assert payer == f"did:pkh:eip155:{CHAIN}:{ADDRESS}"
+    assert parse_did_pkh(payer) == (CHAIN, ADDRESS)
     on_base = challenge(details={"chainId": 8453})
-    assert wallet.credential_source(on_base) == f"did:pkh:eip155:8453:{ADDRESS}"
-    assert wallet.source is None  # paying did not pin a chain on the wallet
-    single = wallet_for(key=Account.create())
-    assert single.source == did_pkh(CHAIN, single.address)
-    assert single.credential_source(challenge()) == single.source
+    assert wallet.quote(on_base).payer == f"did:pkh:eip155:8453:{ADDRESS}"
+    # The shipped wallets give the payer one way only: on the quote.
+    for old in ("source", "credential_source", "funds_moved", "moves_funds_on_pay"):
+        assert not hasattr(wallet, old), old
     assert parse_did_pkh("did:pkh:eip155:1:0xnothex") is None
     assert parse_did_pkh("did:key:z6Mk") is None
 
@@ -231,8 +228,10 @@ def test_old_scheme_names_warn_and_keep_their_meaning() -> None:
         old_draft = wallet_for(challenge_hash_scheme="draft")
     assert old_draft.challenge_hash_scheme == "concat"
     ch = challenge()
-    assert old_mppx.pay(ch)["nonce"] == "0x" + challenge_hash(ch.id, ch.realm, "json-array").hex()
-    assert old_draft.pay(ch)["nonce"] == "0x" + challenge_hash(ch.id, ch.realm, "concat").hex()
+    assert (
+        pay_now(old_mppx, ch)["nonce"] == "0x" + challenge_hash(ch.id, ch.realm, "json-array").hex()
+    )
+    assert pay_now(old_draft, ch)["nonce"] == "0x" + challenge_hash(ch.id, ch.realm, "concat").hex()
     for bad in ("auto", "either", "sha3", None):
         with pytest.raises(ValueError, match="unknown challenge hash scheme"):
             challenge_hash(cid, realm, bad)  # type: ignore[arg-type]
@@ -312,7 +311,7 @@ def test_a_pympp_challenge_asks_for_the_json_array(live: Any, config: str) -> No
     }
     wallet = wallet_for()
     assert wallet.quote(ch).details["challengeBinding"] == "json-array"
-    nonce = wallet.pay(ch)["nonce"]
+    nonce = pay_now(wallet, ch)["nonce"]
     reference = PymppChallenge.from_www_authenticate(value)
     from mpp.methods.evm._eip3009 import challenge_hash as pympp_challenge_hash
 
@@ -332,11 +331,13 @@ def test_an_mppx_challenge_asks_for_the_concatenation(route: str) -> None:
     before_expiry = ch.expires - timedelta(seconds=30)
     wallet = wallet_for(payees=[MERCHANT], clock=lambda: before_expiry)
     assert wallet.quote(ch).details["challengeBinding"] == "concat"
-    payload = wallet.pay(ch)
+    payload = pay_now(wallet, ch)
     assert payload["nonce"] == "0x" + challenge_hash(ch.id, ch.realm, "concat").hex()
     # A pinned rule wins over what the challenge shows.
     pinned = wallet_for(clock=lambda: before_expiry, challenge_hash_scheme="json-array")
-    assert pinned.pay(ch)["nonce"] == "0x" + challenge_hash(ch.id, ch.realm, "json-array").hex()
+    assert (
+        pay_now(pinned, ch)["nonce"] == "0x" + challenge_hash(ch.id, ch.realm, "json-array").hex()
+    )
 
 
 def test_a_challenge_without_pympp_marks_gets_the_drafts_rule(live: Any) -> None:
@@ -364,7 +365,7 @@ def test_a_challenge_without_pympp_marks_gets_the_drafts_rule(live: Any) -> None
 
 def test_authorization_payload_is_bound_to_the_challenge_and_its_expiry() -> None:
     ch = challenge()
-    payload = wallet_for().pay(ch)
+    payload = pay_now(wallet_for(), ch)
     assert payload["type"] == "authorization"
     assert payload["from"] == ADDRESS
     assert payload["to"] == MERCHANT
@@ -397,7 +398,7 @@ def test_permit2_payload_has_the_witness_and_every_split_in_order() -> None:
     quote = wallet.quote(ch)
     assert quote.amount.units == 1_050_000
     assert quote.details["splits"][0]["recipient"] == PLATFORM
-    payload = wallet.pay(ch)
+    payload = pay_now(wallet, ch)
     assert payload["type"] == "permit2"
     assert payload["permit"]["permitted"] == [
         {"token": TOKEN, "amount": "1000000"},
@@ -650,7 +651,7 @@ def test_unusable_terms_are_refused_before_anything_is_signed(
     with pytest.raises(ChallengeError, match=message.replace("(", r"\(").replace(")", r"\)")):
         wallet.quote(ch)
     with pytest.raises(ChallengeError):
-        wallet.pay(ch)
+        pay_now(wallet, ch)
     assert CountingAccount.signatures == 0
 
 
@@ -662,7 +663,7 @@ def test_expired_challenge_is_a_challenge_expired() -> None:
 
 def test_a_challenge_without_expiry_is_signed_for_the_default_window_only() -> None:
     wallet = wallet_for(clock=lambda: NOW, default_validity=timedelta(seconds=90))
-    payload = wallet.pay(challenge(expires=None))
+    payload = pay_now(wallet, challenge(expires=None))
     assert int(payload["validBefore"]) == int(NOW.timestamp()) + 90
 
 
@@ -671,25 +672,28 @@ def test_a_challenge_without_expiry_is_signed_for_the_default_window_only() -> N
 
 def test_server_order_wins_unless_the_wallet_prefers_its_own() -> None:
     ch = challenge(details={"credentialTypes": ["permit2", "authorization"]})
-    assert wallet_for().pay(ch)["type"] == "permit2"
-    assert wallet_for(credential_types=("authorization",)).pay(ch)["type"] == "authorization"
+    assert pay_now(wallet_for(), ch)["type"] == "permit2"
+    assert pay_now(wallet_for(credential_types=("authorization",)), ch)["type"] == "authorization"
     wallet_order = wallet_for(credential_types=("authorization", "permit2"), prefer="wallet")
-    assert wallet_order.pay(ch)["type"] == "authorization"
+    assert pay_now(wallet_order, ch)["type"] == "authorization"
     assert wallet_order.quote(ch).details["credentialTypes"] == ("authorization", "permit2")
 
 
-def test_moves_funds_on_pay_only_when_the_wallet_may_broadcast() -> None:
-    assert wallet_for().moves_funds_on_pay is False
-    assert wallet_for(credential_types=("authorization", "hash")).moves_funds_on_pay is True
+def test_a_quote_moves_funds_only_when_its_credential_is_a_broadcast_hash() -> None:
     assert EvmWallet.name == "evm"
-
-
-def test_funds_moved_only_for_a_broadcast_hash() -> None:
-    wallet = wallet_for(credential_types=("authorization", "hash"))
-    ch = challenge()
-    assert wallet.funds_moved(ch, {"type": "hash", "hash": "0x" + "11" * 32}) is True
-    for kind in ("authorization", "permit2", "transaction"):
-        assert wallet.funds_moved(ch, {"type": kind, "signature": "0x00"}) is False, kind
+    assert wallet_for().quote(challenge()).moves_funds is False
+    node = {CHAIN: "http://127.0.0.1:9"}  # hash needs a node to broadcast; quoting never calls it
+    wallet = wallet_for(credential_types=("hash", "authorization"), prefer="wallet", rpc_urls=node)
+    hashed = wallet.quote(challenge(details={"credentialTypes": ["hash", "authorization"]}))
+    assert hashed.moves_funds is True
+    # A quote never mixes the two sides: a hash quote will not fall back to signing...
+    assert hashed.details["credentialTypes"] == ("hash",)
+    signing = wallet_for(credential_types=("authorization", "hash"), rpc_urls=node).quote(
+        challenge(details={"credentialTypes": ["authorization", "hash"]})
+    )
+    # ...and a signing quote will not fall back to broadcasting.
+    assert signing.moves_funds is False
+    assert "hash" not in signing.details["credentialTypes"]
 
 
 def test_a_refused_authorization_from_a_hash_wallet_is_released() -> None:
@@ -782,8 +786,8 @@ def test_key_never_in_logs_or_credentials(caplog: pytest.LogCaptureFixture) -> N
     caplog.set_level(logging.DEBUG)
     wallet = wallet_for()
     ch = challenge()
-    payload = wallet.pay(ch)
-    header = Credential.for_challenge(ch, payload, source=wallet.source).to_header()
+    payload = pay_now(wallet, ch)
+    header = Credential.for_challenge(ch, payload, source=wallet.quote(ch).payer).to_header()
     assert_no_key(header)
     assert_no_key(json.dumps(payload))
     assert "evm: authorization credential" in caplog.text
@@ -968,7 +972,6 @@ async def test_async_client_on_a_multi_chain_wallet_names_the_paying_chain(
             *BUILTIN_ASSETS,
         ],
     )
-    assert wallet.source is None
     url = live(shop.server)
     async with AsyncClient(
         methods=[wallet], policy=policy_for(world), ledger="memory:", allow_insecure_localhost=True
@@ -1016,7 +1019,7 @@ def test_hash_replayed_under_a_fresh_challenge_is_refused(world: World, live: An
     url = live(shop.server)
     fresh = parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
     stolen = Credential.for_challenge(
-        fresh, {"type": "hash", "hash": receipt.reference}, source=wallet.source
+        fresh, {"type": "hash", "hash": receipt.reference}, source=wallet.source_for(world.chain_id)
     ).to_header()
     refused = httpx.get(url + "/paid", headers={"Authorization": stolen})
     assert refused.status_code == 402
@@ -1030,7 +1033,7 @@ def test_tampered_authorization_is_refused_and_nothing_moves(world: World, live:
     url = live(shop.server)
     ch = parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
     wallet = chain_wallet(world, payer)
-    payload = dict(wallet.pay(ch))
+    payload = dict(pay_now(wallet, ch))
     cases = {
         "to": ({**payload, "to": payer.address}, "not the challenge recipient"),
         "signature": (
@@ -1042,11 +1045,11 @@ def test_tampered_authorization_is_refused_and_nothing_moves(world: World, live:
     for name, (tampered, reason) in cases.items():
         fresh = parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
         if name == "source":  # a valid payload, claimed by someone else
-            body = dict(wallet.pay(fresh))
+            body = dict(pay_now(wallet, fresh))
             source = did_pkh(world.chain_id, Account.create().address)
         else:  # re-bound to the fresh challenge, so only the tampered field is wrong
             body = {**tampered, "nonce": "0x" + challenge_hash(fresh.id, fresh.realm).hex()}
-            source = wallet.source
+            source = wallet.source_for(world.chain_id)
         header = Credential.for_challenge(fresh, body, source=source).to_header()
         answer = httpx.get(url + "/paid", headers={"Authorization": header})
         assert answer.status_code == 402, name
@@ -1170,7 +1173,8 @@ def _fresh_challenge(url: str) -> Challenge:
 
 
 def _answer(url: str, ch: Challenge, wallet: EvmWallet) -> httpx.Response:
-    header = Credential.for_challenge(ch, wallet.pay(ch), source=wallet.source).to_header()
+    quote = wallet.quote(ch)
+    header = Credential.for_challenge(ch, wallet.pay(ch, quote), source=quote.payer).to_header()
     return httpx.get(url + "/paid", headers={"Authorization": header})
 
 

@@ -49,6 +49,8 @@ from mpp_client import Amount, AsyncClient, Client, DevWallet, SimplePolicy, pay
 from mpp_client.methods.dev import verify_voucher
 from mpp_client.protocol import Credential, Problem, b64url_decode, b64url_encode
 
+from .helpers import pay_now
+
 REALM = "pympp-interop.test"
 UNGUARDED_REALM = "pympp-interop-unguarded.test"
 SECRET = "pympp-interop-secret-0123456789abcdef"
@@ -469,7 +471,7 @@ def test_tampered_opaque_is_refused_by_pympp(pympp_server: RunningServer) -> Non
         opaque_b64=b64url_encode(json.dumps(forged_opaque, separators=(",", ":")).encode()),
     )
     wallet = DevWallet()
-    header = Credential.for_challenge(forged, wallet.pay(forged), source=wallet.source)
+    header = Credential.for_challenge(forged, pay_now(wallet, forged), source=wallet.source)
     response = httpx.get(
         f"{pympp_server.base_url}/tagged", headers={"Authorization": header.to_header()}
     )
@@ -605,7 +607,7 @@ def test_forged_voucher_is_refused_by_server(pympp_server: RunningServer) -> Non
     unpaid = httpx.get(f"{pympp_server.base_url}/report")
     (challenge,) = mpp_client.parse_challenges(unpaid.headers.get_list("www-authenticate"))
     wallet = DevWallet()
-    payload = dict(wallet.pay(challenge))
+    payload = dict(pay_now(wallet, challenge))
     signature = bytearray(b64url_decode(payload["signature"]))
     signature[0] ^= 0x01
     forged = {**payload, "signature": b64url_encode(bytes(signature))}

@@ -10,6 +10,8 @@ from mpp_client._didkey import did_key_from_public, public_from_did_key
 from mpp_client.methods.dev import verify_voucher
 from mpp_client.protocol import Challenge
 
+from .helpers import apay_now, pay_now
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,7 +51,7 @@ def test_quote_refuses_bad_terms(request_: dict[str, object], message: str) -> N
 def test_voucher_binds_the_exact_challenge() -> None:
     wallet = DevWallet(bytes(32))
     challenge = dev_challenge()
-    payload = dict(wallet.pay(challenge))
+    payload = dict(pay_now(wallet, challenge))
     echo = {
         "id": challenge.id,
         "realm": challenge.realm,
@@ -73,7 +75,7 @@ def test_voucher_binds_the_exact_challenge() -> None:
 async def test_apay_matches_pay() -> None:
     wallet = DevWallet(bytes(32))
     challenge = dev_challenge()
-    assert await wallet.apay(challenge) == wallet.pay(challenge)
+    assert await apay_now(wallet, challenge) == pay_now(wallet, challenge)
 
 
 def test_seeded_wallet_is_stable_and_keeps_its_key_out_of_repr() -> None:

@@ -23,6 +23,8 @@ from mpp_client.protocol import (
 )
 from mpp_client.testing import PaidServer, Payment, Route
 
+from .helpers import pay_now
+
 
 def challenge_for(server: PaidServer, method: str = "GET", path: str = "/paid", body: bytes = b""):
     outcome = server.handle(method, path, {}, body)
@@ -32,7 +34,9 @@ def challenge_for(server: PaidServer, method: str = "GET", path: str = "/paid", 
 
 
 def pay(server: PaidServer, challenge: Challenge, wallet: DevWallet, **kw: Any):
-    credential = Credential.for_challenge(challenge, wallet.pay(challenge), source=wallet.source)
+    credential = Credential.for_challenge(
+        challenge, pay_now(wallet, challenge), source=wallet.source
+    )
     return credential.to_header()
 
 
@@ -134,7 +138,7 @@ def test_voucher_signed_for_another_challenge_is_refused() -> None:
     wallet = DevWallet()
     first, _ = challenge_for(server)
     second, _ = challenge_for(server)
-    payload = wallet.pay(first)
+    payload = pay_now(wallet, first)
     header = Credential.for_challenge(second, payload).to_header()
     outcome = server.handle("GET", "/paid", {"authorization": header}, b"")
     assert code(outcome) == "verification-failed"

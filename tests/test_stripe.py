@@ -28,6 +28,7 @@ import pytest
 import stripe
 
 from mpp_client import (
+    Amount,
     AsyncClient,
     ChallengeError,
     ChallengeExpired,
@@ -35,13 +36,16 @@ from mpp_client import (
     MemoryLedger,
     PaymentFailed,
     PolicyDenied,
+    Quote,
     SimplePolicy,
+    TermsRefused,
     payment_record,
 )
 from mpp_client.methods.stripe import DEFAULT_STRIPE_VERSION, SPT_PATH, StripeWallet
 from mpp_client.protocol import Challenge, Credential, Receipt
 
 from .fake_stripe import FakeStripe
+from .helpers import apay_now, pay_now
 
 # The SDK's httpx client (used by apay) posts its form body with ``data=``,
 # which httpx deprecates; that is the SDK's business, not a failure here.
@@ -105,7 +109,7 @@ def expected_form(expires_at: int, amount: str = "5000") -> list[tuple[str, str]
 def test_pay_issues_a_token_limited_to_exactly_this_payment(fake: FakeStripe) -> None:
     ch = challenge()
     assert ch.expires is not None
-    payload = wallet(fake).pay(ch)
+    payload = pay_now(wallet(fake), ch)
     [request] = fake.requests
     assert request.method == "POST" and request.path == SPT_PATH
     # Exactly these parameters, nothing else: the amount, the currency, an
@@ -127,16 +131,16 @@ def test_token_expiry_is_the_sooner_of_the_challenge_and_the_lifetime(fake: Fake
     w = wallet(fake, token_lifetime=timedelta(minutes=2))
     for expires in (datetime.now(UTC) + timedelta(hours=1), None):
         before = time.time()
-        w.pay(challenge(expires=expires, id=f"c-{expires is None}"))
+        pay_now(w, challenge(expires=expires, id=f"c-{expires is None}"))
         expires_at = int(fake.requests[-1].form["usage_limits[expires_at]"])
         assert math.floor(before + 120) <= expires_at <= math.floor(time.time() + 120)
     soon = datetime.now(UTC) + timedelta(seconds=30, microseconds=700_000)
-    w.pay(challenge(expires=soon, id="c-soon"))
+    pay_now(w, challenge(expires=soon, id="c-soon"))
     assert fake.requests[-1].form["usage_limits[expires_at]"] == str(math.floor(soon.timestamp()))
 
 
 def test_without_external_id_the_payload_is_the_token_alone(fake: FakeStripe) -> None:
-    payload = wallet(fake).pay(challenge(request={"externalId": None}))
+    payload = pay_now(wallet(fake), challenge(request={"externalId": None}))
     assert set(payload) == {"spt"}
 
 
@@ -146,7 +150,7 @@ def test_currency_is_sent_lowercase_and_quoted_in_its_decimals(fake: FakeStripe)
     assert (quote.amount.units, quote.amount.currency, quote.amount.decimals) == (1500, "JPY", 0)
     assert quote.payee == PROFILE and quote.method == "stripe" and quote.chain_id is None
     assert quote.currency == "jpy"
-    w.pay(challenge("1500", request={"currency": "JPY"}))
+    pay_now(w, challenge("1500", request={"currency": "JPY"}))
     assert fake.requests[-1].form["usage_limits[currency]"] == "jpy"
 
 
@@ -157,11 +161,11 @@ def test_quote_reads_the_terms_and_issues_nothing(fake: FakeStripe) -> None:
     assert quote.details["networkId"] == PROFILE
     assert quote.details["paymentMethodTypes"] == ("card", "link")
     assert fake.requests == []
-    assert w.moves_funds_on_pay is False
+    assert quote.moves_funds is False  # a token the seller charges: nothing moves at pay
 
 
 def test_stripe_account_is_sent_when_configured(fake: FakeStripe) -> None:
-    wallet(fake, stripe_account="acct_123").pay(challenge())
+    pay_now(wallet(fake, stripe_account="acct_123"), challenge())
     assert fake.requests[-1].header("stripe-account") == "acct_123"
 
 
@@ -169,7 +173,7 @@ def test_the_sdk_retries_with_the_same_idempotency_key(fake: FakeStripe) -> None
     fake.script(
         500, {"error": {"type": "api_error", "message": "try again"}}, Stripe_Should_Retry="true"
     )
-    payload = wallet(fake, max_network_retries=1).pay(challenge())
+    payload = pay_now(wallet(fake, max_network_retries=1), challenge())
     first, second = fake.posts()
     assert first.header("idempotency-key") == second.header("idempotency-key")
     assert first.pairs == second.pairs
@@ -179,10 +183,10 @@ def test_the_sdk_retries_with_the_same_idempotency_key(fake: FakeStripe) -> None
 def test_paying_the_same_challenge_again_returns_the_same_token(fake: FakeStripe) -> None:
     w = wallet(fake, token_lifetime=timedelta(hours=1))
     ch = challenge()
-    assert w.pay(ch) == w.pay(ch)
+    assert pay_now(w, ch) == pay_now(w, ch)
     assert len(fake.tokens) == 1
-    other = w.pay(challenge(id="ch_other"))
-    assert len(fake.tokens) == 2 and other["spt"] != w.pay(ch)["spt"]
+    other = pay_now(w, challenge(id="ch_other"))
+    assert len(fake.tokens) == 2 and other["spt"] != pay_now(w, ch)["spt"]
 
 
 # -- async ----------------------------------------------------------------------------
@@ -203,7 +207,7 @@ async def test_apay_sends_the_same_request_without_blocking_the_loop() -> None:
 
         task = asyncio.create_task(ticker())
         try:
-            payload = await w.apay(ch)
+            payload = await apay_now(w, ch)
         finally:
             done.set()
             await task
@@ -244,8 +248,11 @@ def test_unusable_terms_are_refused_before_creating_a_token(
     ch = challenge(**kwargs)
     with pytest.raises(ChallengeError, match=message):
         w.quote(ch)
-    with pytest.raises(ChallengeError, match=message) as info:
-        w.pay(ch)
+    # pay() checks again when it is not handed the wallet's own prepared quote.
+    unprepared = Quote(Amount(1, "USD", 2), PROFILE, "stripe", "charge")
+    with pytest.raises(TermsRefused, match=message) as info:
+        w.pay(ch, unprepared)
+    assert isinstance(info.value, ChallengeError)
     assert isinstance(info.value, PaymentFailed)  # the flow releases the reservation
     assert fake.requests == []
 
@@ -253,7 +260,7 @@ def test_unusable_terms_are_refused_before_creating_a_token(
 def test_expired_is_challenge_expired(fake: FakeStripe) -> None:
     ch = challenge(expires=datetime.now(UTC) - timedelta(seconds=1))
     with pytest.raises(ChallengeExpired):
-        wallet(fake).pay(ch)
+        pay_now(wallet(fake), ch)
 
 
 def test_only_the_charge_intent(fake: FakeStripe) -> None:
@@ -279,7 +286,7 @@ def test_a_declined_token_request_fails_without_paying(fake: FakeStripe) -> None
         },
     )
     with pytest.raises(PaymentFailed, match="card_declined") as info:
-        wallet(fake).pay(challenge())
+        pay_now(wallet(fake), challenge())
     assert "nothing was paid" in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
@@ -295,7 +302,7 @@ def test_stripe_errors_never_repeat_the_key(fake: FakeStripe) -> None:
         },
     )
     with pytest.raises(PaymentFailed) as info:
-        wallet(fake).pay(challenge())
+        pay_now(wallet(fake), challenge())
     assert SECRET not in str(info.value) and SECRET not in repr(info.value)
     assert "[redacted]" in str(info.value)
 
@@ -326,7 +333,7 @@ def test_a_token_that_cannot_be_sent_is_revoked(fake: FakeStripe, change: dict[s
     fake.script(200, body)
     fake.tokens[body["id"]] = dict(body)
     with pytest.raises(PaymentFailed, match="nothing was paid"):
-        wallet(fake).pay(ch)
+        pay_now(wallet(fake), ch)
     paths = [r.path for r in fake.requests]
     if body["id"].startswith("spt_"):
         assert paths == [SPT_PATH, f"{SPT_PATH}/spt_bad/revoke"]
@@ -340,7 +347,7 @@ async def test_apay_revokes_too(fake: FakeStripe) -> None:
     fake.script(200, {"id": "spt_x", "status": "requires_action"})
     fake.tokens["spt_x"] = {"id": "spt_x"}
     with pytest.raises(PaymentFailed, match="requires_action"):
-        await wallet(fake).apay(challenge())
+        await apay_now(wallet(fake), challenge())
     assert [r.path for r in fake.requests] == [SPT_PATH, f"{SPT_PATH}/spt_x/revoke"]
 
 
@@ -349,7 +356,7 @@ def test_an_unreachable_stripe_fails_without_paying() -> None:
         url = fake.url
     w = StripeWallet(SECRET, payment_method="pm_1", api_base=url, max_network_retries=0)
     with pytest.raises(PaymentFailed, match="APIConnectionError") as info:
-        w.pay(challenge())
+        pay_now(w, challenge())
     assert SECRET not in str(info.value)
 
 
@@ -362,12 +369,12 @@ def test_the_secret_key_never_shows(
     monkeypatch.setattr(stripe, "log", "debug")  # the SDK's own request logging, at its loudest
     caplog.set_level(logging.DEBUG)
     w = wallet(fake)
-    w.pay(challenge())
+    pay_now(w, challenge())
     with pytest.raises(ChallengeError) as refused:
-        w.pay(challenge(request={"currency": "eur"}))
+        pay_now(w, challenge(request={"currency": "eur"}))
     fake.script(400, {"error": {"type": "invalid_request_error", "message": "bad"}})
     with pytest.raises(PaymentFailed) as failed:
-        w.pay(challenge(id="other"))
+        pay_now(w, challenge(id="other"))
     assert "Request to Stripe api" in caplog.text  # the SDK did log
     for text in (
         repr(w),

@@ -208,7 +208,7 @@ class Call:
 
         for method, challenge in self._candidates(offers, passed_over):
             try:
-                quote = _canonical_payee(method.quote(challenge))
+                quote = _canonical_payee(method._flow_quote(challenge))
                 self._check_terms(challenge, quote, target, now)
             except ChallengeError as exc:
                 passed(challenge, exc)
@@ -501,7 +501,7 @@ class Call:
         """The method raised: nothing moved unless the method says it may have."""
         ledger = self.engine.ledger
         if isinstance(exc, PaymentOutcomeUnknown) or (
-            plan.method.moves_funds_on_pay and not isinstance(exc, PaymentFailed)
+            plan.quote.moves_funds and not isinstance(exc, PaymentFailed)
         ):
             reason = (
                 f"payment method {plan.method.name!r} failed mid-payment ({type(exc).__name__})"
@@ -521,7 +521,7 @@ class Call:
         """Cancelled while paying: release, or keep it counted if money may have moved."""
         reason = f"payment with {plan.method.name!r} was interrupted"
         ledger = self.engine.ledger
-        if plan.method.moves_funds_on_pay:
+        if plan.quote.moves_funds:
             self.record = ledger.mark_unknown(plan.record.id, reason)
         else:
             self.record = ledger.release(plan.record.id, reason + "; nothing was paid")
@@ -530,11 +530,9 @@ class Call:
         """The header name and value carrying the credential."""
         if not isinstance(payload, Mapping):
             raise TypeError("payment methods must return the payload as a mapping")
-        method, challenge = plan.method, plan.challenge
-        plan.moved = method.funds_moved(challenge, payload)
-        value = Credential.for_challenge(
-            challenge, payload, source=method.credential_source(challenge)
-        ).to_header()
+        challenge, quote = plan.challenge, plan.quote
+        plan.moved = plan.method._flow_moved(challenge, quote, payload)
+        value = Credential.for_challenge(challenge, payload, source=quote.payer).to_header()
         self.payments += 1
         return plan.challenge.credential_header, value
 
@@ -590,7 +588,7 @@ class Call:
         if status == 402:
             problem = Problem.parse(response.content, response.headers.get("content-type"))
             code = problem.code if problem is not None and problem.code else "no problem type"
-            moved = plan.moved if plan.moved is not None else plan.method.moves_funds_on_pay
+            moved = plan.moved if plan.moved is not None else plan.quote.moves_funds
             if moved:
                 reason = f"server answered 402 ({code}) after a payment that moved funds"
                 self.record = ledger.mark_unknown(plan.record.id, reason)

@@ -75,7 +75,8 @@ def _perform_sync(engine: Engine, effect: Effect) -> Any:
     if isinstance(effect, Record):
         return effect.work(*effect.args)
     if isinstance(effect, Pay):
-        return effect.plan.method.pay(effect.plan.challenge)
+        plan = effect.plan
+        return plan.method.pay(plan.challenge, plan.quote)
     if isinstance(effect, Read402):
         return _read_402_sync(effect.response)
     if isinstance(effect, Ask):
@@ -185,7 +186,8 @@ async def _perform_async(engine: Engine, effect: Effect) -> Any:
     if isinstance(effect, Record):
         return await _record_async(engine, effect)
     if isinstance(effect, Pay):
-        return await effect.plan.method.apay(effect.plan.challenge)
+        plan = effect.plan
+        return await plan.method.apay(plan.challenge, plan.quote)
     if isinstance(effect, Read402):
         return await _read_402_async(effect.response)
     if isinstance(effect, Ask):

@@ -13,7 +13,6 @@ only through the wallets, lazily, so the core never loads eth-account.
 
 from __future__ import annotations
 
-import abc
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -170,17 +169,12 @@ class EthWallet(PaymentMethod):
 
     Holds the key (never shown: not in ``repr()``, and the wallet refuses to
     be pickled), the asset registry and the payee and split-recipient
-    allowlists. The payer's id in a credential is its ``did:pkh`` on the
-    challenge's chain (:meth:`credential_source`); money moved at ``pay`` for
-    any payload whose ``type`` is not one of ``signing_types``.
+    allowlists. Its quotes name the payer as its ``did:pkh`` on the
+    challenge's chain (:meth:`source_for`).
     """
 
     #: How errors name the key (``"an EVM private key"``).
     key_label: ClassVar[str] = "a private key"
-    #: Payload types that only carry a signature the server submits or checks:
-    #: refusing one leaves nothing spent. Any other type (``hash``: a transfer
-    #: the wallet broadcast) means money moved before the server answered.
-    signing_types: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -213,24 +207,6 @@ class EthWallet(PaymentMethod):
     def source_for(self, chain_id: int) -> str:
         """The payer's ``did:pkh`` on ``chain_id``."""
         return did_pkh(chain_id, self.address)
-
-    @abc.abstractmethod
-    def _paying_chain(self, challenge: Challenge) -> int | None:
-        """The chain the wallet pays ``challenge`` on, or None when it would not pay it."""
-
-    def credential_source(self, challenge: Challenge) -> str | None:
-        """``did:pkh:eip155:<chain>:<address>`` on the chain ``challenge`` is paid on."""
-        chain = self._paying_chain(challenge)
-        return self.source if chain is None else self.source_for(chain)
-
-    def funds_moved(self, challenge: Challenge, payload: Mapping[str, Any]) -> bool:
-        """False for a payload that only signs (the server submits it); True otherwise.
-
-        So a server refusing a signed authorization or transaction releases
-        the payment, while one refusing a broadcast transfer's hash leaves its
-        outcome unknown. An unrecognised payload type counts as moved.
-        """
-        return payload.get("type") not in self.signing_types
 
     # -- checking -----------------------------------------------------------------
 

@@ -72,7 +72,6 @@ class DevWallet(PaymentMethod):
     """
 
     name: ClassVar[str] = "dev"
-    moves_funds_on_pay: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -93,7 +92,13 @@ class DevWallet(PaymentMethod):
         self.decimals = decimals
 
     @property
+    def did(self) -> str:
+        """The payer's ``did:key``: the credential's ``source``."""
+        return self._did
+
+    @property
     def source(self) -> str:
+        """The same as :attr:`did` (the name earlier versions used)."""
         return self._did
 
     def quote(self, challenge: Challenge) -> Quote:
@@ -111,6 +116,8 @@ class DevWallet(PaymentMethod):
             intent=challenge.intent,
             expires=terms.expires,
             currency=terms.currency,
+            payer=self._did,
+            moves_funds=False,  # a voucher: the server redeems it
         )
 
     def _sign(self, challenge: Challenge) -> dict[str, Any]:
@@ -124,10 +131,12 @@ class DevWallet(PaymentMethod):
         signature = self._key.sign(voucher_message(echo, self._did)).signature
         return {"type": "voucher", "payer": self._did, "signature": b64url_encode(signature)}
 
-    def pay(self, challenge: Challenge) -> Mapping[str, Any]:
+    # The voucher signs the challenge alone, so the quote is optional here: code
+    # written for earlier versions may still call ``pay(challenge)``.
+    def pay(self, challenge: Challenge, quote: Quote | None = None) -> Mapping[str, Any]:
         return self._sign(challenge)
 
-    async def apay(self, challenge: Challenge) -> Mapping[str, Any]:
+    async def apay(self, challenge: Challenge, quote: Quote | None = None) -> Mapping[str, Any]:
         # Signing is fast and CPU-only: no worker thread needed.
         return self._sign(challenge)
 

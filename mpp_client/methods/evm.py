@@ -91,7 +91,6 @@ try:
         ZERO_ADDRESS,
         EthWallet,
         RpcError,
-        challenge_chain_id,
         did_pkh,
         is_address,
         parse_did_pkh,
@@ -634,8 +633,6 @@ class EvmWallet(EthWallet):
 
     name: ClassVar[str] = "evm"
     key_label: ClassVar[str] = "an EVM private key"
-    #: Signed off-chain or signed for the server to broadcast: nothing moved at ``pay``.
-    signing_types: ClassVar[frozenset[str]] = frozenset({"permit2", "authorization", "transaction"})
 
     def __init__(
         self,
@@ -745,35 +742,6 @@ class EvmWallet(EthWallet):
         document = Account.encrypt(self._account.key, passphrase, iterations=iterations)
         write_keystore(path, document, overwrite=overwrite)
 
-    @property
-    def source(self) -> str | None:
-        """``did:pkh:eip155:<chain>:<address>`` when the wallet pays on one chain only.
-
-        None for a wallet on several chains: the credential's payer id is then
-        the did on the challenge's chain (:meth:`credential_source`), or
-        :meth:`source_for` a given chain.
-        """
-        if len(self.chain_ids) != 1:
-            return None
-        return self.source_for(next(iter(self.chain_ids)))
-
-    def _paying_chain(self, challenge: Challenge) -> int | None:
-        chain = challenge_chain_id(challenge)
-        return chain if chain in self.chain_ids else None
-
-    @property
-    def moves_funds_on_pay(self) -> bool:  # type: ignore[override]
-        """True when this wallet may use ``hash``, the only type that moves money in ``pay``.
-
-        Per payment the flow asks :meth:`funds_moved`, which is True only for a
-        ``hash`` payload: ``permit2``, ``authorization`` and ``transaction``
-        only sign and the server submits, so a refused credential means
-        nothing was spent. This wallet-wide answer is for when ``pay`` raised
-        or was interrupted before returning a payload: a wallet allowed to
-        broadcast may have, so it counts as moving funds, the safe side.
-        """
-        return "hash" in self.credential_types
-
     # -- choosing -----------------------------------------------------------------
 
     def _rpc(self, chain_id: int) -> JsonRpc | None:
@@ -820,6 +788,11 @@ class EvmWallet(EthWallet):
                 f"{', '.join(self.credential_types)}"
             )
             raise ChallengeError(f"no usable evm credential type ({why})")
+        # Only ``hash`` moves money in ``pay`` (the wallet broadcasts); the others
+        # sign for the server to submit. Falling back at payment time stays on
+        # the first type's side of that line, so the quote says exactly whether
+        # paying it moves funds.
+        types = [kind for kind in types if (kind == "hash") == (types[0] == "hash")]
         if any(kind in ("authorization", "permit2") for kind in types):
             self._chash(challenge)  # an id or realm that cannot be hashed fails here, unsigned
         return _Plan(terms, asset, tuple(types), valid_before, tuple(skipped))
@@ -877,12 +850,15 @@ class EvmWallet(EthWallet):
             currency=challenge.request.get("currency", terms.currency),
             chain_id=terms.chain_id,
             details=details,
+            payer=self.source_for(terms.chain_id),
+            moves_funds=plan.types[0] == "hash",
+            prepared=plan,
         )
 
     # -- paying -------------------------------------------------------------------
 
-    def pay(self, challenge: Challenge) -> Mapping[str, Any]:
-        plan = self._plan(challenge)
+    def pay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
+        plan = quote.prepared if isinstance(quote.prepared, _Plan) else self._plan(challenge)
         skipped = list(plan.skipped)
         for kind in plan.types:
             try:

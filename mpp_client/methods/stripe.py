@@ -20,7 +20,7 @@ The SPT is created with ``POST /v1/shared_payment/issued_tokens``::
 so the seller can charge at most this amount, in this currency, before the
 challenge expires, and no one but this seller can use it. The token is only an
 authorization: the seller charges it when it receives the credential
-(``moves_funds_on_pay`` is False), and a token that is never sent can never be
+(its quotes say ``moves_funds=False``), and a token that is never sent can never be
 used. A token Stripe returns in any state but ``active`` (say
 ``requires_action``, a 3-D Secure step an agent cannot take) or with limits
 other than those asked for is revoked and the payment fails.
@@ -52,7 +52,13 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
         'the stripe payment method needs the stripe SDK: pip install "mpp-client[stripe]"'
     ) from exc
 
-from .._exceptions import ChallengeError, ChallengeExpired, PaymentFailed
+from .._exceptions import (
+    ChallengeError,
+    ChallengeExpired,
+    PaymentFailed,
+    TermsExpired,
+    TermsRefused,
+)
 from .._text import get_logger
 from ..money import Amount
 from ..protocol import Challenge
@@ -191,7 +197,6 @@ class StripeWallet(PaymentMethod):
     """
 
     name: ClassVar[str] = "stripe"
-    moves_funds_on_pay: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -301,16 +306,22 @@ class StripeWallet(PaymentMethod):
             expires=terms.expires,
             currency=terms.currency,
             details=details,
+            moves_funds=False,  # a token the seller charges when it gets the credential
+            prepared=terms,
         )
 
-    def _prepare(self, challenge: Challenge) -> tuple[StripeTerms, dict[str, Any], dict[str, Any]]:
+    def _prepare(
+        self, challenge: Challenge, quote: Quote
+    ) -> tuple[StripeTerms, dict[str, Any], dict[str, Any]]:
+        """The quoted terms, with the token's expiry computed now (time has passed)."""
+        terms = quote.prepared if isinstance(quote.prepared, StripeTerms) else None
         try:
-            terms = self._terms(challenge)
+            terms = terms or self._terms(challenge)
             expires_at = self._expires_at(terms)
         except ChallengeExpired as exc:
-            raise _Expired(exc.message) from None
+            raise TermsExpired(exc.message) from None
         except ChallengeError as exc:
-            raise _Refused(exc.message) from None
+            raise TermsRefused(exc.message) from None
         params = spt_params(terms, payment_method=self.payment_method, expires_at=expires_at)
         options: dict[str, Any] = {
             "idempotency_key": _idempotency_key(challenge, params),
@@ -320,8 +331,8 @@ class StripeWallet(PaymentMethod):
 
     # -- paying -------------------------------------------------------------------
 
-    def pay(self, challenge: Challenge) -> Mapping[str, Any]:
-        terms, params, options = self._prepare(challenge)
+    def pay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
+        terms, params, options = self._prepare(challenge, quote)
         try:
             response = self._client.raw_request("post", SPT_PATH, **params, **options)
         except stripe.StripeError as exc:
@@ -333,8 +344,8 @@ class StripeWallet(PaymentMethod):
             raise PaymentFailed(f"{problem}; the token was revoked and nothing was paid")
         return self._payload(terms, token, params)
 
-    async def apay(self, challenge: Challenge) -> Mapping[str, Any]:
-        terms, params, options = self._prepare(challenge)
+    async def apay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
+        terms, params, options = self._prepare(challenge, quote)
         try:
             response = await self._client.raw_request_async("post", SPT_PATH, **params, **options)
         except stripe.StripeError as exc:
@@ -451,11 +462,3 @@ class StripeWallet(PaymentMethod):
 
     def __getstate__(self) -> NoReturn:
         self.__reduce_ex__(None)
-
-
-class _Refused(ChallengeError, PaymentFailed):
-    """Terms refused while paying: a ChallengeError, and no token was created."""
-
-
-class _Expired(ChallengeExpired, PaymentFailed):
-    """The challenge expired before a token was created."""

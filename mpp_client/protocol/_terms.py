@@ -29,12 +29,13 @@ BASE_UNITS = re.compile(r"0|[1-9][0-9]{0,77}")
 
 @dataclass(frozen=True, slots=True)
 class Quote:
-    """What paying a challenge would cost, as the method understands the terms.
+    """What paying a challenge would cost, and how, as the wallet understands the terms.
 
     ``amount`` is in the asset the method pays with (base units plus
     decimals); ``payee`` is who receives it. The policy decides on this, so a
     method must fill it from the challenge's ``request``, never from its
-    ``description``.
+    ``description``. The flow hands the same quote back to the wallet's
+    ``pay``, so what is paid is what was decided.
     """
 
     amount: Amount
@@ -46,6 +47,19 @@ class Quote:
     currency: str = ""
     chain_id: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: The payer's id for the credential's ``source`` (a DID), if the wallet has one.
+    payer: str | None = None
+    #: Whether paying this quote moves money by itself (a transfer the wallet
+    #: broadcasts). Then a server refusing the credential, or a failure inside
+    #: ``pay``, leaves the outcome unknown (still counted, never paid again).
+    #: False when the payload only authorizes a payment the server makes (a
+    #: voucher, a signed authorization or transaction): a refusal then means
+    #: nothing was spent. True, the cautious answer, unless the wallet says.
+    moves_funds: bool = True
+    #: What the wallet prepared while quoting (its own reading of the terms),
+    #: handed back to ``pay`` so the challenge is not parsed twice. Not
+    #: compared, not shown, never recorded.
+    prepared: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

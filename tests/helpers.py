@@ -1,0 +1,23 @@
+"""Helpers shared by the test modules: one copy of each.
+
+``pay_now``/``apay_now`` call a wallet the way the flow does: quote first,
+then pay that quote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mpp_client import PaymentMethod
+from mpp_client.protocol import Challenge
+
+
+def pay_now(wallet: PaymentMethod, challenge: Challenge) -> Mapping[str, Any]:
+    """Quote ``challenge`` and pay that quote, as the flow would (no policy, no ledger)."""
+    return wallet.pay(challenge, wallet.quote(challenge))
+
+
+async def apay_now(wallet: PaymentMethod, challenge: Challenge) -> Mapping[str, Any]:
+    """The async :func:`pay_now`."""
+    return await wallet.apay(challenge, wallet.quote(challenge))
