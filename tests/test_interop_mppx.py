@@ -1,0 +1,342 @@
+"""Interop with mppx 0.11.0, the TypeScript reference SDK, both directions.
+
+The peers are real: ``node`` runs mppx from ``node_modules`` (pinned in
+package.json, installed by ``scripts/chain-tools.sh``), started and stopped
+by ``tests/peers/mppx_peer.py``. Nothing on the mppx side is mocked.
+
+- Our ``Client``/``AsyncClient`` pay an mppx-built server (``server.mjs``):
+  a custom ``dev`` method defined with ``Method.from``/``Method.toServer``
+  whose verify checks our Ed25519 voucher with node's crypto; mppx's own EVM
+  method (EIP-3009 ``authorization``) settled on anvil with our TestUSD; and
+  mppx's Tempo method on ``anvil --network tempo``.
+- mppx's client (``client.mjs``) pays our ``PaidServer`` with ``EvmVerifier``
+  and ``TempoVerifier``, settled on the same chains.
+- A replayed credential moves no money on either side (balances read on chain).
+
+Wire facts of mppx 0.11.0 met here (they hold for the versions pinned):
+
+- Its route handlers (``mppx.charge(...)``) never emit ``digest`` and never read
+  the body; a digest-bound challenge needs its lower-level API
+  (``Challenge.fromMethod({digest})`` + ``mppx.verifyCredential`` +
+  ``BodyDigest.verify``). Its digest is ``sha-256=<base64, padded>``, without
+  RFC 9530's colons.
+- ``opaque`` is sent only for routes given ``meta`` (or a ``scope``):
+  base64url of the JCS of a string map. The HMAC id binds it.
+- The HMAC binds ``PaymentRequest.serialize(request)``: the *re-serialized*
+  (JCS) request, not the string received. mppx's client also re-serializes
+  ``request`` when it builds a credential, so a server whose ``request`` is
+  not JCS would see a different string come back.
+- ``expires`` has milliseconds (``toISOString``); the 402 body is an RFC 9457
+  problem with extra members ``hint`` and ``challengeId``; a failed verify is
+  a 402 with a fresh challenge and a problem; an exception in a method's
+  verify (not a PaymentError) is a 500 ``internal-payment-error`` that still
+  carries a fresh ``WWW-Authenticate``.
+- Node's status line for mppx's 402 has an empty reason phrase (``HTTP/1.1 402``).
+- The EVM method's 402 carries an x402 ``PAYMENT-REQUIRED`` header beside
+  ``WWW-Authenticate``. Its challenge hash is ``keccak256(id || realm)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+import mpp_client
+from mpp_client import Amount, AsyncClient, Client, DevWallet, SimplePolicy, payment_record
+from mpp_client.protocol import Problem, Receipt, b64url_decode
+
+from .peers.mppx_peer import MppxServer
+
+REALM = "mppx-interop.test"
+SECRET = "mppx-interop-secret-" + secrets.token_hex(16)
+RECIPIENT = "did:web:merchant.mppx-interop.test"
+PROBLEMS = "https://paymentauth.org/problems/"
+
+REPORT_PRICE = Amount(25, "USD", 2)
+OPAQUE_PRICE = Amount(10, "USD", 2)
+ORDER_PRICE = Amount(40, "USD", 2)
+# Non-ASCII on purpose: a client that re-encoded `opaque` (say with ensure_ascii)
+# would send different bytes, and mppx's HMAC would refuse them.
+OPAQUE_META = {"route": "GET /opaque", "note": "caf\u00e9 \u2615 \u2014 \U0001f600"}
+
+
+# -- the mppx server with the dev method -----------------------------------------------
+
+
+@dataclass
+class DevPeer:
+    """The module's mppx server, seen from one test: events after ``start``."""
+
+    server: MppxServer
+    start: int
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [
+            e for e in self.server.events()[self.start :] if kind is None or e.get("kind") == kind
+        ]
+
+
+@pytest.fixture(scope="module")
+def _dev_server() -> Iterator[MppxServer]:
+    config = {
+        "realm": REALM,
+        "secretKey": SECRET,
+        "dev": {"recipient": RECIPIENT, "meta": OPAQUE_META},
+    }
+    with MppxServer(config) as server:
+        yield server
+
+
+@pytest.fixture
+def dev_peer(_dev_server: MppxServer) -> Iterator[DevPeer]:
+    peer = DevPeer(_dev_server, len(_dev_server.events()))
+    yield peer
+    _dev_server.check_alive()
+
+
+def dev_client(wallet: DevWallet, *, sync: bool, **kwargs: Any) -> Client | AsyncClient:
+    cls = Client if sync else AsyncClient
+    return cls(
+        methods=[wallet],
+        policy=SimplePolicy(max_per_call="1.00 USD", budget="5.00 USD"),
+        ledger="memory:",
+        allow_insecure_localhost=True,
+        **kwargs,
+    )
+
+
+async def send(
+    wallet: DevWallet, method: str, url: str, *, sync: bool, **kwargs: Any
+) -> tuple[httpx.Response, list[httpx.Response], Amount]:
+    """One request through our client; the response, every response seen, and the spend."""
+    seen: list[httpx.Response] = []
+    if sync:
+        with dev_client(wallet, sync=True, event_hooks={"response": [seen.append]}) as client:
+            assert isinstance(client, Client)
+            response = client.request(method, url, **kwargs)
+            assert client.ledger is not None
+            return response, seen, client.ledger.spent("USD")
+
+    async def hook(response: httpx.Response) -> None:
+        seen.append(response)
+
+    async with dev_client(wallet, sync=False, event_hooks={"response": [hook]}) as client:
+        assert isinstance(client, AsyncClient)
+        response = await client.request(method, url, **kwargs)
+        assert client.ledger is not None
+        return response, seen, client.ledger.spent("USD")
+
+
+SYNC_AND_ASYNC = pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+
+
+def assert_paid_by_voucher(
+    response: httpx.Response, peer: DevPeer, price: Amount, wallet: DevWallet
+) -> mpp_client.PaymentRecord:
+    assert response.status_code == 200, response.text
+    record = payment_record(response)
+    assert record is not None
+    assert record.status == "committed"
+    assert (record.method, record.intent, record.realm) == ("dev", "charge", REALM)
+    assert record.payee == RECIPIENT
+    assert record.amount == price
+    assert record.receipt is not None
+    assert record.receipt.status == "success"
+    assert record.receipt.method == "dev"
+    assert record.receipt.reference == f"voucher:{record.challenge_id}"
+    # mppx's Payment-Receipt: base64url of JSON.stringify(receipt), extras kept.
+    wire = json.loads(b64url_decode(response.headers["payment-receipt"]))
+    assert wire["reference"] == record.receipt.reference
+    assert wire["payer"] == wallet.source
+    assert "private" in response.headers["cache-control"]
+    # mppx's verify ran once, checked the signature with node's crypto, and accepted.
+    (verified,) = peer.events("verify")
+    assert verified["outcome"] == "accepted"
+    assert verified["challengeId"] == record.challenge_id
+    assert verified["payer"] == wallet.source
+    assert verified["amount"] == str(price.units)
+    return record
+
+
+# -- our client pays the mppx dev method ------------------------------------------------
+
+
+@SYNC_AND_ASYNC
+async def test_client_pays_mppx_custom_method_get(dev_peer: DevPeer, sync: bool) -> None:
+    wallet = DevWallet()
+    response, seen, spent = await send(wallet, "GET", dev_peer.url + "/report", sync=sync)
+
+    assert [r.status_code for r in seen] == [402, 200]
+    assert response.json() == {"paid": "GET /report", "realm": REALM}
+    assert_paid_by_voucher(response, dev_peer, REPORT_PRICE, wallet)
+    assert spent == REPORT_PRICE
+
+
+def test_mppx_challenge_as_our_parser_reads_it(dev_peer: DevPeer) -> None:
+    response = httpx.get(dev_peer.url + "/report")
+    assert response.status_code == 402
+    assert response.reason_phrase == ""  # node writes "HTTP/1.1 402 " for mppx's Response
+    assert response.headers["cache-control"] == "no-store"
+    (challenge,) = mpp_client.parse_challenges(response.headers.get_list("www-authenticate"))
+    assert (challenge.realm, challenge.method, challenge.intent) == (REALM, "dev", "charge")
+    assert dict(challenge.request) == {"amount": "25", "currency": "usd", "recipient": RECIPIENT}
+    assert challenge.description == "Quarterly report"
+    assert challenge.digest is None  # route handlers never bind a body
+    assert challenge.opaque is None  # no `meta` on this route: no opaque at all
+    assert challenge.header is None
+    # expires: toISOString(), milliseconds and "Z".
+    assert challenge.expires_raw is not None and challenge.expires_raw.endswith("Z")
+    assert len(challenge.expires_raw) == len("2026-01-01T00:00:00.000Z")
+    # The request is JCS (keys sorted, no spaces): what mppx's HMAC re-creates.
+    assert (
+        b64url_decode(challenge.request_b64)
+        == json.dumps(dict(sorted(challenge.request.items())), separators=(",", ":")).encode()
+    )
+
+    problem = Problem.parse(response.content, response.headers.get("content-type"))
+    assert problem is not None
+    assert problem.type == PROBLEMS + "payment-required"
+    assert problem.status == 402
+    assert problem.detail == "Payment is required (Quarterly report)."
+    assert problem.data["challengeId"] == challenge.id
+    assert "hint" in problem.data
+    assert dev_peer.events("verify") == []
+
+
+@SYNC_AND_ASYNC
+async def test_client_echoes_mppx_opaque_byte_for_byte(dev_peer: DevPeer, sync: bool) -> None:
+    wallet = DevWallet()
+    response, seen, _ = await send(wallet, "GET", dev_peer.url + "/opaque", sync=sync)
+
+    (challenge,) = mpp_client.parse_challenges(seen[0].headers.get_list("www-authenticate"))
+    sent_opaque = challenge.params["opaque"]
+    assert challenge.opaque == OPAQUE_META
+    # mppx's opaque: base64url (no padding) of the JCS of the meta map, UTF-8 as is.
+    canonical = json.dumps(
+        dict(sorted(OPAQUE_META.items())), separators=(",", ":"), ensure_ascii=False
+    )
+    assert b64url_decode(sent_opaque) == canonical.encode("utf-8")
+
+    record = assert_paid_by_voucher(response, dev_peer, OPAQUE_PRICE, wallet)
+    # What mppx received in the credential, read raw off the wire by the server.
+    paid = [e for e in dev_peer.events("request") if e["status"] == 200]
+    (echo,) = [e["echo"] for e in paid]
+    assert echo["id"] == record.challenge_id == challenge.id
+    assert echo["opaque"] == sent_opaque  # the same bytes...
+    assert echo["request"] == challenge.request_b64  # ...and the request too
+
+
+@SYNC_AND_ASYNC
+async def test_client_pays_mppx_digest_bound_post(dev_peer: DevPeer, sync: bool) -> None:
+    wallet = DevWallet()
+    order = {"sku": "A-1", "qty": 2, "note": "caf\u00e9"}
+    response, seen, spent = await send(
+        wallet, "POST", dev_peer.url + "/orders", sync=sync, json=order
+    )
+
+    assert [r.status_code for r in seen] == [402, 200]
+    (challenge,) = mpp_client.parse_challenges(seen[0].headers.get_list("www-authenticate"))
+    body = seen[0].request.content
+    # mppx's BodyDigest: "sha-256=" + standard base64 with padding, no RFC 9530 colons.
+    assert challenge.digest == "sha-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
+    assert response.request.content == body
+    assert response.request.headers["idempotency-key"]
+    assert response.json() == {"ordered": order, "payer": wallet.source}
+    record = assert_paid_by_voucher(response, dev_peer, ORDER_PRICE, wallet)
+    assert record.http_method == "POST"
+    (echo,) = [e["echo"] for e in dev_peer.events("request") if e["status"] == 200]
+    assert echo["digest"] == challenge.digest
+    assert spent == ORDER_PRICE
+
+
+def test_mppx_refuses_a_voucher_for_another_body(dev_peer: DevPeer) -> None:
+    """The digest binding is real: the credential for one body cannot buy another."""
+    unpaid = httpx.post(dev_peer.url + "/orders", json={"sku": "A-1"})
+    (challenge,) = mpp_client.parse_challenges(unpaid.headers.get_list("www-authenticate"))
+    wallet = DevWallet()
+    credential = mpp_client.protocol.Credential.for_challenge(
+        challenge, wallet.pay(challenge), source=wallet.source
+    ).to_header()
+
+    other = httpx.post(
+        dev_peer.url + "/orders", json={"sku": "B-2"}, headers={"Authorization": credential}
+    )
+    assert other.status_code == 402
+    problem = Problem.parse(other.content, other.headers.get("content-type"))
+    assert problem is not None and problem.code == "verification-failed"
+    assert "payment-receipt" not in other.headers
+
+    same = httpx.post(
+        dev_peer.url + "/orders", json={"sku": "A-1"}, headers={"Authorization": credential}
+    )
+    assert same.status_code == 200, same.text
+    outcomes = [e["outcome"] for e in dev_peer.events("verify")]
+    assert outcomes == ["digest-mismatch", "accepted"]
+
+
+def test_mppx_refuses_a_forged_voucher(dev_peer: DevPeer) -> None:
+    unpaid = httpx.get(dev_peer.url + "/report")
+    (challenge,) = mpp_client.parse_challenges(unpaid.headers.get_list("www-authenticate"))
+    wallet = DevWallet()
+    payload = dict(wallet.pay(challenge))
+    signature = bytearray(b64url_decode(payload["signature"]))
+    signature[-1] ^= 0x01
+    forged = {**payload, "signature": base64.urlsafe_b64encode(signature).decode().rstrip("=")}
+    header = mpp_client.protocol.Credential.for_challenge(
+        challenge, forged, source=wallet.source
+    ).to_header()
+
+    response = httpx.get(dev_peer.url + "/report", headers={"Authorization": header})
+    assert response.status_code == 402
+    problem = Problem.parse(response.content, response.headers.get("content-type"))
+    assert problem is not None
+    assert problem.code == "verification-failed"
+    assert problem.detail == "Payment verification failed: dev voucher signature does not verify."
+    assert problem.data["challengeId"] != challenge.id  # a fresh challenge comes with it
+    assert [e["outcome"] for e in dev_peer.events("verify")] == ["bad-voucher"]
+
+
+@SYNC_AND_ASYNC
+async def test_replayed_voucher_is_refused_by_mppx(dev_peer: DevPeer, sync: bool) -> None:
+    wallet = DevWallet()
+    first, _, spent = await send(wallet, "GET", dev_peer.url + "/report", sync=sync)
+    assert_paid_by_voucher(first, dev_peer, REPORT_PRICE, wallet)
+    authorization = first.request.headers["authorization"]
+    assert authorization.startswith("Payment ")
+
+    replay = httpx.get(dev_peer.url + "/report", headers={"Authorization": authorization})
+
+    # mppx answers a failed verify with 402, a fresh challenge and the problem.
+    assert replay.status_code == 402
+    assert replay.headers["www-authenticate"].startswith("Payment ")
+    assert "payment-receipt" not in replay.headers
+    problem = Problem.parse(replay.content, replay.headers["content-type"])
+    assert problem is not None
+    assert problem.code == "verification-failed"
+    assert problem.detail == "Payment verification failed: dev voucher already redeemed."
+    outcomes = [e["outcome"] for e in dev_peer.events("verify")]
+    assert outcomes == ["accepted", "replayed"]
+    assert spent == REPORT_PRICE
+
+
+def test_receipt_is_parsed_by_our_protocol_layer(dev_peer: DevPeer) -> None:
+    wallet = DevWallet()
+    with dev_client(wallet, sync=True) as client:
+        assert isinstance(client, Client)
+        response = client.get(dev_peer.url + "/report")
+    receipt = Receipt.parse(response.headers["payment-receipt"])
+    assert receipt.status == "success"
+    assert receipt.method == "dev"
+    assert receipt.data.get("payer") == wallet.source
