@@ -44,16 +44,39 @@ import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 import mpp_client
-from mpp_client import Amount, AsyncClient, Client, DevWallet, SimplePolicy, payment_record
+from mpp_client import (
+    Amount,
+    AsyncClient,
+    Client,
+    DevWallet,
+    PaymentRejected,
+    SimplePolicy,
+    payment_record,
+)
+from mpp_client.methods.evm import EvmWallet
+from mpp_client.policy import AssetEntry, Policy
 from mpp_client.protocol import Problem, Receipt, b64url_decode
+from mpp_client.testing import PaidServer
+from mpp_client.testing.evm import EvmVerifier, transfers_in
 
-from .peers.mppx_peer import MppxServer
+from .chain.tooling import (
+    TOKEN_DECIMALS,
+    TOKEN_NAME,
+    TOKEN_VERSION,
+    World,
+    anvil_binary,
+    compile_contracts,
+    start_world,
+)
+from .peers.mppx_peer import MppxServer, run_client
 
 REALM = "mppx-interop.test"
 SECRET = "mppx-interop-secret-" + secrets.token_hex(16)
@@ -340,3 +363,285 @@ def test_receipt_is_parsed_by_our_protocol_layer(dev_peer: DevPeer) -> None:
     assert receipt.status == "success"
     assert receipt.method == "dev"
     assert receipt.data.get("payer") == wallet.source
+
+
+# -- EVM: a local anvil chain with our TestUSD ----------------------------------------
+
+TUSD_PRICE = 250_000  # 0.25 TUSD (6 decimals)
+OPEN = {
+    key: ["*"] for key in ("hosts", "realms", "payees", "methods", "intents", "assets", "chain_ids")
+}
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    running = start_world(anvil_binary(), compile_contracts())
+    try:
+        yield running
+    finally:
+        running.anvil.stop()
+
+
+def tusd(world: World) -> AssetEntry:
+    return AssetEntry("evm", world.token, "USD", TOKEN_DECIMALS, world.chain_id, "TUSD")
+
+
+def evm_policy(world: World) -> Policy:
+    entry = tusd(world)
+    return Policy.from_mapping(
+        {
+            "currency": "USD",
+            "per_call": "1.00 USD",
+            "allow": OPEN,
+            "assets": [
+                {
+                    "method": "evm",
+                    "currency": entry.currency,
+                    "asset": "USD",
+                    "decimals": TOKEN_DECIMALS,
+                    "chain_id": world.chain_id,
+                    "name": "TUSD",
+                }
+            ],
+        }
+    )
+
+
+def key_hex(account: LocalAccount) -> str:
+    return "0x" + bytes(account.key).hex()
+
+
+@dataclass
+class EvmShop:
+    """An mppx server selling GET /evm for 0.25 TUSD through mppx's EVM method."""
+
+    server: MppxServer
+    merchant: str
+    submitter: LocalAccount
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return self.server.events(kind)
+
+
+@pytest.fixture
+def mppx_evm_shop(world: World) -> Iterator[EvmShop]:
+    merchant = Account.create().address
+    submitter = world.funded_account()
+    config = {
+        "realm": REALM,
+        "secretKey": SECRET,
+        "evm": {
+            "rpcUrl": world.url,
+            "chainId": world.chain_id,
+            "token": world.token,
+            "tokenName": TOKEN_NAME,
+            "tokenVersion": TOKEN_VERSION,
+            "decimals": TOKEN_DECIMALS,
+            "recipient": merchant,
+            "amount": "0.25",  # display units: mppx scales by `decimals`
+        },
+    }
+    with MppxServer(config, secrets={"MPPX_PEER_SUBMITTER_KEY": key_hex(submitter)}) as server:
+        yield EvmShop(server, merchant, submitter)
+
+
+def evm_wallet(world: World, payer: LocalAccount, scheme: Literal["draft", "mppx"]) -> EvmWallet:
+    return EvmWallet(
+        payer,
+        chain_ids=[world.chain_id],
+        assets=[tusd(world)],
+        credential_types=("authorization",),
+        token_domains={(world.chain_id, world.token): (TOKEN_NAME, TOKEN_VERSION)},
+        # mppx 0.11 hashes keccak256(id || realm): the draft's form, our "draft".
+        challenge_hash_scheme=scheme,
+    )
+
+
+async def pay_evm(
+    world: World, wallet: EvmWallet, url: str, *, sync: bool
+) -> tuple[httpx.Response, list[httpx.Response]]:
+    seen: list[httpx.Response] = []
+    options: dict[str, Any] = {
+        "methods": [wallet],
+        "policy": evm_policy(world),
+        "ledger": "memory:",
+        "allow_insecure_localhost": True,
+    }
+    if sync:
+        with Client(**options, event_hooks={"response": [seen.append]}) as client:
+            return client.get(url), seen
+
+    async def hook(response: httpx.Response) -> None:
+        seen.append(response)
+
+    async with AsyncClient(**options, event_hooks={"response": [hook]}) as client:
+        return await client.get(url), seen
+
+
+@SYNC_AND_ASYNC
+async def test_client_pays_mppx_evm_authorization_on_chain(
+    world: World, mppx_evm_shop: EvmShop, sync: bool
+) -> None:
+    shop = mppx_evm_shop
+    payer = world.funded_account(tokens=1_000_000)
+    gas_before = int(world.anvil.rpc.call("eth_getBalance", payer.address, "latest"), 16)
+
+    response, seen = await pay_evm(
+        world, evm_wallet(world, payer, "draft"), shop.server.url + "/evm", sync=sync
+    )
+
+    assert [r.status_code for r in seen] == [402, 200], response.text
+    # mppx's EVM 402 also offers the same terms over x402 (a PAYMENT-REQUIRED header).
+    assert "payment-required" in seen[0].headers
+    (challenge,) = mpp_client.parse_challenges(seen[0].headers.get_list("www-authenticate"))
+    assert challenge.request["amount"] == str(TUSD_PRICE)
+    assert challenge.request["methodDetails"] == {
+        "chainId": world.chain_id,
+        "credentialTypes": ["authorization"],
+        "decimals": TOKEN_DECIMALS,
+    }
+    record = payment_record(response)
+    assert record is not None and record.status == "committed"
+    assert record.amount == Amount(TUSD_PRICE, "USD", TOKEN_DECIMALS)
+    assert record.receipt is not None and record.receipt.method == "evm"
+    tx_hash = record.receipt.reference
+    (settled,) = shop.events("settle")
+    assert settled["outcome"] == "settled"
+    assert settled["hash"] == tx_hash
+    assert settled["challengeId"] == record.challenge_id
+    # On chain: exactly the price moved, payer to merchant, sent (and paid for) by the submitter.
+    assert world.balance(shop.merchant) == TUSD_PRICE
+    assert world.balance(payer.address) == 1_000_000 - TUSD_PRICE
+    on_chain = world.receipt(tx_hash)
+    assert on_chain["status"] == "0x1"
+    assert on_chain["from"].lower() == shop.submitter.address.lower()
+    assert transfers_in(on_chain, world.token) == [(payer.address, shop.merchant, TUSD_PRICE)]
+    gas_after = int(world.anvil.rpc.call("eth_getBalance", payer.address, "latest"), 16)
+    assert gas_after == gas_before
+
+    # The same credential again: mppx's checks all pass (it keeps no replay
+    # store for EVM), the token's used EIP-3009 nonce is what stops it.
+    authorization = response.request.headers["authorization"]
+    replay = httpx.get(shop.server.url + "/evm", headers={"Authorization": authorization})
+    assert replay.status_code == 402
+    assert "payment-receipt" not in replay.headers
+    problem = Problem.parse(replay.content, replay.headers.get("content-type"))
+    assert problem is not None and problem.code == "verification-failed"
+    assert [e["outcome"] for e in shop.events("settle")] == ["settled", "would-revert"]
+    assert world.balance(shop.merchant) == TUSD_PRICE
+    assert world.balance(payer.address) == 1_000_000 - TUSD_PRICE
+
+
+def test_mppx_refuses_the_json_array_challenge_hash(world: World, mppx_evm_shop: EvmShop) -> None:
+    """mppx 0.11 does not take keccak256(JSON.stringify([id, realm])) (pympp's form)."""
+    shop = mppx_evm_shop
+    payer = world.funded_account(tokens=1_000_000)
+    with (
+        Client(
+            methods=[evm_wallet(world, payer, "mppx")],
+            policy=evm_policy(world),
+            ledger="memory:",
+            allow_insecure_localhost=True,
+        ) as client,
+        pytest.raises(PaymentRejected) as refused,
+    ):
+        client.get(shop.server.url + "/evm")
+    assert refused.value.problem is not None
+    assert refused.value.problem.detail == (
+        "Payment verification failed: EVM authorization challenge hash mismatch."
+    )
+    assert shop.events("settle") == []
+    assert world.balance(shop.merchant) == 0
+    assert world.balance(payer.address) == 1_000_000
+
+
+# -- mppx's client pays our PaidServer ---------------------------------------------------
+
+
+@dataclass
+class OurEvmShop:
+    """Our PaidServer selling /paid for 0.25 TUSD through EvmVerifier (authorization)."""
+
+    server: PaidServer
+    verifier: EvmVerifier
+    merchant: str
+    url: str
+
+
+@pytest.fixture
+def our_evm_shop(world: World, live: Any) -> OurEvmShop:
+    merchant = Account.create().address
+    verifier = EvmVerifier(
+        world.url,
+        token=world.token,
+        submitter=world.funded_account(),
+        # mppx's client signs only EIP-3009 authorizations.
+        credential_types=["authorization"],
+        token_domain=(TOKEN_NAME, TOKEN_VERSION),
+        decimals=TOKEN_DECIMALS,
+        challenge_hash_scheme="draft",  # mppx's keccak256(id || realm)
+    )
+    server = PaidServer(
+        {"/paid": "0.25 USD"},
+        realm=REALM,
+        verifier=verifier,
+        currency=world.token,
+        recipient=merchant,
+        asset="USD",
+        decimals=TOKEN_DECIMALS,
+    )
+    return OurEvmShop(server, verifier, merchant, live(server))
+
+
+def mppx_evm_options(world: World) -> dict[str, Any]:
+    return {
+        "chainId": world.chain_id,
+        "token": world.token,
+        "tokenName": TOKEN_NAME,
+        "tokenVersion": TOKEN_VERSION,
+        "decimals": TOKEN_DECIMALS,
+    }
+
+
+def test_mppx_client_pays_our_evm_server_on_chain(world: World, our_evm_shop: OurEvmShop) -> None:
+    shop = our_evm_shop
+    payer = world.funded_account(tokens=1_000_000)
+
+    out = run_client(
+        {"url": shop.url + "/paid", "evm": mppx_evm_options(world), "replay": True},
+        secrets={"MPPX_PEER_PAYER_KEY": key_hex(payer)},
+    )
+
+    assert "error" not in out, out
+    assert out["paid"] is True
+    response = out["response"]
+    assert response["status"] == 200, out
+    assert json.loads(response["body"]) == {"ok": True}
+    # mppx read our challenge, opaque kept as the raw string it echoes.
+    challenge = out["challenge"]
+    assert [challenge[k] for k in ("method", "intent", "realm")] == ["evm", "charge", REALM]
+    assert challenge["request"]["amount"] == str(TUSD_PRICE)
+    assert b64url_decode(challenge["opaque"]) == b'{"route":"GET /paid"}'
+    # mppx's Receipt.deserialize accepts our receipt.
+    receipt = response["receipt"]
+    assert receipt["status"] == "success"
+    assert receipt["method"] == "evm"
+    assert receipt["chainId"] == world.chain_id
+    assert shop.verifier.settled == [receipt["reference"]]
+    (payment,) = shop.server.payments
+    assert payment.payer == f"did:pkh:eip155:{world.chain_id}:{payer.address}"
+    assert payment.reference == receipt["reference"]
+    on_chain = world.receipt(receipt["reference"])
+    assert transfers_in(on_chain, world.token) == [(payer.address, shop.merchant, TUSD_PRICE)]
+    assert world.balance(shop.merchant) == TUSD_PRICE
+    assert world.balance(payer.address) == 1_000_000 - TUSD_PRICE
+
+    # mppx's client sent the same credential again: refused, nothing moved.
+    replay = out["replay"]
+    assert replay["status"] == 402
+    assert "payment-receipt" not in replay["headers"]
+    assert json.loads(replay["body"])["type"] == PROBLEMS + "invalid-challenge"
+    assert shop.verifier.settled == [receipt["reference"]]
+    assert len(shop.server.payments) == 1
+    assert world.balance(shop.merchant) == TUSD_PRICE
+    assert world.balance(payer.address) == 1_000_000 - TUSD_PRICE
