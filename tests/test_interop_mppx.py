@@ -86,6 +86,9 @@ PROBLEMS = "https://paymentauth.org/problems/"
 REPORT_PRICE = Amount(25, "USD", 2)
 OPAQUE_PRICE = Amount(10, "USD", 2)
 ORDER_PRICE = Amount(40, "USD", 2)
+ACCOUNT_PRICE = Amount(15, "USD", 2)
+# mppx writes characters above U+00FF as \uXXXX escapes and Latin-1 ones as raw bytes.
+ACCOUNT_DESCRIPTION = 'Caf\u00e9 account \u2014 \u2615 "premium"'
 # Non-ASCII on purpose: a client that re-encoded `opaque` (say with ensure_ascii)
 # would send different bytes, and mppx's HMAC would refuse them.
 OPAQUE_META = {"route": "GET /opaque", "note": "caf\u00e9 \u2615 \u2014 \U0001f600"}
@@ -116,7 +119,11 @@ def _dev_server() -> Iterator[MppxServer]:
     config = {
         "realm": REALM,
         "secretKey": SECRET,
-        "dev": {"recipient": RECIPIENT, "meta": OPAQUE_META},
+        "dev": {
+            "recipient": RECIPIENT,
+            "meta": OPAQUE_META,
+            "accountDescription": ACCOUNT_DESCRIPTION,
+        },
     }
     with MppxServer(config) as server:
         yield server
@@ -645,3 +652,31 @@ def test_mppx_client_pays_our_evm_server_on_chain(world: World, our_evm_shop: Ou
     assert len(shop.server.payments) == 1
     assert world.balance(shop.merchant) == TUSD_PRICE
     assert world.balance(payer.address) == 1_000_000 - TUSD_PRICE
+
+
+@SYNC_AND_ASYNC
+async def test_client_pays_mppx_requires_auth_in_payment_authorization(
+    dev_peer: DevPeer, sync: bool
+) -> None:
+    """mppx ``requiresAuth``: the credential goes in Payment-Authorization."""
+    wallet = DevWallet()
+    response, seen, spent = await send(
+        wallet,
+        "GET",
+        dev_peer.url + "/account",
+        sync=sync,
+        headers={"Authorization": "Bearer app-token"},
+    )
+
+    (challenge,) = mpp_client.parse_challenges(seen[0].headers.get_list("www-authenticate"))
+    assert challenge.header == "Payment-Authorization"
+    assert challenge.description == ACCOUNT_DESCRIPTION
+    assert response.request.headers["authorization"] == "Bearer app-token"
+    assert response.request.headers["payment-authorization"].startswith("Payment ")
+    assert response.json()["applicationAuthorization"] == "Bearer app-token"
+    assert_paid_by_voucher(response, dev_peer, ACCOUNT_PRICE, wallet)
+    # The echo carried `header` (mppx binds it into the id) and the description as received.
+    (echo,) = [e["echo"] for e in dev_peer.events("request") if e["status"] == 200]
+    assert echo["header"] == "Payment-Authorization"
+    assert echo["description"] == ACCOUNT_DESCRIPTION
+    assert spent == ACCOUNT_PRICE

@@ -12,6 +12,7 @@
 // Routes (each section of the config turns its routes on):
 //   dev:   GET /report   mppx.charge(), 25 base units
 //          GET /opaque   the same with route `meta`, which mppx sends as `opaque`
+//          GET /account  behind requiresAuth: the credential in Payment-Authorization
 //          POST /orders  a body-digest-bound challenge (see ordersRoute)
 //   evm:   GET /evm      mppx's own EVM charge method (EIP-3009 authorization)
 //   tempo: GET /tempo    mppx's own Tempo charge method
@@ -33,11 +34,20 @@ if (config.tempo)
   methods.push(await (await import('./tempo.mjs')).tempoServer(config.tempo, { record }))
 
 const mppx = Mppx.create({ methods, realm: config.realm, secretKey: config.secretKey })
+// The same methods behind `requiresAuth`: mppx then asks for the credential in
+// Payment-Authorization (a `header` auth-param, bound into the HMAC id), and
+// leaves Authorization to the application.
+const guarded = Mppx.create({
+  methods,
+  realm: config.realm,
+  requiresAuth: true,
+  secretKey: config.secretKey,
+})
 const transport = Transport.http()
 
-function handlerFor(name) {
+function handlerFor(name, instance = mppx) {
   const method = methods.find((m) => m.name === name)
-  return (options) => mppx[`${method.name}/${method.intent}`](options)
+  return (options) => instance[`${method.name}/${method.intent}`](options)
 }
 
 const DEV = config.dev ?? {}
@@ -56,6 +66,10 @@ if (config.dev) {
     ...devRoute('10'),
     description: 'Opaque echo',
     meta: DEV.meta ?? { route: 'GET /opaque' },
+  })
+  routes['GET /account'] = handlerFor('dev', guarded)({
+    ...devRoute('15'),
+    description: DEV.accountDescription ?? 'Account',
   })
 }
 if (config.evm) routes['GET /evm'] = handlerFor('evm')({ amount: config.evm.amount })
@@ -115,13 +129,23 @@ async function ordersRoute(request, bodyText) {
 
 /** The raw echoed fields of a Payment credential, as the client sent them. */
 function echoOf(request) {
-  const header = request.headers.get('authorization')
-  const payment = header ? Credential.extractPaymentScheme(header) : null
+  const payment = ['payment-authorization', 'authorization']
+    .map((name) => request.headers.get(name))
+    .map((value) => (value ? Credential.extractPaymentScheme(value) : null))
+    .find((value) => value)
   if (!payment) return null
   try {
     const wire = JSON.parse(Buffer.from(payment.slice('Payment '.length).trim(), 'base64url'))
-    const { id, opaque, request: raw, digest, expires } = wire.challenge
-    return { id, opaque: opaque ?? null, request: raw, digest: digest ?? null, expires }
+    const { id, opaque, request: raw, digest, expires, header, description } = wire.challenge
+    return {
+      id,
+      opaque: opaque ?? null,
+      request: raw,
+      digest: digest ?? null,
+      expires,
+      header: header ?? null,
+      description: description ?? null,
+    }
   } catch {
     return { malformed: true }
   }
@@ -137,7 +161,9 @@ async function answer(request, bodyText) {
   if (!route) return new Response('not found', { status: 404 })
   const result = await route(request)
   if (result.status === 402) return result.challenge
-  return result.withReceipt(Response.json({ paid: key, realm: config.realm }))
+  const body = { paid: key, realm: config.realm }
+  if (key === 'GET /account') body.applicationAuthorization = request.headers.get('authorization')
+  return result.withReceipt(Response.json(body))
 }
 
 function toFetchRequest(req, body, port) {
