@@ -446,7 +446,9 @@ def mppx_evm_shop(world: World) -> Iterator[EvmShop]:
             "decimals": TOKEN_DECIMALS,
             "recipient": merchant,
             "amount": "0.25",  # display units: mppx scales by `decimals`
+            "eitherAmount": "0.30",
         },
+        "dev": {"recipient": RECIPIENT},  # for the composed GET /either
     }
     with MppxServer(config, secrets={"MPPX_PEER_SUBMITTER_KEY": key_hex(submitter)}) as server:
         yield EvmShop(server, merchant, submitter)
@@ -560,6 +562,48 @@ def test_mppx_refuses_the_json_array_challenge_hash(world: World, mppx_evm_shop:
     assert shop.events("settle") == []
     assert world.balance(shop.merchant) == 0
     assert world.balance(payer.address) == 1_000_000
+
+
+@pytest.mark.parametrize("pay_with", ["dev", "evm"])
+def test_client_picks_its_method_from_an_mppx_composed_402(
+    world: World, mppx_evm_shop: EvmShop, pay_with: str
+) -> None:
+    shop = mppx_evm_shop
+    unpaid = httpx.get(shop.server.url + "/either")
+    assert unpaid.status_code == 402
+    # mppx.compose() merges the offers into one WWW-Authenticate field value.
+    (line,) = unpaid.headers.get_list("www-authenticate")
+    offers = mpp_client.parse_challenges([line])
+    assert [c.key for c in offers] == ["dev/charge", "evm/charge"]
+
+    payer = world.funded_account(tokens=1_000_000)
+    wallet: DevWallet | EvmWallet
+    if pay_with == "dev":
+        wallet = DevWallet()
+        policy: SimplePolicy | Policy = SimplePolicy(max_per_call="1.00 USD", budget="5.00 USD")
+    else:
+        wallet = evm_wallet(world, payer, "draft")
+        policy = evm_policy(world)
+    with Client(
+        methods=[wallet], policy=policy, ledger="memory:", allow_insecure_localhost=True
+    ) as client:
+        response = client.get(shop.server.url + "/either")
+
+    assert response.status_code == 200, response.text
+    record = payment_record(response)
+    assert record is not None and record.status == "committed"
+    assert record.method == pay_with
+    if pay_with == "dev":
+        assert record.amount == Amount(30, "USD", 2)
+        assert [e["outcome"] for e in shop.events("verify")] == ["accepted"]
+        assert shop.events("settle") == []
+        assert world.balance(shop.merchant) == 0
+    else:
+        assert record.amount == Amount(300_000, "USD", TOKEN_DECIMALS)
+        assert shop.events("verify") == []
+        assert [e["outcome"] for e in shop.events("settle")] == ["settled"]
+        assert world.balance(shop.merchant) == 300_000
+        assert world.balance(payer.address) == 1_000_000 - 300_000
 
 
 # -- mppx's client pays our PaidServer ---------------------------------------------------

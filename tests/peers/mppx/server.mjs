@@ -15,6 +15,7 @@
 //          GET /account  behind requiresAuth: the credential in Payment-Authorization
 //          POST /orders  a body-digest-bound challenge (see ordersRoute)
 //   evm:   GET /evm      mppx's own EVM charge method (EIP-3009 authorization)
+//   both:  GET /either   mppx.compose() of a dev and an evm offer, one 402
 //   tempo: GET /tempo    mppx's own Tempo charge method
 //   always: GET /free (no payment), GET /__peer/events (what the server saw)
 
@@ -74,6 +75,11 @@ if (config.dev) {
 }
 if (config.evm) routes['GET /evm'] = handlerFor('evm')({ amount: config.evm.amount })
 if (config.tempo) routes['GET /tempo'] = handlerFor('tempo')({ amount: config.tempo.amount })
+if (config.dev && config.evm)
+  routes['GET /either'] = mppx.compose(
+    ['dev/charge', devRoute('30')],
+    ['evm/charge', { amount: config.evm.eitherAmount ?? '0.30' }],
+  )
 
 const ORDER_TERMS = devRoute('40')
 
