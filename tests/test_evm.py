@@ -51,6 +51,7 @@ from mpp_client.methods.evm import (
     PERMIT2_WITNESS_TYPE_STRING,
     EvmWallet,
     authorization_digest,
+    challenge_binding,
     challenge_hash,
     did_pkh,
     eip3009_domain_separator,
@@ -175,18 +176,190 @@ def test_source_is_did_pkh_with_the_challenge_chain() -> None:
     assert parse_did_pkh("did:key:z6Mk") is None
 
 
-def test_challenge_hash_follows_the_draft_and_the_reference_sdks() -> None:
-    # Draft: keccak256(abi.encodePacked(id, realm)): the two strings' bytes, concatenated.
-    assert challenge_hash("aB3cDeF4gHiJkLmN", "api.example.com") == keccak(
-        b"aB3cDeF4gHiJkLmNapi.example.com"
-    )
-    # mppx/pympp: keccak256(JSON.stringify([id, realm])); checked against pympp itself.
+MPPX_RECORDED = json.loads(
+    (Path(__file__).parent / "data" / "mppx_evm_challenges.json").read_text(encoding="utf-8")
+)
+# Strings that exercise every difference a JSON encoder could make: quotes,
+# backslashes, control characters, non-ASCII (Latin-1, BMP, astral), DEL, U+2028.
+AWKWARD = [
+    ("aB3cDeF4gHiJkLmN", "api.example.com"),
+    ('q"\u2603', "r\\\u00e9"),
+    ("id-\U0001f600", "caf\u00e9.example"),
+    ("tab\there", "nl\nline\u0001\u007f\u2028"),
+    ("", ""),
+]
+
+
+def test_concat_rule_is_the_drafts_and_mppxs() -> None:
+    # The draft: keccak256(abi.encodePacked(id, realm)), the two strings' UTF-8 bytes in a row.
+    expected = keccak(b"aB3cDeF4gHiJkLmNapi.example.com")
+    assert challenge_hash("aB3cDeF4gHiJkLmN", "api.example.com") == expected
+    assert challenge_hash("aB3cDeF4gHiJkLmN", "api.example.com", "concat") == expected
+    # mppx 0.11's own Types.challengeHash, recorded (tests/data/mppx_evm_challenges.json).
+    vectors = MPPX_RECORDED["challengeHash"]
+    assert len(vectors) == 4
+    for vector in vectors:
+        ours = challenge_hash(vector["id"], vector["realm"], "concat")
+        assert "0x" + ours.hex() == vector["challengeHash"], vector
+        assert challenge_hash(vector["id"], vector["realm"], "json-array") != ours
+
+
+def test_json_array_rule_is_pympps_byte_for_byte() -> None:
     from mpp.methods.evm._eip3009 import challenge_hash as pympp_challenge_hash
 
-    for cid, realm in [("aB3cDeF4gHiJkLmN", "api.example.com"), ('q"\u2603', "r\\é")]:
-        ours = "0x" + challenge_hash(cid, realm, "mppx").hex()
-        assert ours == pympp_challenge_hash(cid, realm)
-        assert challenge_hash(cid, realm, "mppx") != challenge_hash(cid, realm)
+    for cid, realm in AWKWARD:
+        ours = challenge_hash(cid, realm, "json-array")
+        assert "0x" + ours.hex() == pympp_challenge_hash(cid, realm), (cid, realm)
+        assert ours != challenge_hash(cid, realm, "concat")
+    # The exact text: compact separators, non-ASCII as UTF-8 (not \\u escapes),
+    # quotes and backslashes escaped, control characters as JSON escapes.
+    assert challenge_hash('\u00e9"', "r\\\n", "json-array") == keccak(
+        '["\u00e9\\"","r\\\\\\n"]'.encode()
+    )
+
+
+def test_old_scheme_names_warn_and_keep_their_meaning() -> None:
+    cid, realm = AWKWARD[1]
+    with pytest.warns(DeprecationWarning, match="'mppx' is deprecated: it is the 'json-array'"):
+        assert challenge_hash(cid, realm, "mppx") == challenge_hash(cid, realm, "json-array")
+    with pytest.warns(DeprecationWarning, match="'draft' is deprecated: it is the 'concat'"):
+        assert challenge_hash(cid, realm, "draft") == challenge_hash(cid, realm, "concat")
+    with pytest.warns(DeprecationWarning, match="'mppx'"):
+        old_mppx = wallet_for(challenge_hash_scheme="mppx")
+    assert old_mppx.challenge_hash_scheme == "json-array"
+    with pytest.warns(DeprecationWarning, match="'draft'"):
+        old_draft = wallet_for(challenge_hash_scheme="draft")
+    assert old_draft.challenge_hash_scheme == "concat"
+    ch = challenge()
+    assert old_mppx.pay(ch)["nonce"] == "0x" + challenge_hash(ch.id, ch.realm, "json-array").hex()
+    assert old_draft.pay(ch)["nonce"] == "0x" + challenge_hash(ch.id, ch.realm, "concat").hex()
+    for bad in ("auto", "either", "sha3", None):
+        with pytest.raises(ValueError, match="unknown challenge hash scheme"):
+            challenge_hash(cid, realm, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown challenge hash scheme"):
+        wallet_for(challenge_hash_scheme="either")
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        challenge_hash("\ud800", realm)
+
+
+# -- which rule a challenge asks for ---------------------------------------------------
+
+
+def pympp_evm_app(
+    *, unique_challenges: bool = True, meta: dict[str, str] | None = None, settle: Any = None
+) -> Starlette:
+    """pympp's own ``evm`` server method, as its users mount it (``@pay`` on Starlette)."""
+    from mpp import MemoryStore
+    from mpp.methods.evm import server as evm_server
+    from mpp.server import Mpp, pay
+
+    method = evm_server.charge(
+        currency=TOKEN,
+        recipient=MERCHANT,
+        chain_id=CHAIN,
+        decimals=TOKEN_DECIMALS,
+        authorization={"name": TOKEN_NAME, "version": TOKEN_VERSION},
+        settle=settle or (lambda authorization: "0x" + "00" * 32),
+        store=MemoryStore(),
+    )
+    server = Mpp(
+        methods=method,
+        realm="pympp-evm.test",
+        secret_key="pympp-evm-secret-0123456789abcdef0",
+        unique_challenges=unique_challenges,
+    )
+
+    @pay(server.evm.charge(amount="0.25", meta=meta))  # type: ignore[misc]
+    async def paid(request: Request, credential: Any, receipt: Any) -> JSONResponse:
+        return JSONResponse({"ok": True, "payer": receipt.payer})
+
+    return Starlette(routes=[Route("/paid", paid)])
+
+
+def _challenge_from(url: str) -> tuple[str, Challenge]:
+    response = httpx.get(url)
+    assert response.status_code == 402
+    (value,) = response.headers.get_list("www-authenticate")
+    (parsed,) = parse_challenges(value)
+    return value, parsed
+
+
+PYMPP_CONFIGS = {
+    "default": {},
+    "with meta": {"meta": {"order": "A-1"}},
+    "without issuance nonce": {"unique_challenges": False},
+}
+
+
+@pytest.mark.parametrize("config", list(PYMPP_CONFIGS), ids=list(PYMPP_CONFIGS))
+def test_a_pympp_challenge_asks_for_the_json_array(live: Any, config: str) -> None:
+    from mpp import Challenge as PymppChallenge
+
+    options = PYMPP_CONFIGS[config]
+    value, ch = _challenge_from(live(pympp_evm_app(**options)) + "/paid")
+    assert challenge_binding(ch) == "json-array"
+    # What pympp marks its challenges with (the evidence challenge_binding reads).
+    assert isinstance(ch.request["_mppx_scope"], dict)
+    if options.get("unique_challenges", True):
+        assert ch.opaque is not None and "_mpp_nonce" in ch.opaque
+    else:
+        assert ch.opaque is None  # the request's route scope alone tells
+    # The EVM terms themselves look just like mppx's.
+    assert ch.request["methodDetails"] == {
+        "chainId": CHAIN,
+        "credentialTypes": ["authorization"],
+        "decimals": TOKEN_DECIMALS,
+    }
+    wallet = wallet_for()
+    assert wallet.quote(ch).details["challengeBinding"] == "json-array"
+    nonce = wallet.pay(ch)["nonce"]
+    reference = PymppChallenge.from_www_authenticate(value)
+    from mpp.methods.evm._eip3009 import challenge_hash as pympp_challenge_hash
+
+    assert nonce == pympp_challenge_hash(reference.id, reference.realm)
+
+
+@pytest.mark.parametrize("route", ["paid", "described", "scoped"])
+def test_an_mppx_challenge_asks_for_the_concatenation(route: str) -> None:
+    # Recorded from a live mppx 0.11 server: see the note in the data file.
+    (ch,) = parse_challenges(MPPX_RECORDED["challenges"][route])
+    assert ch.realm == "mppx-evm.test"
+    assert "_mppx_scope" not in ch.request  # mppx's scope, when set, rides in opaque
+    if route == "scoped":
+        assert ch.opaque == {"_mppx_scope": "GET /scoped"}
+    assert challenge_binding(ch) == "concat"
+    assert ch.expires is not None
+    before_expiry = ch.expires - timedelta(seconds=30)
+    wallet = wallet_for(payees=[MERCHANT], clock=lambda: before_expiry)
+    assert wallet.quote(ch).details["challengeBinding"] == "concat"
+    payload = wallet.pay(ch)
+    assert payload["nonce"] == "0x" + challenge_hash(ch.id, ch.realm, "concat").hex()
+    # A pinned rule wins over what the challenge shows.
+    pinned = wallet_for(clock=lambda: before_expiry, challenge_hash_scheme="json-array")
+    assert pinned.pay(ch)["nonce"] == "0x" + challenge_hash(ch.id, ch.realm, "json-array").hex()
+
+
+def test_a_challenge_without_pympp_marks_gets_the_drafts_rule(live: Any) -> None:
+    assert challenge_binding(challenge()) == "concat"
+    # This package's own test server.
+    server = PaidServer(
+        {"/paid": "0.25 USD"}, currency=TOKEN, recipient=MERCHANT, asset="USD", decimals=6
+    )
+    _, ours = _challenge_from(live(server) + "/paid")
+    assert challenge_binding(ours) == "concat"
+    # A string _mppx_scope in the request is not pympp's object; an unrelated opaque says nothing.
+    assert challenge_binding(challenge(extra={"_mppx_scope": "GET /paid"})) == "concat"
+    marked = challenge(extra={"_mppx_scope": {"route": "/paid"}})
+    assert challenge_binding(marked) == "json-array"
+    nonce = Challenge.create(
+        id="x",
+        realm="r",
+        method="evm",
+        intent="charge",
+        request=dict(challenge().request),
+        opaque={"_mpp_nonce": "ab" * 32},
+    )
+    assert challenge_binding(nonce) == "json-array"
 
 
 def test_authorization_payload_is_bound_to_the_challenge_and_its_expiry() -> None:
@@ -933,8 +1106,8 @@ def test_client_pays_pympp_evm_server_on_the_same_chain(world: World) -> None:
     merchant = Account.create().address
     settled: list[str] = []
     app = pympp_app(world, merchant, settled)
-    # pympp (like mppx) hashes the challenge as JSON, not as the draft's encodePacked.
-    wallet = chain_wallet(world, payer, challenge_hash_scheme="mppx")
+    # No scheme named: the wallet reads pympp's marks and signs pympp's JSON-array hash.
+    wallet = chain_wallet(world, payer)
     with (
         LocalServer(app) as server,
         Client(
@@ -951,6 +1124,12 @@ def test_client_pays_pympp_evm_server_on_the_same_chain(world: World) -> None:
         )
     assert response.status_code == 200, response.text
     assert response.json()["payer"] == payer.address
+    sent = Credential.parse(_sent_credential(response))
+    echo = sent.echo
+    assert (
+        sent.payload["nonce"]
+        == "0x" + challenge_hash(echo["id"], echo["realm"], "json-array").hex()
+    )
     receipt = Receipt.parse(response.headers["payment-receipt"])
     assert settled == [receipt.reference]
     assert world.balance(payer.address) == 1_000_000 - PRICE
@@ -963,12 +1142,14 @@ def test_client_pays_pympp_evm_server_on_the_same_chain(world: World) -> None:
     assert world.balance(merchant) == PRICE
 
 
-def test_draft_challenge_hash_is_refused_by_pympp(world: World) -> None:
+def test_the_concat_rule_is_refused_by_pympp(world: World) -> None:
     payer = world.funded_account(tokens=1_000_000)
     merchant = Account.create().address
     settled: list[str] = []
-    # The draft's hash; no "hash" type, so a refusal means nothing was spent.
-    wallet = chain_wallet(world, payer, credential_types=("authorization",))
+    # The draft's rule pinned; no "hash" type, so a refusal means nothing was spent.
+    wallet = chain_wallet(
+        world, payer, credential_types=("authorization",), challenge_hash_scheme="concat"
+    )
     with (
         LocalServer(pympp_app(world, merchant, settled)) as server,
         Client(
@@ -982,6 +1163,82 @@ def test_draft_challenge_hash_is_refused_by_pympp(world: World) -> None:
         client.get(server.url + "/paid")
     assert settled == []
     assert world.balance(payer.address) == 1_000_000
+
+
+def _fresh_challenge(url: str) -> Challenge:
+    return parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
+
+
+def _answer(url: str, ch: Challenge, wallet: EvmWallet) -> httpx.Response:
+    header = Credential.for_challenge(ch, wallet.pay(ch), source=wallet.source).to_header()
+    return httpx.get(url + "/paid", headers={"Authorization": header})
+
+
+@pytest.mark.parametrize("kind", ["authorization", "permit2"])
+def test_verifier_accepts_either_rule_and_settles_a_challenge_once(
+    world: World, live: Any, kind: str
+) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    if kind == "permit2":
+        world.approve_permit2(payer)
+    shop = Shop(world, [kind])
+    assert shop.verifier.challenge_hash_scheme == "either"
+    url = live(shop.server)
+    concat = chain_wallet(world, payer, challenge_hash_scheme="concat")
+    json_array = chain_wallet(world, payer, challenge_hash_scheme="json-array")
+    for wallet in (concat, json_array):
+        assert _answer(url, _fresh_challenge(url), wallet).status_code == 200
+    assert world.balance(shop.merchant) == 2 * PRICE
+    assert len(shop.verifier.settled) == 2
+    # One challenge, answered under each rule: two different nonces, one settlement.
+    ch = _fresh_challenge(url)
+    first = _answer(url, ch, concat)
+    assert first.status_code == 200, first.text
+    second = _answer(url, ch, json_array)
+    assert second.status_code == 402
+    assert second.json()["detail"] == "challenge already used"
+    assert "payment-receipt" not in second.headers
+    assert world.balance(shop.merchant) == 3 * PRICE
+    assert world.balance(payer.address) == 1_000_000 - 3 * PRICE
+    assert len(shop.verifier.settled) == 3
+
+
+@pytest.mark.parametrize(
+    ("accepts", "refused"), [("concat", "json-array"), ("json-array", "concat")]
+)
+def test_a_verifier_pinned_to_one_rule_refuses_the_other(
+    world: World, live: Any, accepts: str, refused: str
+) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    shop = Shop(world, ["authorization"], challenge_hash_scheme=accepts)
+    url = live(shop.server)
+    wrong = chain_wallet(world, payer, challenge_hash_scheme=refused)
+    answer = _answer(url, _fresh_challenge(url), wrong)
+    assert answer.status_code == 402
+    assert answer.json()["detail"] == f"authorization nonce is not the challenge hash ({accepts})"
+    assert world.balance(payer.address) == 1_000_000
+    right = chain_wallet(world, payer, challenge_hash_scheme=accepts)
+    assert _answer(url, _fresh_challenge(url), right).status_code == 200
+    assert world.balance(shop.merchant) == PRICE
+
+
+def test_verifier_old_scheme_names_warn(world: World) -> None:
+    with pytest.warns(DeprecationWarning, match="'mppx' is deprecated: it is the 'json-array'"):
+        assert (
+            Shop(
+                world, ["authorization"], challenge_hash_scheme="mppx"
+            ).verifier.challenge_hash_scheme
+            == "json-array"
+        )
+    with pytest.warns(DeprecationWarning, match="'draft' is deprecated: it is the 'concat'"):
+        assert (
+            Shop(
+                world, ["authorization"], challenge_hash_scheme="draft"
+            ).verifier.challenge_hash_scheme
+            == "concat"
+        )
+    with pytest.raises(ValueError, match="unknown challenge hash scheme 'auto'"):
+        Shop(world, ["authorization"], challenge_hash_scheme="auto")
 
 
 def test_unknown_outcome_is_not_paid_twice(world: World, live: Any) -> None:

@@ -28,9 +28,24 @@ to less than the amount, and the validity window ends at the challenge's expiry
 and no later. Any failure is a :class:`~mpp_client.ChallengeError` and nothing
 is signed.
 
-The challenge hash is ``keccak256(abi.encodePacked(id, realm))`` as the draft
-says. The reference SDKs (mppx, pympp) compute ``keccak256(JSON.stringify([id,
-realm]))`` instead; ``challenge_hash_scheme="mppx"`` pays their servers.
+The challenge hash. ``authorization`` nonces and the Permit2 witness
+``challengeHash`` are a keccak256 hash of the challenge, and the peers hash
+different bytes. Two rules exist:
+
+``"concat"``
+    ``keccak256(id || realm)``: the UTF-8 bytes of the id, then of the realm
+    (the draft's ``abi.encodePacked(id, realm)``). mppx 0.11 and the draft.
+``"json-array"``
+    ``keccak256`` of the JSON text ``["<id>","<realm>"]`` (no spaces, non-ASCII
+    written as UTF-8, not ``\\u`` escapes). pympp 0.16.
+
+A server only accepts its own rule, so the wallet picks one per challenge
+(:func:`challenge_binding`): pympp marks every challenge it issues (its route
+scope ``_mppx_scope`` inside ``request``, its issuance nonce ``_mpp_nonce``
+inside ``opaque``), so a challenge with either mark is hashed as a JSON array;
+any other challenge (mppx, the draft, this package's test server) with the
+draft's rule. ``challenge_hash_scheme="concat"`` or ``"json-array"`` pins one
+rule for a server the marks misjudge.
 
 Permit2 notes. The draft does not say who the Permit2 ``spender`` (the address
 that submits the transfer) is; the wallet uses ``methodDetails.spender`` when
@@ -55,6 +70,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -105,15 +121,18 @@ from ..protocol import Challenge
 from ._base import Quote, charge_terms
 
 __all__ = [
+    "CHALLENGE_BINDINGS",
     "CREDENTIAL_TYPES",
     "PERMIT2_ADDRESS",
     "PERMIT2_WITNESS_TYPE_STRING",
+    "ChallengeBinding",
     "EvmTerms",
     "EvmWallet",
     "JsonRpc",
     "RpcError",
     "Split",
     "authorization_digest",
+    "challenge_binding",
     "challenge_hash",
     "did_pkh",
     "eip3009_domain_separator",
@@ -186,21 +205,78 @@ def _address(value: object, what: str) -> str:
     return to_checksum_address(value)
 
 
+#: How a challenge is hashed into the 32 bytes a signature commits to.
+ChallengeBinding = Literal["concat", "json-array"]
+#: The rules, the draft's first.
+CHALLENGE_BINDINGS: tuple[ChallengeBinding, ...] = ("concat", "json-array")
+#: Names of earlier releases. "mppx" named the JSON-array rule, which mppx does
+#: not use (pympp does); "draft" named the concatenation.
+_OLD_BINDING_NAMES: Mapping[str, ChallengeBinding] = {"draft": "concat", "mppx": "json-array"}
+#: pympp's marks on the challenges it issues (see :func:`challenge_binding`).
+_PYMPP_REQUEST_MARK = "_mppx_scope"
+_PYMPP_OPAQUE_MARK = "_mpp_nonce"
+
+
+def _binding_name(name: object, *, extra: tuple[str, ...] = ()) -> str:
+    """``name`` as a current rule name (or one of ``extra``); old names warn."""
+    if isinstance(name, str):
+        if name in CHALLENGE_BINDINGS or name in extra:
+            return name
+        if name in _OLD_BINDING_NAMES:
+            new = _OLD_BINDING_NAMES[name]
+            warnings.warn(
+                f"challenge hash scheme {name!r} is deprecated: it is the {new!r} rule; "
+                f"pass {new!r}",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            return new
+    known = ", ".join(repr(n) for n in (*extra, *CHALLENGE_BINDINGS))
+    raise ValueError(f"unknown challenge hash scheme {name!r:.40} (known: {known})")
+
+
 def challenge_hash(
-    challenge_id: str, realm: str, scheme: Literal["draft", "mppx"] = "draft"
+    challenge_id: str,
+    realm: str,
+    scheme: ChallengeBinding | Literal["draft", "mppx"] = "concat",
 ) -> bytes:
     """The 32-byte hash that binds a signature to one challenge.
 
-    ``"draft"``: ``keccak256(abi.encodePacked(id, realm))``, the draft's
-    definition. ``"mppx"``: ``keccak256(JSON.stringify([id, realm]))``, what the
-    mppx and pympp reference SDKs compute.
+    ``"concat"``: ``keccak256`` of the id's UTF-8 bytes followed by the realm's,
+    the draft's ``abi.encodePacked(id, realm)`` and mppx's rule.
+    ``"json-array"``: ``keccak256`` of the compact JSON array ``[id, realm]``
+    (``json.dumps(..., separators=(",", ":"), ensure_ascii=False)``, which is
+    also what ``JSON.stringify`` writes), pympp's rule. The old names
+    ``"draft"`` and ``"mppx"`` still work, with a ``DeprecationWarning``.
+    ``ValueError`` for an unknown scheme or a string that is not valid Unicode.
     """
-    if scheme == "draft":
-        return keccak(challenge_id.encode("utf-8") + realm.encode("utf-8"))
-    if scheme == "mppx":
+    rule = _binding_name(scheme)
+    try:
+        if rule == "concat":
+            return keccak(challenge_id.encode("utf-8") + realm.encode("utf-8"))
         text = json.dumps([challenge_id, realm], separators=(",", ":"), ensure_ascii=False)
         return keccak(text.encode("utf-8"))
-    raise ValueError(f"unknown challenge hash scheme {scheme!r}")
+    except UnicodeEncodeError:
+        raise ValueError("the challenge id or realm is not valid Unicode") from None
+
+
+def challenge_binding(challenge: Challenge) -> ChallengeBinding:
+    """The rule the server that issued ``challenge`` hashes it with, as far as it shows.
+
+    pympp 0.16 writes its route scope into every challenge's ``request`` as
+    ``_mppx_scope`` (an object), and by default an issuance nonce into
+    ``opaque`` as ``_mpp_nonce``; its servers hash with ``"json-array"``.
+    mppx 0.11 keeps ``request`` to the method's schema (its own scope, when
+    set, travels in ``opaque`` as a string) and hashes with ``"concat"``, as
+    the draft does. A challenge with neither pympp mark gets the draft's rule.
+    Both marks sit under the challenge's HMAC-bound id, so they are what the
+    server issued.
+    """
+    if isinstance(challenge.request.get(_PYMPP_REQUEST_MARK), Mapping):
+        return "json-array"
+    if challenge.opaque is not None and _PYMPP_OPAQUE_MARK in challenge.opaque:
+        return "json-array"
+    return "concat"
 
 
 # -- the request -----------------------------------------------------------------
@@ -549,6 +625,12 @@ class EvmWallet(EthWallet):
     canonical one. ``max_validity`` refuses challenges that expire further
     ahead than that; ``default_validity`` bounds signatures for challenges
     without an expiry.
+
+    ``challenge_hash_scheme``: how ``authorization`` nonces and Permit2
+    witnesses hash the challenge. ``"auto"`` (the default) reads the rule off
+    each challenge (:func:`challenge_binding`: pympp's JSON array when the
+    challenge carries pympp's marks, the draft's concatenation otherwise);
+    ``"concat"`` or ``"json-array"`` always uses that rule.
     """
 
     name: ClassVar[str] = "evm"
@@ -571,7 +653,7 @@ class EvmWallet(EthWallet):
         split_recipients: Iterable[str] | Literal["*"] = (),
         max_validity: timedelta = timedelta(hours=1),
         default_validity: timedelta = timedelta(minutes=5),
-        challenge_hash_scheme: Literal["draft", "mppx"] = "draft",
+        challenge_hash_scheme: Literal["auto", "concat", "json-array", "draft", "mppx"] = "auto",
         max_gas: int = 200_000,
         receipt_timeout: float = 60.0,
         rpc_timeout: float = 10.0,
@@ -609,9 +691,10 @@ class EvmWallet(EthWallet):
             self._permit2.setdefault(chain, {PERMIT2_ADDRESS.lower()}).add(address.lower())
         self.max_validity = max_validity
         self.default_validity = default_validity
-        if challenge_hash_scheme not in ("draft", "mppx"):
-            raise ValueError("challenge_hash_scheme must be 'draft' or 'mppx'")
-        self.challenge_hash_scheme: Literal["draft", "mppx"] = challenge_hash_scheme
+        self.challenge_hash_scheme = cast(
+            Literal["auto", "concat", "json-array"],
+            _binding_name(challenge_hash_scheme, extra=("auto",)),
+        )
         self.max_gas = max_gas
         self.receipt_timeout = receipt_timeout
         self._rpc_timeout = rpc_timeout
@@ -738,6 +821,8 @@ class EvmWallet(EthWallet):
                 f"{', '.join(self.credential_types)}"
             )
             raise ChallengeError(f"no usable evm credential type ({why})")
+        if any(kind in ("authorization", "permit2") for kind in types):
+            self._chash(challenge)  # an id or realm that cannot be hashed fails here, unsigned
         return _Plan(terms, asset, tuple(types), valid_before, tuple(skipped))
 
     def _unusable(self, kind: str, terms: EvmTerms) -> str | None:
@@ -777,6 +862,7 @@ class EvmWallet(EthWallet):
             "credentialTypes": plan.types,
             "token": terms.currency,
             "validBefore": plan.valid_before,
+            "challengeBinding": self.binding_for(challenge),
         }
         if terms.splits:
             details["splits"] = tuple(
@@ -806,12 +892,13 @@ class EvmWallet(EthWallet):
                 skipped.append(f"{kind}: {exc}")
                 continue
             logger.info(
-                "evm: %s credential for %s base units of %s on chain %s to %s",
+                "evm: %s credential for %s base units of %s on chain %s to %s (challenge hash: %s)",
                 kind,
                 plan.terms.amount,
                 plan.terms.currency,
                 plan.terms.chain_id,
                 plan.terms.recipient,
+                self.binding_for(challenge),
             )
             return payload
         raise PaymentFailed(f"no evm credential could be made: {'; '.join(skipped)}")
@@ -831,7 +918,17 @@ class EvmWallet(EthWallet):
         return to_hex(bytes(signed.signature))
 
     def _chash(self, challenge: Challenge) -> bytes:
-        return challenge_hash(challenge.id, challenge.realm, self.challenge_hash_scheme)
+        rule = self.binding_for(challenge)
+        try:
+            return challenge_hash(challenge.id, challenge.realm, rule)
+        except ValueError as exc:
+            raise ChallengeError(str(exc)) from None
+
+    def binding_for(self, challenge: Challenge) -> ChallengeBinding:
+        """The challenge-hash rule this wallet signs ``challenge`` with."""
+        if self.challenge_hash_scheme == "auto":
+            return challenge_binding(challenge)
+        return self.challenge_hash_scheme
 
     def _authorization(self, challenge: Challenge, plan: _Plan) -> dict[str, Any]:
         terms = plan.terms

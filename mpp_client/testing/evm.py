@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Literal, Self, cast
 
 import httpx
 from eth_abi.abi import decode as abi_decode
@@ -40,14 +40,17 @@ from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 
 from ..methods.evm import (
+    CHALLENGE_BINDINGS,
     CREDENTIAL_TYPES,
     PERMIT2_ADDRESS,
     PERMIT2_WITNESS_TYPE_STRING,
     TRANSFER_TOPIC,
+    ChallengeBinding,
     EvmTerms,
     JsonRpc,
     RpcError,
     Split,
+    _binding_name,
     authorization_digest,
     challenge_hash,
     decode_transfer_calldata,
@@ -415,6 +418,14 @@ class EvmVerifier:
     order. ``token_domain`` (EIP-712 name and version) says the token
     implements EIP-3009; without it ``authorization`` is refused. ``splits`` are
     ``(recipient, amount)`` pairs added to every request.
+
+    ``challenge_hash_scheme``: which challenge-hash rules an ``authorization``
+    nonce or a Permit2 witness may be bound by. ``"either"`` (the default)
+    accepts the draft's ``"concat"`` (what mppx's and this package's clients
+    sign for a challenge without pympp's marks) and pympp's ``"json-array"``,
+    so every reference client can pay; a challenge is still settled at most
+    once, whichever rule its credential used. ``"concat"`` or ``"json-array"``
+    accepts that rule only, as one reference server would.
     """
 
     method = "evm"
@@ -432,7 +443,7 @@ class EvmVerifier:
         permit2: str = PERMIT2_ADDRESS,
         splits: Iterable[tuple[str, int]] = (),
         advertise_spender: bool = True,
-        challenge_hash_scheme: str = "draft",
+        challenge_hash_scheme: str = "either",
         clock: Callable[[], float] = time.time,
     ) -> None:
         account = submitter if isinstance(submitter, LocalAccount) else Account.from_key(submitter)
@@ -449,9 +460,10 @@ class EvmVerifier:
         self.permit2 = to_checksum_address(permit2)
         self.splits = tuple(Split(to_checksum_address(r), int(a)) for r, a in splits)
         self.advertise_spender = advertise_spender
-        if challenge_hash_scheme not in ("draft", "mppx"):
-            raise ValueError("challenge_hash_scheme must be 'draft' or 'mppx'")
-        self.challenge_hash_scheme = cast(Any, challenge_hash_scheme)
+        self.challenge_hash_scheme = cast(
+            Literal["either", "concat", "json-array"],
+            _binding_name(challenge_hash_scheme, extra=("either",)),
+        )
         self.clock = clock
         self._lock = threading.Lock()
         self._consumed: set[str] = set()
@@ -578,8 +590,20 @@ class EvmVerifier:
             payer=did_pkh(self.chain_id, checked.payer), reference=tx_hash, receipt=extra
         )
 
-    def _chash(self, challenge: Challenge) -> bytes:
-        return challenge_hash(challenge.id, challenge.realm, self.challenge_hash_scheme)
+    def _bound_hash(self, challenge: Challenge, claimed: str, what: str) -> bytes:
+        """The challenge hash ``claimed`` (hex) is, under a rule this verifier accepts."""
+        scheme = self.challenge_hash_scheme
+        rules: tuple[ChallengeBinding, ...] = (
+            CHALLENGE_BINDINGS if scheme == "either" else (scheme,)
+        )
+        for rule in rules:
+            try:
+                chash = challenge_hash(challenge.id, challenge.realm, rule)
+            except ValueError:
+                raise _fail("the challenge id or realm cannot be hashed") from None
+            if claimed.lower() == _hex(chash):
+                return chash
+        raise _fail(f"{what} is not the challenge hash ({' or '.join(rules)})")
 
     def _now(self) -> int:
         return int(self.clock())
@@ -635,8 +659,7 @@ class EvmVerifier:
             raise _fail("authorization 'to' is not the challenge recipient")
         if int(payload["value"]) != terms.amount:
             raise _fail("authorization value is not the challenge amount")
-        if payload["nonce"].lower() != _hex(self._chash(challenge)):
-            raise _fail("authorization nonce is not the challenge hash")
+        self._bound_hash(challenge, payload["nonce"], "authorization nonce")
         valid_after, valid_before = int(payload["validAfter"]), int(payload["validBefore"])
         if valid_after >= self._now():
             raise _fail("the authorization is not valid yet")
@@ -687,9 +710,7 @@ class EvmVerifier:
         replay_token = self._fresh(f"permit2:{owner.lower()}:{nonce}", "permit")
         deadline = _uint(permit["deadline"])
         self._window(challenge, deadline)
-        chash = self._chash(challenge)
-        if str(witness["challengeHash"]).lower() != _hex(chash):
-            raise _fail("witness.challengeHash is not the challenge hash")
+        chash = self._bound_hash(challenge, str(witness["challengeHash"]), "witness.challengeHash")
         expected = [(terms.recipient, terms.primary_amount)] + [
             (s.recipient, s.amount) for s in terms.splits
         ]
