@@ -454,14 +454,17 @@ def mppx_evm_shop(world: World) -> Iterator[EvmShop]:
         yield EvmShop(server, merchant, submitter)
 
 
-def evm_wallet(world: World, payer: LocalAccount, scheme: Literal["draft", "mppx"]) -> EvmWallet:
+def evm_wallet(
+    world: World, payer: LocalAccount, scheme: Literal["auto", "concat", "json-array"] = "auto"
+) -> EvmWallet:
     return EvmWallet(
         payer,
         chain_ids=[world.chain_id],
         assets=[tusd(world)],
         credential_types=("authorization",),
         token_domains={(world.chain_id, world.token): (TOKEN_NAME, TOKEN_VERSION)},
-        # mppx 0.11 hashes keccak256(id || realm): the draft's form, our "draft".
+        # mppx 0.11 hashes keccak256(id || realm), the "concat" rule, which "auto"
+        # picks for any challenge without pympp's marks.
         challenge_hash_scheme=scheme,
     )
 
@@ -487,16 +490,20 @@ async def pay_evm(
         return await client.get(url), seen
 
 
-@SYNC_AND_ASYNC
+@pytest.mark.parametrize(
+    ("sync", "scheme"),
+    [(True, "auto"), (False, "auto"), (True, "concat")],
+    ids=["sync-auto", "async-auto", "sync-concat"],
+)
 async def test_client_pays_mppx_evm_authorization_on_chain(
-    world: World, mppx_evm_shop: EvmShop, sync: bool
+    world: World, mppx_evm_shop: EvmShop, sync: bool, scheme: Literal["auto", "concat"]
 ) -> None:
     shop = mppx_evm_shop
     payer = world.funded_account(tokens=1_000_000)
     gas_before = int(world.anvil.rpc.call("eth_getBalance", payer.address, "latest"), 16)
 
     response, seen = await pay_evm(
-        world, evm_wallet(world, payer, "draft"), shop.server.url + "/evm", sync=sync
+        world, evm_wallet(world, payer, scheme), shop.server.url + "/evm", sync=sync
     )
 
     assert [r.status_code for r in seen] == [402, 200], response.text
@@ -542,19 +549,19 @@ async def test_client_pays_mppx_evm_authorization_on_chain(
 
 
 def test_mppx_refuses_the_json_array_challenge_hash(world: World, mppx_evm_shop: EvmShop) -> None:
-    """mppx 0.11 does not take keccak256(JSON.stringify([id, realm])) (pympp's form)."""
+    """mppx 0.11 does not take keccak256(JSON.stringify([id, realm])) (pympp's rule)."""
     shop = mppx_evm_shop
     payer = world.funded_account(tokens=1_000_000)
-    with (
-        Client(
-            methods=[evm_wallet(world, payer, "mppx")],
-            policy=evm_policy(world),
-            ledger="memory:",
-            allow_insecure_localhost=True,
-        ) as client,
-        pytest.raises(PaymentRejected) as refused,
-    ):
-        client.get(shop.server.url + "/evm")
+    with Client(
+        methods=[evm_wallet(world, payer, "json-array")],
+        policy=evm_policy(world),
+        ledger="memory:",
+        allow_insecure_localhost=True,
+    ) as client:
+        with pytest.raises(PaymentRejected) as refused:
+            client.get(shop.server.url + "/evm")
+        assert client.ledger is not None
+        assert client.ledger.spent("USD").units == 0  # released: an authorization moves nothing
     assert refused.value.problem is not None
     assert refused.value.problem.detail == (
         "Payment verification failed: EVM authorization challenge hash mismatch."
@@ -582,7 +589,7 @@ def test_client_picks_its_method_from_an_mppx_composed_402(
         wallet = DevWallet()
         policy: SimplePolicy | Policy = SimplePolicy(max_per_call="1.00 USD", budget="5.00 USD")
     else:
-        wallet = evm_wallet(world, payer, "draft")
+        wallet = evm_wallet(world, payer)
         policy = evm_policy(world)
     with Client(
         methods=[wallet], policy=policy, ledger="memory:", allow_insecure_localhost=True
@@ -630,7 +637,7 @@ def our_evm_shop(world: World, live: Any) -> OurEvmShop:
         credential_types=["authorization"],
         token_domain=(TOKEN_NAME, TOKEN_VERSION),
         decimals=TOKEN_DECIMALS,
-        challenge_hash_scheme="draft",  # mppx's keccak256(id || realm)
+        challenge_hash_scheme="concat",  # mppx's keccak256(id || realm), pinned
     )
     server = PaidServer(
         {"/paid": "0.25 USD"},
