@@ -591,12 +591,21 @@ def test_client_picks_its_method_from_an_mppx_composed_402(
     else:
         wallet = evm_wallet(world, payer)
         policy = evm_policy(world)
+    seen: list[httpx.Response] = []
     with Client(
-        methods=[wallet], policy=policy, ledger="memory:", allow_insecure_localhost=True
+        methods=[wallet],
+        policy=policy,
+        ledger="memory:",
+        allow_insecure_localhost=True,
+        event_hooks={"response": [seen.append]},
     ) as client:
         response = client.get(shop.server.url + "/either")
 
     assert response.status_code == 200, response.text
+    # Our Accept-Payment names only the wallet's method, and mppx drops the other offer.
+    assert seen[0].request.headers["accept-payment"] == f"{pay_with}/charge"
+    narrowed = mpp_client.parse_challenges(seen[0].headers.get_list("www-authenticate"))
+    assert [c.key for c in narrowed] == [f"{pay_with}/charge"]
     record = payment_record(response)
     assert record is not None and record.status == "committed"
     assert record.method == pay_with
