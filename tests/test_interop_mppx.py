@@ -76,7 +76,7 @@ from .chain.tooling import (
     compile_contracts,
     start_world,
 )
-from .peers.mppx_peer import MppxServer, run_client
+from .peers.mppx_peer import MppxServer, PeerError, run_client
 
 REALM = "mppx-interop.test"
 SECRET = "mppx-interop-secret-" + secrets.token_hex(16)
@@ -198,6 +198,17 @@ def assert_paid_by_voucher(
     assert verified["payer"] == wallet.source
     assert verified["amount"] == str(price.units)
     return record
+
+
+def test_a_peer_that_cannot_start_fails_with_its_own_words() -> None:
+    """The harness quotes node's stderr and leaves no process behind."""
+    server = MppxServer({"realm": REALM, "dev": {"recipient": RECIPIENT}})  # no secretKey
+    with pytest.raises(PeerError) as failed:
+        server.start()
+    assert "exited" in str(failed.value)
+    assert "Missing secret key" in str(failed.value)  # mppx's own message
+    with pytest.raises(PeerError, match="not running"):
+        server.check_alive()
 
 
 # -- our client pays the mppx dev method ------------------------------------------------

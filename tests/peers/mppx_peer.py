@@ -217,11 +217,16 @@ def run_client(
     """Run mppx's client once (``client.mjs``); the JSON object it prints.
 
     ``config`` names the ``url`` and the method section (``evm``/``tempo``);
-    the payer's key goes in ``secrets`` (``MPPX_PEER_PAYER_KEY``). The client
+    the payer's key goes in ``secrets`` (``MPPX_PEER_PAYER_KEY``). The answer
+    has ``response`` (status, headers, body, ``receipt`` as mppx parsed it),
+    ``challenge`` (the one mppx chose, as mppx parsed it) and ``paid``; when
+    mppx refused to pay it has ``error`` instead of ``response``. The client
     never prints its credential: with ``"replay": true`` it sends the same
-    credential once more itself and reports that answer as ``replay``.
+    credential once more itself and reports that answer as ``replay``. It
+    ends itself after ``timeout`` seconds even if this process is gone.
     """
     node = node_tools()
+    config = {"timeoutMs": int(timeout * 1000) - 5000, **config}
     with tempfile.TemporaryFile() as log:
         try:
             result = subprocess.run(

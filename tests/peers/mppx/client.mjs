@@ -16,6 +16,12 @@ import { privateKeyToAccount } from 'viem/accounts'
 const config = JSON.parse(process.env.MPPX_PEER_CONFIG ?? '{}')
 const key = process.env.MPPX_PEER_PAYER_KEY
 
+// A watchdog: whatever happens to the test process, this one ends.
+setTimeout(() => {
+  console.error('mppx peer client: gave up (watchdog)')
+  process.exit(4)
+}, config.timeoutMs ?? 90_000).unref()
+
 async function methodsFor() {
   const methods = []
   if (config.evm) {
