@@ -472,7 +472,8 @@ def evm_wallet(
         payer,
         chain_ids=[world.chain_id],
         assets=[tusd(world)],
-        credential_types=("authorization",),
+        # The default types (permit2, authorization, transaction): mppx offers
+        # only "authorization", and the wallet follows the server's list.
         token_domains={(world.chain_id, world.token): (TOKEN_NAME, TOKEN_VERSION)},
         # mppx 0.11 hashes keccak256(id || realm), the "concat" rule, which "auto"
         # picks for any challenge without pympp's marks.
