@@ -45,6 +45,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_keys import keys
 from eth_utils import keccak, to_checksum_address
+from pytempo.contracts import TIP20
 
 from mpp_client import (
     AsyncClient,
@@ -67,6 +68,9 @@ from mpp_client.methods.tempo import (
     proof_typed_data,
 )
 from mpp_client.protocol import Challenge, Credential, Receipt
+from mpp_client.testing.tempo import TempoChain
+
+pytest_plugins = ["tests.chain.tempo_chain"]
 
 KEY = "0x" + "4c" * 32
 ADDRESS = Account.from_key(KEY).address
@@ -989,6 +993,24 @@ def test_attribution_memo_binds_one_challenge_and_realm() -> None:
 def test_other_memos_are_not_attribution_memos(memo: bytes) -> None:
     assert parse_attribution_memo(memo) is None
     assert not memo_binds(memo, "c", "r")
+
+
+# -- the local Tempo chain ------------------------------------------------------------
+
+
+def test_the_local_tempo_chain_funds_fresh_keys(tempo_chain: TempoChain) -> None:
+    assert int(tempo_chain.rpc.call("eth_chainId"), 16) == tempo_chain.chain_id == 31337
+    payer = tempo_chain.funded_account(2_500_000)
+    assert tempo_chain.balance(payer.address) == 2_500_000
+    # The funded key pays on its own, its fee taken in pathUSD as well.
+    other = Account.create().address
+    receipt = tempo_chain.send(
+        payer, [TIP20(to_checksum_address(TOKEN)).transfer(to=other, amount=1_000_000)]
+    )
+    assert receipt["status"] == "0x1"
+    assert tempo_chain.balance(other) == 1_000_000
+    fee = 1_500_000 - tempo_chain.balance(payer.address)
+    assert 0 < fee < 100_000  # a few thousandths of a pathUSD
 
 
 # -- without the extra -----------------------------------------------------------------
