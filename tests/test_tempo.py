@@ -45,6 +45,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_keys import keys
 from eth_utils import keccak, to_checksum_address
+from pytempo.contracts import TIP20
 
 from mpp_client import (
     AsyncClient,
@@ -58,8 +59,18 @@ from mpp_client import (
     SimplePolicy,
     payment_record,
 )
-from mpp_client.methods.tempo import TempoWallet, proof_typed_data
+from mpp_client.methods.tempo import (
+    ATTRIBUTION_TAG,
+    TempoWallet,
+    attribution_memo,
+    memo_binds,
+    parse_attribution_memo,
+    proof_typed_data,
+)
 from mpp_client.protocol import Challenge, Credential, Receipt
+from mpp_client.testing.tempo import TempoChain
+
+pytest_plugins = ["tests.chain.tempo_chain"]
 
 KEY = "0x" + "4c" * 32
 ADDRESS = Account.from_key(KEY).address
@@ -894,6 +905,112 @@ def test_pympp_server_code_validates_and_cosigns_the_sponsored_transaction() -> 
     )
     assert legs
     assert intents._transaction_sender(raw_plain).lower() == ADDRESS.lower()
+
+
+# -- the MPP attribution memo --------------------------------------------------------
+
+# (challenge id, realm, client id, memo) as mppx 0.11.0 computes them, recorded with
+#   node --input-type=module -e 'import * as A from "<mppx>/dist/tempo/Attribution.js";
+#     console.log(A.encode({challengeId, serverId: realm, clientId}))'
+# against `npm i mppx@0.11.0`. pympp 0.16 is installed here, so it is asked live below.
+MPPX_ATTRIBUTION_VECTORS = [
+    (
+        "challenge-123",
+        "api.example.com",
+        None,
+        "0xef1ed712011ece072f76bd8b82350e00000000000000000000eb18f2d4402269",
+    ),
+    (
+        "kM9xPqWvT2nJrHsY4aDfEb",
+        "api.example.com",
+        "my-app",
+        "0xef1ed712011ece072f76bd8b82350e3a180fb9d0177aa2f3711128fb265e760d",
+    ),
+    (
+        "id-\u2713-\U0001f600",
+        "caf\u00e9.example",
+        "agent-7",
+        "0xef1ed71201e1405bbb6a9b3d395eff2fc7e051965c2733416b85c68ba3aff56d",
+    ),
+    ("x", "r", "", "0xef1ed71201414f72a4d550cad29f17000000000000000000007521d1cadbcfa9"),
+]
+
+
+@pytest.mark.parametrize(
+    ("challenge_id", "realm", "client_id", "expected"), MPPX_ATTRIBUTION_VECTORS
+)
+def test_attribution_memo_matches_both_reference_sdks(
+    challenge_id: str, realm: str, client_id: str | None, expected: str
+) -> None:
+    from mpp.methods.tempo._attribution import encode as pympp_encode
+
+    memo = attribution_memo(challenge_id, realm, client_id)
+    assert "0x" + memo.hex() == expected  # mppx, recorded
+    assert "0x" + memo.hex() == pympp_encode(challenge_id, realm, client_id)  # pympp, live
+
+
+def test_attribution_memo_layout() -> None:
+    memo = attribution_memo("kM9xPqWvT2nJrHsY4aDfEb", "api.example.com", "my-app")
+    assert len(memo) == 32
+    assert ATTRIBUTION_TAG == keccak(text="mpp")[:4] == bytes.fromhex("ef1ed712")
+    assert memo[:4] == ATTRIBUTION_TAG and memo[4] == 1
+    assert memo[5:15] == keccak(text="api.example.com")[:10]
+    assert memo[15:25] == keccak(text="my-app")[:10]
+    assert memo[25:] == keccak(text="kM9xPqWvT2nJrHsY4aDfEb")[:7]
+    parsed = parse_attribution_memo(memo)
+    assert parsed is not None
+    assert (parsed.version, parsed.server, parsed.client, parsed.nonce) == (
+        1,
+        memo[5:15],
+        memo[15:25],
+        memo[25:],
+    )
+    anonymous = parse_attribution_memo(attribution_memo("c", "api.example.com"))
+    assert anonymous is not None and anonymous.client is None
+
+
+def test_attribution_memo_binds_one_challenge_and_realm() -> None:
+    memo = attribution_memo("challenge-1", "api.example.com", "agent")
+    assert memo_binds(memo, "challenge-1", "api.example.com")
+    assert not memo_binds(memo, "challenge-2", "api.example.com")
+    assert not memo_binds(memo, "challenge-1", "evil.example.com")
+    # The client id is attribution only: it does not change what the memo binds.
+    assert memo_binds(
+        attribution_memo("challenge-1", "api.example.com"), "challenge-1", "api.example.com"
+    )
+
+
+@pytest.mark.parametrize(
+    "memo",
+    [
+        bytes.fromhex(MEMO[2:]),  # an ordinary bytes32
+        bytes(32),
+        ATTRIBUTION_TAG + b"\x02" + bytes(27),  # a version this module does not know
+        attribution_memo("c", "r")[:31],  # not 32 bytes
+        b"\xef\x1e\xd7\x13" + b"\x01" + bytes(27),  # another tag
+    ],
+)
+def test_other_memos_are_not_attribution_memos(memo: bytes) -> None:
+    assert parse_attribution_memo(memo) is None
+    assert not memo_binds(memo, "c", "r")
+
+
+# -- the local Tempo chain ------------------------------------------------------------
+
+
+def test_the_local_tempo_chain_funds_fresh_keys(tempo_chain: TempoChain) -> None:
+    assert int(tempo_chain.rpc.call("eth_chainId"), 16) == tempo_chain.chain_id == 31337
+    payer = tempo_chain.funded_account(2_500_000)
+    assert tempo_chain.balance(payer.address) == 2_500_000
+    # The funded key pays on its own, its fee taken in pathUSD as well.
+    other = Account.create().address
+    receipt = tempo_chain.send(
+        payer, [TIP20(to_checksum_address(TOKEN)).transfer(to=other, amount=1_000_000)]
+    )
+    assert receipt["status"] == "0x1"
+    assert tempo_chain.balance(other) == 1_000_000
+    fee = 1_500_000 - tempo_chain.balance(payer.address)
+    assert 0 < fee < 100_000  # a few thousandths of a pathUSD
 
 
 # -- without the extra -----------------------------------------------------------------

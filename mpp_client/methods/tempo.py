@@ -104,6 +104,8 @@ from ..protocol import Challenge
 from ._base import Quote, charge_terms
 
 __all__ = [
+    "ATTRIBUTION_TAG",
+    "ATTRIBUTION_VERSION",
     "EXPIRING_NONCE_KEY",
     "FEE_PAYER_ENVELOPE_TYPE",
     "KNOWN_CHAINS",
@@ -111,10 +113,14 @@ __all__ = [
     "TEMPO_MAINNET",
     "TEMPO_TESTNET",
     "TRANSACTION_TYPE",
+    "AttributionMemo",
     "TempoTerms",
     "TempoWallet",
     "Transfer",
+    "attribution_memo",
     "did_pkh",
+    "memo_binds",
+    "parse_attribution_memo",
     "proof_typed_data",
     "tempo_terms",
 ]
@@ -141,6 +147,10 @@ FEE_PAYER_ENVELOPE_TYPE = 0x78
 EXPIRING_NONCE_KEY = 2**256 - 1
 MAX_SPLITS = 10
 MODES: tuple[str, ...] = ("pull", "push")
+#: The first 4 bytes of keccak256("mpp"): the tag that opens an MPP attribution memo.
+ATTRIBUTION_TAG = keccak(b"mpp")[:4]
+#: The attribution memo layout this module writes and reads.
+ATTRIBUTION_VERSION = 1
 
 _BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
 _UNITS = re.compile(r"[1-9][0-9]{0,77}")
@@ -158,6 +168,78 @@ _PROOF_TYPES: Mapping[int, list[dict[str, str]]] = {
         {"name": "realm", "type": "string"},
     ],
 }
+
+
+# -- the attribution memo --------------------------------------------------------
+
+
+def _fingerprint(text: str, size: int) -> bytes:
+    return bytes(keccak(text.encode("utf-8"))[:size])
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionMemo:
+    """The fields of an MPP attribution memo (see :func:`attribution_memo`)."""
+
+    version: int
+    #: keccak256(server id)[:10]; the server id is the challenge's realm.
+    server: bytes
+    #: keccak256(client id)[:10], or None for an anonymous client (ten zero bytes).
+    client: bytes | None
+    #: keccak256(challenge id)[:7].
+    nonce: bytes
+
+    def binds(self, challenge_id: str, realm: str) -> bool:
+        """True when the memo names this realm and this challenge."""
+        return self.server == _fingerprint(realm, 10) and self.nonce == _fingerprint(
+            challenge_id, 7
+        )
+
+
+def attribution_memo(challenge_id: str, realm: str, client_id: str | None = None) -> bytes:
+    """The 32-byte MPP attribution memo that binds a transfer to one challenge.
+
+    Not in the drafts: both reference SDKs (pympp 0.16, mppx 0.11) write it on
+    the primary ``transferWithMemo`` when the request names no memo, and their
+    servers refuse a transfer without it ("memo is not bound to this
+    challenge"). It is what stops one on-chain transfer from paying two
+    challenges (a pushed hash replayed under another challenge). Layout:
+    ``ATTRIBUTION_TAG`` (4 bytes), the version (1 byte, 1),
+    keccak256(realm)[:10], keccak256(client_id)[:10] or ten zero bytes when
+    ``client_id`` is empty or None, keccak256(challenge_id)[:7]. Strings are
+    hashed as UTF-8.
+    """
+    client = _fingerprint(client_id, 10) if client_id else bytes(10)
+    return (
+        ATTRIBUTION_TAG
+        + bytes([ATTRIBUTION_VERSION])
+        + _fingerprint(realm, 10)
+        + client
+        + _fingerprint(challenge_id, 7)
+    )
+
+
+def parse_attribution_memo(memo: bytes) -> AttributionMemo | None:
+    """The fields of ``memo`` when it is an MPP attribution memo, else None.
+
+    A memo is one when it is 32 bytes, opens with ``ATTRIBUTION_TAG`` and
+    carries version 1; any other ``bytes32`` is an ordinary memo.
+    """
+    if len(memo) != 32 or memo[:4] != ATTRIBUTION_TAG or memo[4] != ATTRIBUTION_VERSION:
+        return None
+    client = bytes(memo[15:25])
+    return AttributionMemo(
+        version=memo[4],
+        server=bytes(memo[5:15]),
+        client=None if client == bytes(10) else client,
+        nonce=bytes(memo[25:32]),
+    )
+
+
+def memo_binds(memo: bytes, challenge_id: str, realm: str) -> bool:
+    """True when ``memo`` is an attribution memo bound to this challenge and realm."""
+    parsed = parse_attribution_memo(memo)
+    return parsed is not None and parsed.binds(challenge_id, realm)
 
 
 # -- helpers ---------------------------------------------------------------------
