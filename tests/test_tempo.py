@@ -107,6 +107,14 @@ def challenge(
     )
 
 
+def bound(ch: Challenge, client_id: str | None = None) -> str:
+    """The attribution memo for ``ch``, as pympp's own encoder writes it."""
+    from mpp.methods.tempo._attribution import encode
+
+    memo: str = encode(ch.id, ch.realm, client_id)
+    return memo
+
+
 def wallet(**options: Any) -> TempoWallet:
     options.setdefault("max_fee_per_gas", 20 * GWEI)
     return TempoWallet(KEY, **options)
@@ -237,19 +245,20 @@ def test_pull_transaction_without_fee_payer_matches_the_draft() -> None:
     # Client-paid fees: feeToken is set (to the charge token) and no fee payer.
     assert tx.fee_token == bytes.fromhex(TOKEN[2:])
     assert tx.slot_11 == b""
-    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, None)]
+    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, bound(ch))]
     assert tx.sender() == ADDRESS
 
 
 def test_pull_transaction_with_fee_payer_is_the_0x78_envelope() -> None:
-    payload = wallet().pay(challenge(feePayer=True))
+    ch = challenge(feePayer=True)
+    payload = wallet().pay(ch)
     tx = Decoded(payload["signature"])
     assert tx.type == 0x78
     assert tx.fee_token == b""  # the fee payer chooses it
     assert tx.slot_11 == bytes.fromhex(ADDRESS[2:])  # the sender, for the fee payer
     assert tx.chain_id == 4217
     assert (tx.nonce_key, tx.nonce) == (U256_MAX, 0)
-    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, None)]
+    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, bound(ch))]
     # Signed over the draft's sponsored payload: feeToken empty, 0x00 placeholder...
     assert tx.sender() == ADDRESS
     # ...and not over the client-paid one.
@@ -283,6 +292,53 @@ def test_splits_pay_the_remainder_to_the_recipient_then_each_split_in_order() ->
     ]
     assert sum(amount for _, _, amount, _ in tx.transfers()) == 1_000_000
     assert tx.sender() == ADDRESS
+
+
+def test_the_primary_transfer_carries_the_attribution_memo_splits_their_own() -> None:
+    ch = challenge(
+        splits=[
+            {"amount": "50000", "recipient": PLATFORM},
+            {"amount": "10000", "memo": SPLIT_MEMO, "recipient": AFFILIATE},
+        ],
+    )
+    w = wallet(split_recipients=[PLATFORM, AFFILIATE], client_id="my-agent")
+    token = to_checksum_address(TOKEN)
+    assert Decoded(w.pay(ch)["signature"]).transfers() == [
+        (token, RECIPIENT, 940_000, bound(ch, "my-agent")),
+        (token, PLATFORM, 50_000, None),  # a plain transfer, as mppx writes it
+        (token, AFFILIATE, 10_000, SPLIT_MEMO),
+    ]
+    quote = w.quote(ch)
+    assert quote.details["memo"] == bound(ch, "my-agent")
+    assert quote.details["attribution"] is True
+    assert wallet().quote(challenge(memo=MEMO)).details["attribution"] is False
+
+
+def test_every_challenge_gets_its_own_memo() -> None:
+    w = wallet()
+    first, second = challenge(id="challenge-one"), challenge(id="challenge-two")
+    memos = {Decoded(w.pay(c)["signature"]).transfers()[0][3] for c in (first, second)}
+    assert memos == {bound(first), bound(second)}
+
+
+@pytest.mark.parametrize("where", ["memo", "split"])
+def test_an_attribution_memo_for_another_challenge_is_refused_before_signing(where: str) -> None:
+    foreign = "0x" + attribution_memo("someone-elses-challenge", "shop.example").hex()
+    if where == "memo":
+        ch = challenge(memo=foreign)
+    else:
+        ch = challenge(splits=[{"amount": "5", "memo": foreign, "recipient": PLATFORM}])
+    w = wallet(split_recipients="*")
+    spy = spied(w)
+    with pytest.raises(ChallengeError, match="attribution memo for another challenge"):
+        w.quote(ch)
+    with pytest.raises(ChallengeError, match="attribution memo for another challenge") as info:
+        w.pay(ch)
+    assert isinstance(info.value, PaymentFailed)
+    assert spy.signed == 0
+    # One bound to this very challenge is harmless, and used as given.
+    own = challenge(id="kM9xPqWvT2nJrHsY4aDfEb", memo=bound(challenge()))
+    assert Decoded(w.pay(own)["signature"]).transfers()[0][3] == bound(own)
 
 
 @pytest.mark.parametrize("split_total", ["1000000", "1000001"])
@@ -608,7 +664,7 @@ def node() -> Iterator[FakeNode]:
         yield fake
 
 
-def _check_pushed(payload: Any, node: FakeNode) -> Decoded:
+def _check_pushed(payload: Any, node: FakeNode, ch: Challenge) -> Decoded:
     assert set(payload) == {"type", "hash"} and payload["type"] == "hash"
     [raw] = node.sent()
     assert payload["hash"] == "0x" + keccak(bytes.fromhex(raw[2:])).hex()
@@ -617,7 +673,7 @@ def _check_pushed(payload: Any, node: FakeNode) -> Decoded:
     assert tx.fee_token == bytes.fromhex(TOKEN[2:]) and tx.slot_11 == b""
     assert tx.max_fee_per_gas == node.gas_price  # read from the node
     assert tx.max_priority_fee_per_gas == node.gas_price // 10
-    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, None)]
+    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, bound(ch))]
     assert tx.sender() == ADDRESS
     return tx
 
@@ -626,7 +682,8 @@ def test_push_broadcasts_then_sends_the_hash(node: FakeNode) -> None:
     w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push", "pull"))
     assert w.moves_funds_on_pay is True
     assert w.quote(challenge()).details["mode"] == "push"
-    _check_pushed(w.pay(challenge()), node)
+    ch = challenge()
+    _check_pushed(w.pay(ch), node, ch)
     assert [method for method, _ in node.calls] == [
         "eth_chainId",
         "eth_gasPrice",
@@ -636,7 +693,8 @@ def test_push_broadcasts_then_sends_the_hash(node: FakeNode) -> None:
 
 async def test_push_async(node: FakeNode) -> None:
     w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
-    _check_pushed(await w.apay(challenge(supportedModes=["pull", "push"])), node)
+    ch = challenge(supportedModes=["pull", "push"])
+    _check_pushed(await w.apay(ch), node, ch)
     assert w.source == f"did:pkh:eip155:4217:{ADDRESS}"
 
 
@@ -904,6 +962,10 @@ def test_pympp_server_code_validates_and_cosigns_the_sponsored_transaction() -> 
         raw_plain, schemas.ChargeRequest.model_validate(dict(plain.request)), strict=True
     )
     assert legs
+    # The check that refused the wallet before it wrote the attribution memo.
+    intent._assert_challenge_bound_memo(legs, challenge_id=plain.id, realm=plain.realm)
+    with pytest.raises(Exception, match="memo is not bound to this challenge"):
+        intent._assert_challenge_bound_memo(legs, challenge_id="another-id", realm=plain.realm)
     assert intents._transaction_sender(raw_plain).lower() == ADDRESS.lower()
 
 
