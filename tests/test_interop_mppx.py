@@ -819,12 +819,6 @@ def memos_in(receipt: dict[str, Any]) -> list[tuple[str, str, int, bytes]]:
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PaymentRejected,
-    reason="TempoWallet sends no MPP attribution memo yet; mppx refuses with "
-    "'memo is not bound to this challenge' (the memo is coming on branch tempo)",
-)
 @SYNC_AND_ASYNC
 async def test_client_pays_mppx_tempo_charge_on_chain(
     tempo_chain: TempoChain, mppx_tempo_shop: TempoShop, sync: bool
