@@ -778,22 +778,31 @@ class TempoShop:
     merchant: str
 
 
+def start_mppx_tempo_shop(
+    chain: TempoChain, *, sponsor: LocalAccount | None = None, modes: list[str] | None = None
+) -> tuple[MppxServer, str]:
+    merchant = Account.create().address
+    options: dict[str, Any] = {
+        "rpcUrl": chain.url,
+        "chainId": chain.chain_id,
+        "currency": PATH_USD,
+        "recipient": merchant,
+        "amount": "0.25",  # display units, 6 decimals
+    }
+    if modes is not None:
+        options["supportedModes"] = modes
+    secrets = {"MPPX_PEER_FEE_PAYER_KEY": key_hex(sponsor)} if sponsor else {}
+    server = MppxServer({"realm": REALM, "secretKey": SECRET, "tempo": options}, secrets=secrets)
+    return server.start(), merchant
+
+
 @pytest.fixture
 def mppx_tempo_shop(tempo_chain: TempoChain) -> Iterator[TempoShop]:
-    merchant = Account.create().address
-    config = {
-        "realm": REALM,
-        "secretKey": SECRET,
-        "tempo": {
-            "rpcUrl": tempo_chain.url,
-            "chainId": tempo_chain.chain_id,
-            "currency": PATH_USD,
-            "recipient": merchant,
-            "amount": "0.25",  # display units, 6 decimals
-        },
-    }
-    with MppxServer(config) as server:
+    server, merchant = start_mppx_tempo_shop(tempo_chain)
+    try:
         yield TempoShop(server, merchant)
+    finally:
+        server.stop()
 
 
 def path_usd(chain: TempoChain) -> AssetEntry:
@@ -864,3 +873,67 @@ async def test_client_pays_mppx_tempo_charge_on_chain(
     assert problem is not None and problem.code == "verification-failed"
     assert tempo_chain.balance(shop.merchant) == TEMPO_PRICE
     assert 5_000_000 - tempo_chain.balance(payer.address) == paid
+
+
+@pytest.mark.parametrize("mode", ["sponsored", "push"])
+def test_client_pays_mppx_tempo_sponsored_and_push(tempo_chain: TempoChain, mode: str) -> None:
+    """mppx as fee payer (0x78 envelope, co-signed by mppx), and push mode (a hash)."""
+    sponsor = tempo_chain.funded_account(5_000_000) if mode == "sponsored" else None
+    server, merchant = start_mppx_tempo_shop(
+        tempo_chain, sponsor=sponsor, modes=["push"] if mode == "push" else None
+    )
+    try:
+        payer = tempo_chain.funded_account(5_000_000)
+        wallet = TempoWallet(
+            payer,
+            chain_id=tempo_chain.chain_id,
+            rpc_url=tempo_chain.url,
+            assets=[path_usd(tempo_chain)],
+            modes=("push",) if mode == "push" else ("pull",),
+        )
+        seen: list[httpx.Response] = []
+        with Client(
+            methods=[wallet],
+            policy=chain_policy(path_usd(tempo_chain)),
+            ledger="memory:",
+            allow_insecure_localhost=True,
+            event_hooks={"response": [seen.append]},
+        ) as client:
+            response = client.get(server.url + "/tempo")
+
+        assert response.status_code == 200, response.text
+        (challenge,) = mpp_client.parse_challenges(seen[0].headers.get_list("www-authenticate"))
+        details = challenge.request["methodDetails"]
+        credential = mpp_client.protocol.Credential.parse(response.request.headers["authorization"])
+        record = payment_record(response)
+        assert record is not None and record.status == "committed" and record.receipt is not None
+        on_chain = tempo_chain.receipt(record.receipt.reference)
+        ((sender, receiver, amount, memo),) = memos_in(on_chain)
+        assert (sender, receiver, amount) == (payer.address, merchant, TEMPO_PRICE)
+        assert memo_binds(memo, record.challenge_id, REALM)
+        assert tempo_chain.balance(merchant) == TEMPO_PRICE
+        if mode == "sponsored":
+            assert details["feePayer"] is True
+            assert credential.payload["type"] == "transaction"
+            assert credential.payload["signature"].startswith("0x78")  # the fee-payer envelope
+            # mppx paid the fee: the payer lost exactly the price, the sponsor the fee.
+            assert tempo_chain.balance(payer.address) == 5_000_000 - TEMPO_PRICE
+            assert sponsor is not None and tempo_chain.balance(sponsor.address) < 5_000_000
+        else:
+            assert details["supportedModes"] == ["push"]
+            assert credential.payload == {"type": "hash", "hash": record.receipt.reference}
+            assert tempo_chain.balance(payer.address) < 5_000_000 - TEMPO_PRICE  # price + fee
+        payer_after = tempo_chain.balance(payer.address)
+
+        replay = httpx.get(
+            server.url + "/tempo",
+            headers={"Authorization": response.request.headers["authorization"]},
+        )
+        assert replay.status_code == 402
+        problem = Problem.parse(replay.content, replay.headers.get("content-type"))
+        assert problem is not None and problem.code == "verification-failed"
+        assert problem.detail is not None and "already been used" in problem.detail
+        assert tempo_chain.balance(merchant) == TEMPO_PRICE
+        assert tempo_chain.balance(payer.address) == payer_after
+    finally:
+        server.stop()

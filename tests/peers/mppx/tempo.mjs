@@ -22,14 +22,20 @@ export function localTempoClient({ chainId, rpcUrl }) {
   return createClient({ chain, transport: http(rpcUrl), pollingInterval: 50 })
 }
 
-/** mppx's Tempo charge server method: it broadcasts (pull) or reads (push) the transfer. */
+/**
+ * mppx's Tempo charge server method: it broadcasts (pull) or reads (push) the
+ * transfer. With MPPX_PEER_FEE_PAYER_KEY set it sponsors the fee: it offers
+ * `feePayer: true`, co-signs the client's 0x78 envelope and pays the fee.
+ */
 export function tempoServer(options) {
   const client = localTempoClient(options)
+  const sponsor = process.env.MPPX_PEER_FEE_PAYER_KEY
   return tempoServerMethods.charge({
     currency: options.currency,
     decimals: options.decimals ?? 6,
     getClient: () => client,
     recipient: options.recipient,
+    ...(sponsor ? { feePayer: privateKeyToAccount(sponsor) } : {}),
     ...(options.supportedModes ? { supportedModes: options.supportedModes } : {}),
   })
 }
