@@ -69,7 +69,7 @@ from mpp_client.policy import AssetEntry, Policy
 from mpp_client.protocol import Problem, Receipt, b64url_decode
 from mpp_client.testing import PaidServer
 from mpp_client.testing.evm import EvmVerifier, transfers_in
-from mpp_client.testing.tempo import TempoChain
+from mpp_client.testing.tempo import TempoChain, TempoVerifier
 
 from .chain.tooling import (
     TOKEN_DECIMALS,
@@ -937,3 +937,74 @@ def test_client_pays_mppx_tempo_sponsored_and_push(tempo_chain: TempoChain, mode
         assert tempo_chain.balance(payer.address) == payer_after
     finally:
         server.stop()
+
+
+# -- mppx's client pays our PaidServer with TempoVerifier ---------------------------------
+
+
+@pytest.mark.parametrize("mode", ["pull", "sponsored", "push"])
+def test_mppx_client_pays_our_tempo_server_on_chain(
+    tempo_chain: TempoChain, live: Any, mode: str
+) -> None:
+    merchant = Account.create().address
+    sponsor = tempo_chain.funded_account(5_000_000) if mode == "sponsored" else None
+    verifier = TempoVerifier(
+        tempo_chain.url,
+        fee_payer=sponsor,
+        supported_modes=["push"] if mode == "push" else None,
+    )
+    server = PaidServer(
+        {"/paid": "0.25 USD"},
+        realm=REALM,
+        verifier=verifier,
+        currency=PATH_USD,
+        recipient=merchant,
+        asset="USD",
+        decimals=6,
+    )
+    url = live(server)
+    payer = tempo_chain.funded_account(5_000_000)
+    options: dict[str, Any] = {"rpcUrl": tempo_chain.url, "chainId": tempo_chain.chain_id}
+    if mode == "push":
+        options["mode"] = "push"
+
+    out = run_client(
+        {"url": url + "/paid", "tempo": options, "replay": True},
+        secrets={"MPPX_PEER_PAYER_KEY": key_hex(payer)},
+    )
+
+    assert "error" not in out, out
+    assert out["paid"] is True
+    response = out["response"]
+    assert response["status"] == 200, out
+    challenge = out["challenge"]
+    assert [challenge[k] for k in ("method", "intent", "realm")] == ["tempo", "charge", REALM]
+    receipt = response["receipt"]  # as mppx's Receipt.deserialize read it
+    assert receipt["status"] == "success" and receipt["method"] == "tempo"
+    (payment,) = server.payments
+    assert payment.reference == receipt["reference"]
+    on_chain = tempo_chain.receipt(receipt["reference"])
+    assert on_chain["status"] == "0x1"
+    # mppx's client wrote its attribution memo, bound to our challenge and realm.
+    ((sender, receiver, amount, memo),) = memos_in(on_chain)
+    assert (sender, receiver, amount) == (payer.address, merchant, TEMPO_PRICE)
+    assert memo_binds(memo, challenge["id"], REALM)
+    assert tempo_chain.balance(merchant) == TEMPO_PRICE
+    if mode == "sponsored":
+        assert challenge["request"]["methodDetails"]["feePayer"] is True
+        assert tempo_chain.balance(payer.address) == 5_000_000 - TEMPO_PRICE  # we paid the fee
+    else:
+        assert tempo_chain.balance(payer.address) < 5_000_000 - TEMPO_PRICE
+    payer_after = tempo_chain.balance(payer.address)
+
+    # mppx's client sent the same credential again: refused, nothing moved.
+    replay = out["replay"]
+    assert replay["status"] == 402
+    assert "payment-receipt" not in replay["headers"]
+    problem = json.loads(replay["body"])
+    assert problem["type"] == PROBLEMS + "invalid-challenge"
+    kind = "hash" if mode == "push" else "credential"
+    assert problem["detail"] == f"this transaction {kind} was already used"
+    assert len(server.payments) == 1
+    assert tempo_chain.balance(merchant) == TEMPO_PRICE
+    assert tempo_chain.balance(payer.address) == payer_after
