@@ -32,8 +32,22 @@ Wire facts of mppx 0.11.0 met here (they hold for the versions pinned):
   verify (not a PaymentError) is a 500 ``internal-payment-error`` that still
   carries a fresh ``WWW-Authenticate``.
 - Node's status line for mppx's 402 has an empty reason phrase (``HTTP/1.1 402``).
+- Quoted strings: characters up to U+00FF go out as raw Latin-1 bytes,
+  others as ``\\uXXXX`` escapes. ``requiresAuth`` adds
+  ``header="Payment-Authorization"``, which the HMAC binds (a slot before
+  ``opaque``). ``compose()`` puts all offers in one ``WWW-Authenticate`` field
+  value, and drops the offers a request's ``Accept-Payment`` does not list.
 - The EVM method's 402 carries an x402 ``PAYMENT-REQUIRED`` header beside
-  ``WWW-Authenticate``. Its challenge hash is ``keccak256(id || realm)``.
+  ``WWW-Authenticate``. Its challenge hash is ``keccak256(id || realm)``. It
+  does not talk to a chain (the host's ``settle`` does) and keeps no replay
+  store: the token's used EIP-3009 nonce is what stops a replay.
+- Tempo: a route cannot set a memo (``memo`` is ``never`` in the schema); every
+  transfer must carry the attribution memo of this challenge and realm
+  (checked in the calls before broadcasting, in the logs for ``hash``).
+  Replays are stopped by a store of transaction hashes ("Transaction hash has
+  already been used"). Its client signs an expiring-nonce 0x76 transaction
+  (viem sets a random ``validAfter`` in the past) or, for ``feePayer: true``,
+  the 0x78 envelope. Chains other than 4217/42431 need ``getClient``.
 """
 
 from __future__ import annotations
@@ -59,6 +73,7 @@ from mpp_client import (
     AsyncClient,
     Client,
     DevWallet,
+    PaymentOutcomeUnknown,
     PaymentRejected,
     SimplePolicy,
     payment_record,
@@ -376,6 +391,38 @@ async def test_replayed_voucher_is_refused_by_mppx(dev_peer: DevPeer, sync: bool
     outcomes = [e["outcome"] for e in dev_peer.events("verify")]
     assert outcomes == ["accepted", "replayed"]
     assert spent == REPORT_PRICE
+
+
+def test_mppx_500_after_payment_is_an_unknown_outcome(dev_peer: DevPeer) -> None:
+    """A method that throws gets mppx's 500 problem, with a fresh challenge."""
+    wallet = DevWallet()
+    seen: list[httpx.Response] = []
+    with dev_client(wallet, sync=True, event_hooks={"response": [seen.append]}) as client:
+        assert isinstance(client, Client)
+        with pytest.raises(PaymentOutcomeUnknown) as unknown:
+            client.get(dev_peer.url + "/broken")
+        assert client.ledger is not None
+        spent = client.ledger.spent("USD")
+    # Paid (a voucher was handed over), outcome unknown: kept counted, never paid again.
+    assert [r.status_code for r in seen] == [402, 500]
+    assert unknown.value.record is not None
+    assert spent == Amount(5, "USD", 2)
+
+    # What mppx sent, read with a plain client (ours does not read a failed paid body).
+    unpaid = httpx.get(dev_peer.url + "/broken")
+    (challenge,) = mpp_client.parse_challenges(unpaid.headers.get_list("www-authenticate"))
+    header = mpp_client.protocol.Credential.for_challenge(
+        challenge, wallet.pay(challenge), source=wallet.source
+    ).to_header()
+    failed = httpx.get(dev_peer.url + "/broken", headers={"Authorization": header})
+    assert failed.status_code == 500
+    assert failed.headers["www-authenticate"].startswith("Payment ")  # and yet a new challenge
+    problem = Problem.parse(failed.content, failed.headers.get("content-type"))
+    assert problem is not None
+    assert problem.type == PROBLEMS + "internal-payment-error"
+    assert problem.status == 500
+    assert problem.detail == "An internal payment error occurred."
+    assert [e["outcome"] for e in dev_peer.events("verify")] == ["crashed", "crashed"]
 
 
 def test_receipt_is_parsed_by_our_protocol_layer(dev_peer: DevPeer) -> None:

@@ -18,6 +18,8 @@ import { createPublicKey, verify as verifySignature } from 'node:crypto'
 import { Errors, Method, PaymentRequest, Receipt, Store, z } from 'mppx'
 
 export const VOUCHER_DOMAIN = 'mpp-client/dev-voucher/v1'
+/** Charges to this recipient make verify throw, as a buggy method would. */
+export const BROKEN_RECIPIENT = 'did:web:broken.mppx-interop.test'
 
 export const devCharge = Method.from({
   name: 'dev',
@@ -120,6 +122,11 @@ export function devServer({ record }) {
     async verify({ credential }) {
       const { challenge, payload } = credential
       const base = { kind: 'verify', challengeId: challenge.id, payer: payload.payer }
+      if (challenge.request.recipient === BROKEN_RECIPIENT) {
+        // A bug in a method (not a PaymentError): mppx answers 500.
+        record({ ...base, outcome: 'crashed' })
+        throw new Error('the dev method failed')
+      }
       if (!voucherVerifies(challenge, payload)) {
         record({ ...base, outcome: 'bad-voucher' })
         throw new Errors.VerificationFailedError({ reason: 'dev voucher signature does not verify' })

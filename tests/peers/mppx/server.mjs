@@ -12,6 +12,7 @@
 // Routes (each section of the config turns its routes on):
 //   dev:   GET /report   mppx.charge(), 25 base units
 //          GET /opaque   the same with route `meta`, which mppx sends as `opaque`
+//          GET /broken   its verify throws (not a PaymentError): mppx's 500
 //          GET /account  behind requiresAuth: the credential in Payment-Authorization
 //          POST /orders  a body-digest-bound challenge (see ordersRoute)
 //   evm:   GET /evm      mppx's own EVM charge method (EIP-3009 authorization)
@@ -22,7 +23,7 @@
 import * as http from 'node:http'
 import { BodyDigest, Challenge, Credential, Errors, Expires } from 'mppx'
 import { Mppx, NodeListener, Transport } from 'mppx/server'
-import { devCharge, devServer } from './dev.mjs'
+import { BROKEN_RECIPIENT, devCharge, devServer } from './dev.mjs'
 
 const config = JSON.parse(process.env.MPPX_PEER_CONFIG ?? '{}')
 const events = []
@@ -68,6 +69,7 @@ if (config.dev) {
     description: 'Opaque echo',
     meta: DEV.meta ?? { route: 'GET /opaque' },
   })
+  routes['GET /broken'] = dev({ ...devRoute('5'), recipient: BROKEN_RECIPIENT })
   routes['GET /account'] = handlerFor('dev', guarded)({
     ...devRoute('15'),
     description: DEV.accountDescription ?? 'Account',
