@@ -1,31 +1,35 @@
-"""The ``tempo`` payment method (draft-tempo-charge-00), tested without a Tempo node.
+"""The ``tempo`` payment method (draft-tempo-charge-00), settled on a local Tempo chain.
 
-No Tempo node (and no network) exists where these tests run, so nothing here
-is ever broadcast to a real chain. What the wallet produces is checked instead
-by decoding it independently of the implementation and comparing it with the
-draft:
+The chain tests run ``anvil --network tempo`` (anvil 1.7.1 from the npm package
+``@foundry-rs/anvil-linux-amd64``, installed by ``scripts/chain-tools.sh``;
+one node per session, see ``tests/chain/tempo_chain.py``). ``Client`` and
+``AsyncClient`` with a ``TempoWallet`` pay a ``PaidServer`` selling through a
+``TempoVerifier`` over a real socket, in pull mode (with and without the server
+as fee payer), push mode and with splits; the balances read from the chain must
+rise by exactly the amounts, and replaying a credential, or presenting a
+transfer bound to another challenge, must move nothing.
 
-* the signed transaction is RLP-decoded here (``rlp``), field by field: type
-  byte (``0x76``, or the ``0x78`` fee-payer envelope), chain id, fees, gas,
-  expiring nonce (``nonceKey`` 2^256-1, ``nonce`` 0), ``validBefore`` (never
-  after the challenge's expiry), ``feeToken`` and the fee-payer slot;
-* every call is decoded with ``eth_abi`` against the TIP-20 selectors computed
-  here from the function signatures: ``transfer``/``transferWithMemo`` on the
-  token, to the recipient and the splits, with the right amounts and memos;
-* the sender's signature is recovered (``eth_keys``) over the signing payload
-  rebuilt here from the draft (``feeToken`` empty and the ``0x00`` placeholder
-  when the server sponsors fees) and must be our address;
-* the zero-amount proof is recovered from EIP-712 typed data built here from
-  the conformance vector's shape.
+What the chain cannot show is checked by decoding what the wallet signs,
+independently of the implementation:
 
-Push mode and gas-price reads talk JSON-RPC to a fake node on 127.0.0.1 that
-answers ``eth_chainId``, ``eth_gasPrice`` and ``eth_sendRawTransactionSync``
-and records the raw transaction it was sent. Last, the reference Python SDK's
-server code (pympp) is asked to validate and co-sign what the wallet signs.
+* the exact field layout of the signed transaction, RLP-decoded here: type
+  byte (``0x76``, or the ``0x78`` fee-payer envelope), expiring nonce
+  (``nonceKey`` 2^256-1, ``nonce`` 0), ``validBefore`` (never after the
+  challenge's expiry), ``feeToken`` and the fee-payer slot, and the sender's
+  signature recovered over the signing payload rebuilt here from the draft;
+* every refusal happens before anything is signed (a spy counts signatures);
+* the zero-amount proof is recovered from EIP-712 typed data built here;
+* the MPP attribution memo equals what both reference SDKs compute (pympp
+  live, mppx from recorded vectors).
+
+A fake JSON-RPC node on 127.0.0.1 stands in only for what a real node will not
+do on demand: fail a broadcast ambiguously, answer with another transaction's
+receipt, or serve a fixed gas price.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -58,8 +62,20 @@ from mpp_client import (
     SimplePolicy,
     payment_record,
 )
-from mpp_client.methods.tempo import TempoWallet, proof_typed_data
-from mpp_client.protocol import Challenge, Credential, Receipt
+from mpp_client.methods.tempo import (
+    ATTRIBUTION_TAG,
+    TempoWallet,
+    attribution_memo,
+    memo_binds,
+    parse_attribution_memo,
+    proof_typed_data,
+)
+from mpp_client.policy import AssetEntry, Policy
+from mpp_client.protocol import Challenge, Credential, Receipt, parse_challenges
+from mpp_client.testing import PaidServer
+from mpp_client.testing.tempo import Movement, TempoChain, TempoVerifier, movements_in
+
+pytest_plugins = ["tests.chain.tempo_chain"]
 
 KEY = "0x" + "4c" * 32
 ADDRESS = Account.from_key(KEY).address
@@ -94,6 +110,14 @@ def challenge(
     return Challenge.create(
         id=id, realm="api.example.com", method="tempo", intent="charge", request=body, expires=when
     )
+
+
+def bound(ch: Challenge, client_id: str | None = None) -> str:
+    """The attribution memo for ``ch``, as pympp's own encoder writes it."""
+    from mpp.methods.tempo._attribution import encode
+
+    memo: str = encode(ch.id, ch.realm, client_id)
+    return memo
 
 
 def wallet(**options: Any) -> TempoWallet:
@@ -226,52 +250,44 @@ def test_pull_transaction_without_fee_payer_matches_the_draft() -> None:
     # Client-paid fees: feeToken is set (to the charge token) and no fee payer.
     assert tx.fee_token == bytes.fromhex(TOKEN[2:])
     assert tx.slot_11 == b""
-    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, None)]
+    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, bound(ch))]
     assert tx.sender() == ADDRESS
 
 
 def test_pull_transaction_with_fee_payer_is_the_0x78_envelope() -> None:
-    payload = wallet().pay(challenge(feePayer=True))
+    ch = challenge(feePayer=True)
+    payload = wallet().pay(ch)
     tx = Decoded(payload["signature"])
     assert tx.type == 0x78
     assert tx.fee_token == b""  # the fee payer chooses it
     assert tx.slot_11 == bytes.fromhex(ADDRESS[2:])  # the sender, for the fee payer
     assert tx.chain_id == 4217
     assert (tx.nonce_key, tx.nonce) == (U256_MAX, 0)
-    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, None)]
+    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, bound(ch))]
     # Signed over the draft's sponsored payload: feeToken empty, 0x00 placeholder...
     assert tx.sender() == ADDRESS
     # ...and not over the client-paid one.
     assert tx.sender(sponsored=False) != ADDRESS
 
 
-def test_memo_uses_transfer_with_memo() -> None:
-    tx = Decoded(wallet().pay(challenge(memo=MEMO))["signature"])
-    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, MEMO)]
-    assert tx.sender() == ADDRESS
-
-
-def test_splits_pay_the_remainder_to_the_recipient_then_each_split_in_order() -> None:
-    ch = challenge(
-        feePayer=True,
-        memo=MEMO,
-        splits=[
-            {"amount": "50000", "recipient": PLATFORM},
-            {"amount": "10000", "memo": SPLIT_MEMO, "recipient": AFFILIATE},
-        ],
-    )
-    w = wallet(split_recipients=[PLATFORM, AFFILIATE])
-    quote = w.quote(ch)
-    assert quote.details["primaryAmount"] == 940_000
-    tx = Decoded(w.pay(ch)["signature"])
-    token = to_checksum_address(TOKEN)
-    assert tx.transfers() == [
-        (token, RECIPIENT, 940_000, MEMO),  # the top-level memo is the primary's
-        (token, PLATFORM, 50_000, None),
-        (token, AFFILIATE, 10_000, SPLIT_MEMO),
-    ]
-    assert sum(amount for _, _, amount, _ in tx.transfers()) == 1_000_000
-    assert tx.sender() == ADDRESS
+@pytest.mark.parametrize("where", ["memo", "split"])
+def test_an_attribution_memo_for_another_challenge_is_refused_before_signing(where: str) -> None:
+    foreign = "0x" + attribution_memo("someone-elses-challenge", "shop.example").hex()
+    if where == "memo":
+        ch = challenge(memo=foreign)
+    else:
+        ch = challenge(splits=[{"amount": "5", "memo": foreign, "recipient": PLATFORM}])
+    w = wallet(split_recipients="*")
+    spy = spied(w)
+    with pytest.raises(ChallengeError, match="attribution memo for another challenge"):
+        w.quote(ch)
+    with pytest.raises(ChallengeError, match="attribution memo for another challenge") as info:
+        w.pay(ch)
+    assert isinstance(info.value, PaymentFailed)
+    assert spy.signed == 0
+    # One bound to this very challenge is harmless, and used as given.
+    own = challenge(id="kM9xPqWvT2nJrHsY4aDfEb", memo=bound(challenge()))
+    assert Decoded(w.pay(own)["signature"]).transfers()[0][3] == bound(own)
 
 
 @pytest.mark.parametrize("split_total", ["1000000", "1000001"])
@@ -308,7 +324,11 @@ def test_quote_reads_the_terms() -> None:
     assert quote.payee == RECIPIENT and quote.currency == TOKEN and quote.chain_id == 4217
     assert quote.method == "tempo" and quote.intent == "charge"
     assert quote.details["mode"] == "pull" and quote.details["feePayer"] is True
-    assert quote.details["memo"] == MEMO
+    assert quote.details["memo"] == MEMO and quote.details["attribution"] is False
+    plain = challenge()
+    attributed = wallet(client_id="my-agent").quote(plain)
+    assert attributed.details["memo"] == bound(plain, "my-agent")
+    assert attributed.details["attribution"] is True
 
 
 def test_valid_before_never_passes_the_challenge_expiry() -> None:
@@ -367,14 +387,6 @@ def test_missing_unknown_or_mismatched_chain_ids_are_refused(
     with pytest.raises(ChallengeError, match=message):
         w.pay(ch)
     assert spy.signed == 0
-
-
-def test_a_configured_chain_outside_the_known_ones_is_paid() -> None:
-    token = {"method": "tempo", "currency": TOKEN, "asset": "USD", "decimals": 6}
-    from mpp_client.policy import AssetEntry
-
-    w = wallet(chain_id=31337, assets=[AssetEntry(**token, chain_id=31337)])
-    assert Decoded(w.pay(challenge(chainId=31337))["signature"]).chain_id == 31337
 
 
 # -- other refusals ----------------------------------------------------------------
@@ -521,7 +533,7 @@ def test_zero_amount_with_splits_is_refused() -> None:
         wallet(split_recipients="*").quote(ch)
 
 
-# -- a fake Tempo node for push mode -------------------------------------------------
+# -- a fake node: what a real one will not do on demand -----------------------------
 
 
 class FakeNode:
@@ -597,38 +609,6 @@ def node() -> Iterator[FakeNode]:
         yield fake
 
 
-def _check_pushed(payload: Any, node: FakeNode) -> Decoded:
-    assert set(payload) == {"type", "hash"} and payload["type"] == "hash"
-    [raw] = node.sent()
-    assert payload["hash"] == "0x" + keccak(bytes.fromhex(raw[2:])).hex()
-    tx = Decoded(raw)
-    assert tx.type == 0x76 and tx.chain_id == 4217
-    assert tx.fee_token == bytes.fromhex(TOKEN[2:]) and tx.slot_11 == b""
-    assert tx.max_fee_per_gas == node.gas_price  # read from the node
-    assert tx.max_priority_fee_per_gas == node.gas_price // 10
-    assert tx.transfers() == [(to_checksum_address(TOKEN), RECIPIENT, 1_000_000, None)]
-    assert tx.sender() == ADDRESS
-    return tx
-
-
-def test_push_broadcasts_then_sends_the_hash(node: FakeNode) -> None:
-    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push", "pull"))
-    assert w.moves_funds_on_pay is True
-    assert w.quote(challenge()).details["mode"] == "push"
-    _check_pushed(w.pay(challenge()), node)
-    assert [method for method, _ in node.calls] == [
-        "eth_chainId",
-        "eth_gasPrice",
-        "eth_sendRawTransactionSync",
-    ]
-
-
-async def test_push_async(node: FakeNode) -> None:
-    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
-    _check_pushed(await w.apay(challenge(supportedModes=["pull", "push"])), node)
-    assert w.source == f"did:pkh:eip155:4217:{ADDRESS}"
-
-
 def test_push_is_not_used_when_the_server_sponsors_fees_or_only_pulls(node: FakeNode) -> None:
     w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push", "pull"))
     for ch in (challenge(feePayer=True), challenge(supportedModes=["pull"])):
@@ -654,23 +634,6 @@ async def test_pull_reads_the_gas_price_async(node: FakeNode) -> None:
     tx = Decoded((await w.apay(challenge()))["signature"])
     assert tx.max_fee_per_gas == node.gas_price
     assert tx.sender() == ADDRESS
-
-
-def test_a_node_on_another_chain_is_refused_before_signing(node: FakeNode) -> None:
-    node.chain_id = 42431
-    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
-    spy = spied(w)
-    with pytest.raises(PaymentFailed, match="serves chain 42431") as info:
-        w.pay(challenge())
-    assert spy.signed == 0 and node.sent() == []
-    assert "SECRET-API-KEY" not in str(info.value)
-
-
-def test_a_reverted_push_failed_without_paying(node: FakeNode) -> None:
-    node.on_send = lambda raw: FakeNode.mined(raw, status="0x0")
-    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
-    with pytest.raises(PaymentFailed, match="reverted"):
-        w.pay(challenge())
 
 
 def test_a_broadcast_error_leaves_the_outcome_unknown(node: FakeNode) -> None:
@@ -741,7 +704,7 @@ def test_keys_are_accepted_as_hex_bytes_or_local_account() -> None:
         TempoWallet("0x" + "00" * 32)
 
 
-# -- in the payment flow -------------------------------------------------------------
+# -- the zero-amount proof in the flow (no chain: nothing moves) ----------------------
 
 
 def _server(ch: Challenge, seen: list[Credential]) -> httpx.MockTransport:
@@ -759,25 +722,6 @@ def _server(ch: Challenge, seen: list[Credential]) -> httpx.MockTransport:
     return httpx.MockTransport(handler)
 
 
-def test_the_flow_sends_the_transaction_with_the_payers_did() -> None:
-    ch = challenge(feePayer=True)
-    seen: list[Credential] = []
-    with Client(
-        methods=[wallet()],
-        policy=SimplePolicy(max_per_call="2.00 USD", budget="5.00 USD"),
-        ledger=MemoryLedger(),
-        transport=_server(ch, seen),
-    ) as client:
-        response = client.get("https://api.example.com/paid")
-    assert response.status_code == 200
-    record = payment_record(response)
-    assert record is not None and record.status == "committed"
-    [credential] = seen
-    assert credential.source == f"did:pkh:eip155:4217:{ADDRESS}"
-    assert credential.echo["id"] == ch.id
-    assert Decoded(credential.payload["signature"]).sender() == ADDRESS
-
-
 async def test_the_async_flow_sends_a_proof_with_the_payers_did() -> None:
     ch = challenge("0", chainId=42431)
     seen: list[Credential] = []
@@ -792,66 +736,6 @@ async def test_the_async_flow_sends_a_proof_with_the_payers_did() -> None:
     [credential] = seen
     assert credential.payload["type"] == "proof"
     assert credential.source == f"did:pkh:eip155:42431:{ADDRESS}"
-
-
-def _refusing_server(ch: Challenge, seen: list[Credential]) -> httpx.MockTransport:
-    """A server that answers the challenge, then refuses whatever credential comes."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        header = request.headers.get("authorization")
-        if header is None:
-            return httpx.Response(402, headers={"www-authenticate": ch.to_header()})
-        seen.append(Credential.parse(header))
-        problem = {
-            "type": "https://paymentauth.org/problems/verification-failed",
-            "title": "Verification failed",
-            "status": 402,
-            "detail": "refused",
-        }
-        return httpx.Response(
-            402, json=problem, headers={"content-type": "application/problem+json"}
-        )
-
-    return httpx.MockTransport(handler)
-
-
-def _pay_refused(w: TempoWallet, ch: Challenge) -> tuple[BaseException, list[Any], Credential]:
-    seen: list[Credential] = []
-    ledger = MemoryLedger()
-    with (
-        Client(
-            methods=[w],
-            policy=SimplePolicy(max_per_call="2.00 USD", budget="5.00 USD"),
-            ledger=ledger,
-            transport=_refusing_server(ch, seen),
-        ) as client,
-        pytest.raises((PaymentRejected, PaymentOutcomeUnknown)) as info,
-    ):
-        client.get("https://api.example.com/paid")
-    [credential] = seen
-    return info.value, [r.status for r in ledger.records()], credential
-
-
-def test_a_refused_pull_from_a_push_capable_wallet_is_released(node: FakeNode) -> None:
-    # The wallet may push, but this server only pulls: it signed and sent nothing.
-    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push", "pull"))
-    assert w.moves_funds_on_pay is True  # wallet-wide, for a pay() that raises
-    error, statuses, credential = _pay_refused(w, challenge(supportedModes=["pull"]))
-    assert credential.payload["type"] == "transaction"
-    assert node.sent() == []
-    assert isinstance(error, PaymentRejected)
-    assert statuses == ["released"]
-
-
-def test_a_refused_push_is_an_unknown_outcome(node: FakeNode) -> None:
-    # The transfer was broadcast before the server answered: never released.
-    w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
-    error, statuses, credential = _pay_refused(w, challenge())
-    assert credential.payload["type"] == "hash"
-    assert len(node.sent()) == 1
-    assert isinstance(error, PaymentOutcomeUnknown)
-    assert statuses == ["unknown"]
-    assert credential.source == f"did:pkh:eip155:4217:{ADDRESS}"
 
 
 def test_funds_moved_only_for_a_broadcast_hash() -> None:
@@ -893,7 +777,447 @@ def test_pympp_server_code_validates_and_cosigns_the_sponsored_transaction() -> 
         raw_plain, schemas.ChargeRequest.model_validate(dict(plain.request)), strict=True
     )
     assert legs
+    # The check that refused the wallet before it wrote the attribution memo.
+    intent._assert_challenge_bound_memo(legs, challenge_id=plain.id, realm=plain.realm)
+    with pytest.raises(Exception, match="memo is not bound to this challenge"):
+        intent._assert_challenge_bound_memo(legs, challenge_id="another-id", realm=plain.realm)
     assert intents._transaction_sender(raw_plain).lower() == ADDRESS.lower()
+
+
+# -- the MPP attribution memo --------------------------------------------------------
+
+# (challenge id, realm, client id, memo) as mppx 0.11.0 computes them, recorded with
+#   node --input-type=module -e 'import * as A from "<mppx>/dist/tempo/Attribution.js";
+#     console.log(A.encode({challengeId, serverId: realm, clientId}))'
+# against `npm i mppx@0.11.0`. pympp 0.16 is installed here, so it is asked live below.
+MPPX_ATTRIBUTION_VECTORS = [
+    (
+        "challenge-123",
+        "api.example.com",
+        None,
+        "0xef1ed712011ece072f76bd8b82350e00000000000000000000eb18f2d4402269",
+    ),
+    (
+        "kM9xPqWvT2nJrHsY4aDfEb",
+        "api.example.com",
+        "my-app",
+        "0xef1ed712011ece072f76bd8b82350e3a180fb9d0177aa2f3711128fb265e760d",
+    ),
+    (
+        "id-\u2713-\U0001f600",
+        "caf\u00e9.example",
+        "agent-7",
+        "0xef1ed71201e1405bbb6a9b3d395eff2fc7e051965c2733416b85c68ba3aff56d",
+    ),
+    ("x", "r", "", "0xef1ed71201414f72a4d550cad29f17000000000000000000007521d1cadbcfa9"),
+]
+
+
+@pytest.mark.parametrize(
+    ("challenge_id", "realm", "client_id", "expected"), MPPX_ATTRIBUTION_VECTORS
+)
+def test_attribution_memo_matches_both_reference_sdks(
+    challenge_id: str, realm: str, client_id: str | None, expected: str
+) -> None:
+    from mpp.methods.tempo._attribution import encode as pympp_encode
+
+    memo = attribution_memo(challenge_id, realm, client_id)
+    assert "0x" + memo.hex() == expected  # mppx, recorded
+    assert "0x" + memo.hex() == pympp_encode(challenge_id, realm, client_id)  # pympp, live
+
+
+def test_attribution_memo_layout() -> None:
+    memo = attribution_memo("kM9xPqWvT2nJrHsY4aDfEb", "api.example.com", "my-app")
+    assert len(memo) == 32
+    assert ATTRIBUTION_TAG == keccak(text="mpp")[:4] == bytes.fromhex("ef1ed712")
+    assert memo[:4] == ATTRIBUTION_TAG and memo[4] == 1
+    assert memo[5:15] == keccak(text="api.example.com")[:10]
+    assert memo[15:25] == keccak(text="my-app")[:10]
+    assert memo[25:] == keccak(text="kM9xPqWvT2nJrHsY4aDfEb")[:7]
+    parsed = parse_attribution_memo(memo)
+    assert parsed is not None
+    assert (parsed.version, parsed.server, parsed.client, parsed.nonce) == (
+        1,
+        memo[5:15],
+        memo[15:25],
+        memo[25:],
+    )
+    anonymous = parse_attribution_memo(attribution_memo("c", "api.example.com"))
+    assert anonymous is not None and anonymous.client is None
+
+
+def test_attribution_memo_binds_one_challenge_and_realm() -> None:
+    memo = attribution_memo("challenge-1", "api.example.com", "agent")
+    assert memo_binds(memo, "challenge-1", "api.example.com")
+    assert not memo_binds(memo, "challenge-2", "api.example.com")
+    assert not memo_binds(memo, "challenge-1", "evil.example.com")
+    # The client id is attribution only: it does not change what the memo binds.
+    assert memo_binds(
+        attribution_memo("challenge-1", "api.example.com"), "challenge-1", "api.example.com"
+    )
+
+
+@pytest.mark.parametrize(
+    "memo",
+    [
+        bytes.fromhex(MEMO[2:]),  # an ordinary bytes32
+        bytes(32),
+        ATTRIBUTION_TAG + b"\x02" + bytes(27),  # a version this module does not know
+        attribution_memo("c", "r")[:31],  # not 32 bytes
+        b"\xef\x1e\xd7\x13" + b"\x01" + bytes(27),  # another tag
+    ],
+)
+def test_other_memos_are_not_attribution_memos(memo: bytes) -> None:
+    assert parse_attribution_memo(memo) is None
+    assert not memo_binds(memo, "c", "r")
+
+
+# -- on the local Tempo chain ----------------------------------------------------------
+
+PRICE = 250_000  # 0.25 pathUSD
+FUNDS = 1_000_000
+ALPHA_USD = "0x20C0000000000000000000000000000000000001"  # another genesis TIP-20
+
+
+class Shop:
+    """A PaidServer selling /paid for 0.25 pathUSD through a TempoVerifier."""
+
+    def __init__(
+        self,
+        chain: TempoChain,
+        *,
+        fee_payer: bool = False,
+        currency: str = TOKEN,
+        **options: Any,
+    ) -> None:
+        self.chain = chain
+        self.merchant = Account.create().address
+        self.sponsor = chain.funded_account(FUNDS) if fee_payer else None
+        self.verifier = TempoVerifier(chain.url, fee_payer=self.sponsor, **options)
+        self.server = PaidServer(
+            {"/paid": "0.25 USD"},
+            verifier=self.verifier,
+            currency=currency,
+            recipient=self.merchant,
+            asset="USD",
+            decimals=6,
+        )
+
+    def challenge(self, url: str) -> Challenge:
+        """A fresh challenge from the running server."""
+        return parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
+
+    def present(self, url: str, ch: Challenge, payload: Any, source: str | None) -> httpx.Response:
+        header = Credential.for_challenge(ch, payload, source=source).to_header()
+        return httpx.get(url + "/paid", headers={"Authorization": header})
+
+
+def chain_wallet(chain: TempoChain, account: Any, **options: Any) -> TempoWallet:
+    options.setdefault("assets", [chain.asset()])
+    options.setdefault("split_recipients", "*")
+    return TempoWallet(account, chain_id=chain.chain_id, rpc_url=chain.url, **options)
+
+
+def get(
+    flavour: str, policy: Policy, wallet: TempoWallet, url: str, **overrides: Any
+) -> httpx.Response:
+    """GET ``url`` with ``Client`` or ``AsyncClient`` paying through ``wallet``."""
+    options: dict[str, Any] = {
+        "methods": [wallet],
+        "policy": policy,
+        "ledger": "memory:",
+        "allow_insecure_localhost": True,
+        **overrides,
+    }
+    if flavour == "sync":
+        with Client(**options) as client:
+            return client.get(url)
+
+    async def run() -> httpx.Response:
+        async with AsyncClient(**options) as client:
+            return await client.get(url)
+
+    return asyncio.run(run())
+
+
+def sent_credential(response: httpx.Response) -> str:
+    value = response.request.headers.get("authorization")
+    assert value is not None and value.startswith("Payment ")
+    return value
+
+
+def settled(response: httpx.Response, shop: Shop) -> dict[str, Any]:
+    """200, a committed record, and a receipt naming the settlement; its on-chain receipt."""
+    assert response.status_code == 200, response.text
+    record = payment_record(response)
+    assert record is not None and record.status == "committed"
+    receipt = Receipt.parse(response.headers["payment-receipt"])
+    assert receipt.method == "tempo"
+    assert receipt.data["challengeId"] == record.challenge_id
+    assert receipt.data["chainId"] == shop.chain.chain_id
+    assert shop.verifier.settled == [receipt.reference]
+    on_chain = shop.chain.receipt(receipt.reference)
+    assert on_chain["status"] == "0x1"
+    return on_chain
+
+
+FLAVOURS = pytest.mark.parametrize("flavour", ["sync", "async"])
+
+
+@FLAVOURS
+@pytest.mark.parametrize(("mode", "fee_payer"), [("pull", False), ("pull", True), ("push", False)])
+def test_client_pays_on_the_tempo_chain(
+    tempo_chain: TempoChain,
+    tempo_policy: Policy,
+    live: Any,
+    flavour: str,
+    mode: str,
+    fee_payer: bool,
+) -> None:
+    shop = Shop(tempo_chain, fee_payer=fee_payer)
+    payer = tempo_chain.funded_account(FUNDS)
+    wallet = chain_wallet(tempo_chain, payer, modes=(mode,))
+    url = live(shop.server)
+    sponsor_before = 0 if shop.sponsor is None else tempo_chain.balance(shop.sponsor.address)
+
+    response = get(flavour, tempo_policy, wallet, url + "/paid")
+
+    on_chain = settled(response, shop)
+    sent = Credential.parse(sent_credential(response))
+    assert sent.payload["type"] == ("hash" if mode == "push" else "transaction")
+    assert sent.source == f"did:pkh:eip155:{tempo_chain.chain_id}:{payer.address}"
+    # The merchant received exactly the price, bound to the challenge by its memo.
+    assert tempo_chain.balance(shop.merchant) == PRICE
+    memo = attribution_memo(sent.echo["id"], shop.server.realm)
+    paid = [m for m in movements_in(on_chain, TOKEN) if m.recipient == shop.merchant]
+    assert paid == [Movement(payer.address, shop.merchant, PRICE, memo)]
+    spent = FUNDS - tempo_chain.balance(payer.address)
+    if fee_payer:
+        # The server paid the fee; the payer paid the price and nothing else.
+        assert spent == PRICE
+        assert shop.sponsor is not None
+        assert tempo_chain.balance(shop.sponsor.address) < sponsor_before
+    else:
+        assert PRICE < spent < PRICE + 100_000  # the price and the payer's own fee
+
+    # Replaying the very credential is refused, and moves nothing.
+    replay = httpx.get(url + "/paid", headers={"Authorization": sent_credential(response)})
+    assert replay.status_code == 402
+    assert replay.json()["type"].endswith("/invalid-challenge")
+    assert "already used" in replay.json()["detail"]
+    assert "payment-receipt" not in replay.headers
+    assert tempo_chain.balance(shop.merchant) == PRICE
+    assert FUNDS - tempo_chain.balance(payer.address) == spent
+    assert len(shop.verifier.settled) == 1
+
+
+@FLAVOURS
+@pytest.mark.parametrize(("mode", "fee_payer"), [("pull", True), ("pull", False), ("push", False)])
+def test_splits_are_paid_atomically(
+    tempo_chain: TempoChain,
+    tempo_policy: Policy,
+    live: Any,
+    flavour: str,
+    mode: str,
+    fee_payer: bool,
+) -> None:
+    platform, affiliate = Account.create().address, Account.create().address
+    shop = Shop(
+        tempo_chain,
+        fee_payer=fee_payer,
+        splits=[(platform, 50_000), (affiliate, 10_000, SPLIT_MEMO)],
+    )
+    payer = tempo_chain.funded_account(FUNDS)
+    url = live(shop.server)
+    wallet = chain_wallet(tempo_chain, payer, modes=(mode,), split_recipients=[platform, affiliate])
+    response = get(flavour, tempo_policy, wallet, url + "/paid")
+    on_chain = settled(response, shop)
+    assert tempo_chain.balance(shop.merchant) == PRICE - 60_000
+    assert tempo_chain.balance(platform) == 50_000
+    assert tempo_chain.balance(affiliate) == 10_000
+    # In order: the primary with the attribution memo, the splits with their own (or none).
+    challenge_id = Credential.parse(sent_credential(response)).echo["id"]
+    assert movements_in(on_chain, TOKEN)[:3] == [
+        Movement(
+            payer.address,
+            shop.merchant,
+            PRICE - 60_000,
+            attribution_memo(challenge_id, shop.server.realm),
+        ),
+        Movement(payer.address, platform, 50_000, None),
+        Movement(payer.address, affiliate, 10_000, bytes.fromhex(SPLIT_MEMO[2:])),
+    ]
+    if fee_payer:
+        assert tempo_chain.balance(payer.address) == FUNDS - PRICE
+
+
+@pytest.mark.parametrize("mode", ["pull", "push"])
+def test_a_request_memo_is_used_as_given_and_its_transfer_pays_once(
+    tempo_chain: TempoChain, tempo_policy: Policy, live: Any, mode: str
+) -> None:
+    shop = Shop(tempo_chain, memo=MEMO)
+    payer = tempo_chain.funded_account(FUNDS)
+    wallet = chain_wallet(tempo_chain, payer, modes=(mode,))
+    url = live(shop.server)
+    response = get("sync", tempo_policy, wallet, url + "/paid")
+    on_chain = settled(response, shop)
+    assert movements_in(on_chain, TOKEN)[0] == Movement(
+        payer.address, shop.merchant, PRICE, bytes.fromhex(MEMO[2:])
+    )
+    assert tempo_chain.balance(shop.merchant) == PRICE
+    # Every challenge of this shop names the same memo, so nothing binds the
+    # transfer to one of them: only single use stops it paying a second time.
+    sent = Credential.parse(sent_credential(response))
+    again = shop.present(url, shop.challenge(url), sent.payload, sent.source)
+    assert again.status_code == 402
+    assert "already used" in again.json()["detail"]
+    assert tempo_chain.balance(shop.merchant) == PRICE
+    assert len(shop.server.payments) == 1
+
+
+@pytest.mark.parametrize("fee_payer", [False, True])
+def test_a_transaction_bound_to_another_challenge_is_refused(
+    tempo_chain: TempoChain, live: Any, fee_payer: bool
+) -> None:
+    shop = Shop(tempo_chain, fee_payer=fee_payer)
+    payer = tempo_chain.funded_account(FUNDS)
+    wallet = chain_wallet(tempo_chain, payer)
+    url = live(shop.server)
+    first, second = shop.challenge(url), shop.challenge(url)
+    # Signed for the first challenge, presented for the second: its memo names the first.
+    answer = shop.present(url, second, wallet.pay(first), wallet.credential_source(second))
+    assert answer.status_code == 402
+    assert "memo is not bound to this challenge" in answer.json()["detail"]
+    assert tempo_chain.balance(payer.address) == FUNDS
+    assert tempo_chain.balance(shop.merchant) == 0
+    assert shop.verifier.settled == []
+
+
+def test_a_transfer_with_another_memo_than_the_request_names_is_refused(
+    tempo_chain: TempoChain, live: Any
+) -> None:
+    shop = Shop(tempo_chain, memo=MEMO)
+    payer = tempo_chain.funded_account(FUNDS)
+    wallet = chain_wallet(tempo_chain, payer)
+    url = live(shop.server)
+    ch = shop.challenge(url)
+    # The same terms with another memo: everything else about the transaction is right.
+    other = dict(ch.request, methodDetails={**ch.request["methodDetails"], "memo": SPLIT_MEMO})
+    lookalike = Challenge.create(
+        id=ch.id, realm=ch.realm, method="tempo", intent="charge", request=other, expires=ch.expires
+    )
+    answer = shop.present(url, ch, wallet.pay(lookalike), wallet.credential_source(ch))
+    assert answer.status_code == 402
+    assert "with the request's memo" in answer.json()["detail"]
+    assert tempo_chain.balance(payer.address) == FUNDS
+    assert shop.verifier.settled == []
+
+
+def test_a_pushed_hash_cannot_pay_a_second_challenge(tempo_chain: TempoChain, live: Any) -> None:
+    shop = Shop(tempo_chain)
+    payer = tempo_chain.funded_account(FUNDS)
+    wallet = chain_wallet(tempo_chain, payer, modes=("push",))
+    url = live(shop.server)
+    first, second = shop.challenge(url), shop.challenge(url)
+    pushed = wallet.pay(first)  # broadcast: the merchant is paid once, for the first
+    assert tempo_chain.balance(shop.merchant) == PRICE
+    source = wallet.credential_source(first)
+    stolen = shop.present(url, second, pushed, source)
+    assert stolen.status_code == 402
+    assert "memo is not bound to this challenge" in stolen.json()["detail"]
+    honest = shop.present(url, first, pushed, source)
+    assert honest.status_code == 200, honest.text
+    again = shop.present(url, shop.challenge(url), pushed, source)
+    assert again.status_code == 402 and "already used" in again.json()["detail"]
+    assert tempo_chain.balance(shop.merchant) == PRICE
+    assert len(shop.server.payments) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"chainId": 42431}, "for another chain"),
+        ({"clock": -60}, "validBefore has passed"),
+    ],
+)
+def test_a_transaction_for_another_chain_or_past_its_validity_is_refused(
+    tempo_chain: TempoChain, live: Any, change: dict[str, Any], reason: str
+) -> None:
+    shop = Shop(tempo_chain)
+    payer = tempo_chain.funded_account(FUNDS)
+    url = live(shop.server)
+    ch = shop.challenge(url)
+    details = dict(ch.request["methodDetails"])
+    options: dict[str, Any] = {}
+    if "chainId" in change:
+        details["chainId"] = change["chainId"]
+        options["assets"] = [tempo_chain.asset(), AssetEntry("tempo", TOKEN, "USD", 6, 42431)]
+        signer = TempoWallet(payer, max_fee_per_gas=20 * GWEI, **options)
+    else:
+        past = datetime.now(UTC) + timedelta(seconds=change["clock"])
+        signer = chain_wallet(tempo_chain, payer, clock=lambda: past)
+    lookalike = Challenge.create(
+        id=ch.id,
+        realm=ch.realm,
+        method="tempo",
+        intent="charge",
+        request=dict(ch.request, methodDetails=details),
+        expires=ch.expires,
+    )
+    answer = shop.present(url, ch, signer.pay(lookalike), None)
+    assert answer.status_code == 402
+    assert reason in answer.json()["detail"]
+    assert tempo_chain.balance(payer.address) == FUNDS
+    assert shop.verifier.settled == []
+
+
+@FLAVOURS
+@pytest.mark.parametrize("mode", ["pull", "push"])
+def test_a_refusal_after_paying_is_unknown_before_it_is_released(
+    tempo_chain: TempoChain, tempo_policy: Policy, live: Any, flavour: str, mode: str
+) -> None:
+    # A misconfigured shop: it asks for AlphaUSD but its verifier settles pathUSD only.
+    shop = Shop(tempo_chain, currency=ALPHA_USD)
+    payer = tempo_chain.funded_account(FUNDS)
+    tempo_chain.fund(payer.address, FUNDS, token=ALPHA_USD)
+    alpha = tempo_chain.asset(ALPHA_USD, "AlphaUSD")
+    wallet = chain_wallet(tempo_chain, payer, modes=(mode,), assets=[alpha], fee_token=TOKEN)
+    ledger = MemoryLedger()
+    url = live(shop.server) + "/paid"
+    expected = PaymentOutcomeUnknown if mode == "push" else PaymentRejected
+    with pytest.raises(expected):
+        get(flavour, tempo_policy, wallet, url, ledger=ledger)
+    [record] = ledger.records()
+    if mode == "push":
+        # The wallet broadcast before the server refused: money moved, kept counted.
+        assert record.status == "unknown"
+        assert tempo_chain.balance(shop.merchant, ALPHA_USD) == PRICE
+    else:
+        # Only signed: nothing moved, so the reservation is released.
+        assert record.status == "released"
+        assert tempo_chain.balance(payer.address, ALPHA_USD) == FUNDS
+        assert tempo_chain.balance(shop.merchant, ALPHA_USD) == 0
+    assert shop.verifier.settled == []
+
+
+def test_a_reverted_push_fails_without_paying(
+    tempo_chain: TempoChain, tempo_policy: Policy, live: Any
+) -> None:
+    shop = Shop(tempo_chain)
+    payer = tempo_chain.funded_account(PRICE // 2)  # enough for the fee, not the price
+    wallet = chain_wallet(tempo_chain, payer, modes=("push",))
+    with pytest.raises(PaymentFailed, match="reverted"):
+        get("sync", tempo_policy, wallet, live(shop.server) + "/paid")
+    assert tempo_chain.balance(shop.merchant) == 0
+    assert shop.verifier.settled == []
+
+
+def test_a_node_on_another_chain_is_refused_before_signing(tempo_chain: TempoChain) -> None:
+    w = TempoWallet(KEY, chain_id=42431, rpc_url=tempo_chain.url, modes=("push",))
+    spy = spied(w)
+    with pytest.raises(PaymentFailed, match=f"serves chain {tempo_chain.chain_id}"):
+        w.pay(challenge(chainId=42431))
+    assert spy.signed == 0
 
 
 # -- without the extra -----------------------------------------------------------------

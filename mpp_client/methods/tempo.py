@@ -6,7 +6,7 @@ wallet answers with one of three payloads:
 
 ``transaction`` (pull mode, the default)
     A signed Tempo transaction (EIP-2718 type ``0x76``) whose calls are TIP-20
-    ``transfer`` (or ``transferWithMemo``) on the token: one to the recipient
+    ``transferWithMemo`` (or ``transfer``) on the token: one to the recipient
     for ``amount`` minus the splits, then one per split in the request's
     order. The server broadcasts it, so nothing moves until it does. With
     ``methodDetails.feePayer: true`` the sender signs with ``fee_token``
@@ -28,6 +28,23 @@ wallet answers with one of three payloads:
     ``{name: "MPP", version, chainId}``, primary type ``Proof``. Nothing
     moves. The credential ``source`` must be the payer's ``did:pkh``.
 
+Memos. The primary transfer always carries a memo, so it is always a
+``transferWithMemo``: the request's ``methodDetails.memo`` when it names one
+(as the drafts say), otherwise the MPP *attribution memo*
+(:func:`attribution_memo`): a tag, the realm's and the client's fingerprints
+and the challenge id's, binding the transfer to this challenge. The drafts do
+not define it, but both reference servers (pympp 0.16, mppx 0.11) refuse a
+payment without it ("memo is not bound to this challenge"), because without
+it one pushed transfer could be claimed for two challenges. A split carries
+its own memo when it names one and is a plain ``transfer`` otherwise, as in
+mppx (pympp's client also writes the attribution memo on memo-less splits;
+both servers accept either). The peers ignore ``methodDetails.memo``: mppx
+0.11 removed request memos (its schema refuses one) and pympp has no such
+field, so a request that names one comes from a draft-following server.
+A memo in the request that is an attribution memo for another challenge or
+realm is refused before signing (pympp refuses every attribution-shaped
+split memo): paying it could settle that other challenge.
+
 Transactions use an expiring nonce (``nonceKey`` = 2^256-1, ``nonce`` 0) with
 ``validBefore`` at most ``valid_for`` seconds ahead and never after the
 challenge's expiry, so a credential the server never uses dies on its own and
@@ -38,7 +55,8 @@ Before anything is signed the terms are checked and any failure is a
 challenge or configured: the drafts disagree on a default, 42431 in the
 charge draft and 4217 in pympp, so the wallet assumes neither) and one the
 wallet pays on; the token is in the asset registry for that chain; addresses
-are 20 bytes (and EIP-55 valid when mixed-case); memos are ``bytes32``; the
+are 20 bytes (and EIP-55 valid when mixed-case); memos are ``bytes32`` and
+no attribution memo for another challenge; the
 recipient and every split recipient are expected; splits are positive and add
 up to strictly less than ``amount``; the challenge has not expired; a mode the
 server advertises is one the wallet allows.
@@ -104,6 +122,8 @@ from ..protocol import Challenge
 from ._base import Quote, charge_terms
 
 __all__ = [
+    "ATTRIBUTION_TAG",
+    "ATTRIBUTION_VERSION",
     "EXPIRING_NONCE_KEY",
     "FEE_PAYER_ENVELOPE_TYPE",
     "KNOWN_CHAINS",
@@ -111,10 +131,14 @@ __all__ = [
     "TEMPO_MAINNET",
     "TEMPO_TESTNET",
     "TRANSACTION_TYPE",
+    "AttributionMemo",
     "TempoTerms",
     "TempoWallet",
     "Transfer",
+    "attribution_memo",
     "did_pkh",
+    "memo_binds",
+    "parse_attribution_memo",
     "proof_typed_data",
     "tempo_terms",
 ]
@@ -141,6 +165,10 @@ FEE_PAYER_ENVELOPE_TYPE = 0x78
 EXPIRING_NONCE_KEY = 2**256 - 1
 MAX_SPLITS = 10
 MODES: tuple[str, ...] = ("pull", "push")
+#: The first 4 bytes of keccak256("mpp"): the tag that opens an MPP attribution memo.
+ATTRIBUTION_TAG = keccak(b"mpp")[:4]
+#: The attribution memo layout this module writes and reads.
+ATTRIBUTION_VERSION = 1
 
 _BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
 _UNITS = re.compile(r"[1-9][0-9]{0,77}")
@@ -158,6 +186,78 @@ _PROOF_TYPES: Mapping[int, list[dict[str, str]]] = {
         {"name": "realm", "type": "string"},
     ],
 }
+
+
+# -- the attribution memo --------------------------------------------------------
+
+
+def _fingerprint(text: str, size: int) -> bytes:
+    return bytes(keccak(text.encode("utf-8"))[:size])
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionMemo:
+    """The fields of an MPP attribution memo (see :func:`attribution_memo`)."""
+
+    version: int
+    #: keccak256(server id)[:10]; the server id is the challenge's realm.
+    server: bytes
+    #: keccak256(client id)[:10], or None for an anonymous client (ten zero bytes).
+    client: bytes | None
+    #: keccak256(challenge id)[:7].
+    nonce: bytes
+
+    def binds(self, challenge_id: str, realm: str) -> bool:
+        """True when the memo names this realm and this challenge."""
+        return self.server == _fingerprint(realm, 10) and self.nonce == _fingerprint(
+            challenge_id, 7
+        )
+
+
+def attribution_memo(challenge_id: str, realm: str, client_id: str | None = None) -> bytes:
+    """The 32-byte MPP attribution memo that binds a transfer to one challenge.
+
+    Not in the drafts: both reference SDKs (pympp 0.16, mppx 0.11) write it on
+    the primary ``transferWithMemo`` when the request names no memo, and their
+    servers refuse a transfer without it ("memo is not bound to this
+    challenge"). It is what stops one on-chain transfer from paying two
+    challenges (a pushed hash replayed under another challenge). Layout:
+    ``ATTRIBUTION_TAG`` (4 bytes), the version (1 byte, 1),
+    keccak256(realm)[:10], keccak256(client_id)[:10] or ten zero bytes when
+    ``client_id`` is empty or None, keccak256(challenge_id)[:7]. Strings are
+    hashed as UTF-8.
+    """
+    client = _fingerprint(client_id, 10) if client_id else bytes(10)
+    return (
+        ATTRIBUTION_TAG
+        + bytes([ATTRIBUTION_VERSION])
+        + _fingerprint(realm, 10)
+        + client
+        + _fingerprint(challenge_id, 7)
+    )
+
+
+def parse_attribution_memo(memo: bytes) -> AttributionMemo | None:
+    """The fields of ``memo`` when it is an MPP attribution memo, else None.
+
+    A memo is one when it is 32 bytes, opens with ``ATTRIBUTION_TAG`` and
+    carries version 1; any other ``bytes32`` is an ordinary memo.
+    """
+    if len(memo) != 32 or memo[:4] != ATTRIBUTION_TAG or memo[4] != ATTRIBUTION_VERSION:
+        return None
+    client = bytes(memo[15:25])
+    return AttributionMemo(
+        version=memo[4],
+        server=bytes(memo[5:15]),
+        client=None if client == bytes(10) else client,
+        nonce=bytes(memo[25:32]),
+    )
+
+
+def memo_binds(memo: bytes, challenge_id: str, realm: str) -> bool:
+    """True when ``memo`` is an attribution memo bound to this challenge and realm."""
+    parsed = parse_attribution_memo(memo)
+    return parsed is not None and parsed.binds(challenge_id, realm)
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -367,6 +467,9 @@ class _Plan:
     asset: AssetEntry
     mode: Literal["proof", "pull", "push"]
     valid_before: int
+    #: What the transaction pays: the primary transfer (with the request's memo
+    #: or the attribution memo), then the splits with their own memos.
+    transfers: tuple[Transfer, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +522,9 @@ class TempoWallet(EthWallet):
 
     ``valid_for`` bounds ``validBefore`` (seconds ahead); it never exceeds
     the challenge's expiry. ``proof_version`` picks the zero-amount proof's
-    typed data (1, 2 or 3; see the module notes).
+    typed data (1, 2 or 3; see the module notes). ``client_id`` names the
+    payer's software in the attribution memo (hashed; anonymous by default,
+    as in the reference SDKs).
     """
 
     name: ClassVar[str] = "tempo"
@@ -444,6 +549,7 @@ class TempoWallet(EthWallet):
         max_priority_fee_per_gas: int | None = None,
         valid_for: float = 25.0,
         proof_version: int = 2,
+        client_id: str | None = None,
         rpc_timeout: float = 15.0,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -489,6 +595,9 @@ class TempoWallet(EthWallet):
         if proof_version not in _PROOF_TYPES:
             raise ValueError("proof_version must be 1, 2 or 3")
         self.proof_version = proof_version
+        if client_id is not None and not isinstance(client_id, str):
+            raise ValueError("client_id must be a string")
+        self.client_id = client_id or None
         self._rpc_timeout = rpc_timeout
 
     # -- identity -----------------------------------------------------------------
@@ -530,6 +639,7 @@ class TempoWallet(EthWallet):
         asset = self._asset(terms.currency, chain)
         self._check_recipients(terms.recipient, [split.recipient for split in terms.splits])
         valid_before = self._valid_before(terms)
+        transfers = self._transfers(challenge, terms)
         mode: Literal["proof", "pull", "push"]
         if terms.amount == 0:  # (splits cannot add up to less than 0: there are none)
             mode = "proof"
@@ -544,7 +654,35 @@ class TempoWallet(EthWallet):
                     + f"; the wallet uses {'/'.join(self.modes)}"
                 )
             mode = "pull" if usable[0] == "pull" else "push"
-        return _Plan(terms, chain, asset, mode, valid_before)
+        return _Plan(terms, chain, asset, mode, valid_before, transfers)
+
+    def _transfers(self, challenge: Challenge, terms: TempoTerms) -> tuple[Transfer, ...]:
+        """The transfers to sign: the primary carries a memo bound to this challenge.
+
+        The request's own memo is used as given. Without one, the primary
+        transfer carries the attribution memo (:func:`attribution_memo`),
+        which both reference servers require. A memo in the request that is an
+        attribution memo for another challenge or realm is refused: paying it
+        could settle that other challenge (someone else's purchase) with this
+        payer's money.
+        """
+        given = [("methodDetails.memo", terms.memo)] + [
+            (f"split {index} memo", split.memo) for index, split in enumerate(terms.splits)
+        ]
+        for what, memo in given:
+            if (
+                memo is not None
+                and parse_attribution_memo(memo) is not None
+                and not memo_binds(memo, challenge.id, challenge.realm)
+            ):
+                raise ChallengeError(
+                    f"tempo charge {what} is an MPP attribution memo for another "
+                    "challenge: paying it could settle that challenge instead"
+                )
+        primary_memo = terms.memo
+        if primary_memo is None:
+            primary_memo = attribution_memo(challenge.id, challenge.realm, self.client_id)
+        return (Transfer(terms.recipient, terms.primary_amount, primary_memo), *terms.splits)
 
     def _resolve_chain(self, chain: int | None) -> int:
         if self.chain_id is not None:
@@ -590,8 +728,11 @@ class TempoWallet(EthWallet):
             "feePayer": terms.fee_payer,
             "validBefore": plan.valid_before,
         }
-        if terms.memo is not None:
-            details["memo"] = to_hex(terms.memo)
+        primary_memo = plan.transfers[0].memo
+        if plan.mode != "proof" and primary_memo is not None:
+            # The memo the primary transfer carries, and whose it is.
+            details["memo"] = to_hex(primary_memo)
+            details["attribution"] = terms.memo is None
         if terms.splits:
             details["splits"] = tuple(
                 {
@@ -750,7 +891,7 @@ class TempoWallet(EthWallet):
             token.transfer(to=t.recipient, amount=t.amount)
             if t.memo is None
             else token.transfer_with_memo(to=t.recipient, amount=t.amount, memo=t.memo)
-            for t in terms.transfers
+            for t in plan.transfers
         )
         sponsored = terms.fee_payer
         tx = TempoTransaction.create(

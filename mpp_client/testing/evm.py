@@ -128,7 +128,9 @@ class Anvil:
 
     ``binary`` is the anvil executable (``scripts/chain-tools.sh`` prints the
     path of the one the npm package ``@foundry-rs/anvil-linux-amd64`` ships).
-    No dev accounts are created: fund test keys with :meth:`set_balance`.
+    No dev accounts are created unless ``accounts`` asks for some (anvil's
+    default mnemonic; on ``--network tempo`` they also hold its stablecoins):
+    fund test keys with :meth:`set_balance`.
     """
 
     def __init__(
@@ -138,9 +140,11 @@ class Anvil:
         chain_id: int = 31337,
         startup_timeout: float = 20.0,
         extra_args: Sequence[str] = (),
+        accounts: int = 0,
     ) -> None:
         self.binary = os.fspath(binary)
         self.chain_id = chain_id
+        self.accounts = accounts
         self.startup_timeout = startup_timeout
         self.extra_args = tuple(extra_args)
         self.port = 0
@@ -172,7 +176,7 @@ class Anvil:
                 "--chain-id",
                 str(self.chain_id),
                 "--accounts",
-                "0",
+                str(self.accounts),
                 "--silent",
                 *self.extra_args,
             ]
