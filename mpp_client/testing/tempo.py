@@ -1,7 +1,12 @@
-"""Selling for ``tempo`` charges in tests: a local Tempo chain.
+"""Selling for ``tempo`` charges in tests: a verifier that settles on a local Tempo chain.
 
-:class:`TempoChain` runs ``anvil --network tempo`` (Foundry's anvil, 1.7.1 or
-later) on a free loopback port, with the facts a test needs about that node:
+:class:`TempoVerifier` plugs into :class:`~mpp_client.testing.PaidServer`
+(``PaidServer(routes, verifier=TempoVerifier(rpc_url), currency=PATH_USD,
+recipient=merchant, asset="USD", decimals=6)``) and settles pull and push
+credentials on a Tempo node, as the reference servers do (see its notes).
+
+:class:`TempoChain` runs ``anvil --network tempo`` (Foundry's anvil 1.7.1) on
+a free loopback port, with the facts a test needs about that node:
 
 * The chain has TIP-20 precompiles at ``0x20c0...0000`` (pathUSD, 6
   decimals) and ``0x20c0...0001``-``0003``; anvil's dev accounts (its default
@@ -17,9 +22,13 @@ later) on a free loopback port, with the facts a test needs about that node:
   tempo`` is ``T0``, which predates expiring nonces (``nonceKey`` 2^256-1):
   there that lane is an ordinary sequential nonce, so a key's second
   expiring-nonce transaction is dropped unmined. From ``T1`` on, each one is
-  unique by hash and dies at ``validBefore``, which must be at most 30
-  seconds ahead (a transaction valid for longer is accepted into the pool,
-  then silently dropped).
+  unique by hash and dies at ``validBefore``, which on ``T4`` must be at most
+  30 seconds ahead, as on Tempo before T11 (a transaction valid for longer is
+  accepted into the pool, then silently dropped: ``eth_sendRawTransactionSync``
+  answers "Transaction confirmation timeout" 30 seconds later).
+* ``eth_sendRawTransactionSync`` takes only the raw transaction (no timeout
+  parameter), and the node serves no ``tempo_simulateV1``; its
+  ``eth_simulateV1`` panics on a ``0x76`` call, which stops the node.
 * ``eth_sendRawTransactionSync`` answers with the mined receipt; sending a
   transaction that was already mined answers with its receipt again (it does
   not move money twice, and it is no error).
