@@ -447,7 +447,8 @@ class TempoVerifier:
         succeeded and its logs must show the transfers from the payer (the
         source's address, else the transaction's sender).
 
-    Either way the payment must be bound to this challenge: with a request
+    Zero-amount ``proof`` credentials are refused: this verifier sells only
+    for money. Either way the payment must be bound to this challenge: with a request
     memo, the primary transfer carries it; without one, some transfer
     carries the MPP attribution memo of this challenge and realm, and none
     carries an attribution memo of another (pympp's rule; mppx checks only
@@ -709,7 +710,12 @@ class TempoVerifier:
             raise _fail("credential source is not the transaction's sender")
         moved = [_call_movement(sender, self.token, call) for call in tx.calls]
         self._match(challenge, terms, moved, exact=True)
-        if self.balance(sender) < terms.amount:
+        try:
+            balance = self.balance(sender)
+        except (RpcError, httpx.HTTPError) as exc:
+            detail = f"the node could not be asked ({type(exc).__name__}); nothing was broadcast"
+            raise _fail(detail) from None
+        if balance < terms.amount:
             raise _fail("the payer's token balance is too low")
         if tx.envelope:
             if self.fee_payer is None:
