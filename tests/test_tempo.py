@@ -997,6 +997,7 @@ def test_client_pays_on_the_tempo_chain(
         assert spent == PRICE
         assert shop.sponsor is not None
         assert tempo_chain.balance(shop.sponsor.address) < sponsor_before
+        assert bytes(shop.sponsor.key).hex() not in repr(shop.verifier).lower()
     else:
         assert PRICE < spent < PRICE + 100_000  # the price and the payer's own fee
 

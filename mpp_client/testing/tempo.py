@@ -1,7 +1,12 @@
-"""Selling for ``tempo`` charges in tests: a local Tempo chain.
+"""Selling for ``tempo`` charges in tests: a verifier that settles on a local Tempo chain.
 
-:class:`TempoChain` runs ``anvil --network tempo`` (Foundry's anvil, 1.7.1 or
-later) on a free loopback port, with the facts a test needs about that node:
+:class:`TempoVerifier` plugs into :class:`~mpp_client.testing.PaidServer`
+(``PaidServer(routes, verifier=TempoVerifier(rpc_url), currency=PATH_USD,
+recipient=merchant, asset="USD", decimals=6)``) and settles pull and push
+credentials on a Tempo node, as the reference servers do (see its notes).
+
+:class:`TempoChain` runs ``anvil --network tempo`` (Foundry's anvil 1.7.1) on
+a free loopback port, with the facts a test needs about that node:
 
 * The chain has TIP-20 precompiles at ``0x20c0...0000`` (pathUSD, 6
   decimals) and ``0x20c0...0001``-``0003``; anvil's dev accounts (its default
@@ -17,9 +22,13 @@ later) on a free loopback port, with the facts a test needs about that node:
   tempo`` is ``T0``, which predates expiring nonces (``nonceKey`` 2^256-1):
   there that lane is an ordinary sequential nonce, so a key's second
   expiring-nonce transaction is dropped unmined. From ``T1`` on, each one is
-  unique by hash and dies at ``validBefore``, which must be at most 30
-  seconds ahead (a transaction valid for longer is accepted into the pool,
-  then silently dropped).
+  unique by hash and dies at ``validBefore``, which on ``T4`` must be at most
+  30 seconds ahead, as on Tempo before T11 (a transaction valid for longer is
+  accepted into the pool, then silently dropped: ``eth_sendRawTransactionSync``
+  answers "Transaction confirmation timeout" 30 seconds later).
+* ``eth_sendRawTransactionSync`` takes only the raw transaction (no timeout
+  parameter), and the node serves no ``tempo_simulateV1``; its
+  ``eth_simulateV1`` panics on a ``0x76`` call, which stops the node.
 * ``eth_sendRawTransactionSync`` answers with the mined receipt; sending a
   transaction that was already mined answers with its receipt again (it does
   not move money twice, and it is no error).
@@ -438,7 +447,8 @@ class TempoVerifier:
         succeeded and its logs must show the transfers from the payer (the
         source's address, else the transaction's sender).
 
-    Either way the payment must be bound to this challenge: with a request
+    Zero-amount ``proof`` credentials are refused: this verifier sells only
+    for money. Either way the payment must be bound to this challenge: with a request
     memo, the primary transfer carries it; without one, some transfer
     carries the MPP attribution memo of this challenge and realm, and none
     carries an attribution memo of another (pympp's rule; mppx checks only
@@ -700,7 +710,12 @@ class TempoVerifier:
             raise _fail("credential source is not the transaction's sender")
         moved = [_call_movement(sender, self.token, call) for call in tx.calls]
         self._match(challenge, terms, moved, exact=True)
-        if self.balance(sender) < terms.amount:
+        try:
+            balance = self.balance(sender)
+        except (RpcError, httpx.HTTPError) as exc:
+            detail = f"the node could not be asked ({type(exc).__name__}); nothing was broadcast"
+            raise _fail(detail) from None
+        if balance < terms.amount:
             raise _fail("the payer's token balance is too low")
         if tx.envelope:
             if self.fee_payer is None:
