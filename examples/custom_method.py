@@ -22,8 +22,6 @@ class Prepaid(PaymentMethod):
     """Pays ``prepaid`` charges with single-use codes (1 code = 1 cent)."""
 
     name = "prepaid"
-    # The server redeems the code: if it refuses the credential, nothing was spent.
-    moves_funds_on_pay = False
 
     def __init__(self, codes: list[str]) -> None:
         self._codes = list(codes)
@@ -37,9 +35,11 @@ class Prepaid(PaymentMethod):
             intent=challenge.intent,
             expires=terms.expires,
             currency=terms.currency,
+            # The server redeems the code: if it refuses the credential, nothing was spent.
+            moves_funds=False,
         )
 
-    def pay(self, challenge: Challenge) -> Mapping[str, Any]:
+    def pay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
         if not self._codes:
             raise mpp_client.PaymentFailed("no prepaid codes left")
         return {"code": self._codes.pop()}

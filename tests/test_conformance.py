@@ -33,6 +33,8 @@ from mpp_client.protocol._b64 import (
     b64url_encode,
 )
 
+from .helpers import pay_now
+
 DATA = Path(__file__).parent / "data" / "conformance"
 
 WWW_AUTHENTICATE = "www-authenticate.json"
@@ -432,7 +434,7 @@ def test_tempo_proof(scenario: dict[str, Any]) -> None:
             "methodDetails": {"chainId": data["chainId"]},
         },
     )
-    payload = tempo.TempoWallet(key).pay(challenge)
+    payload = pay_now(tempo.TempoWallet(key), challenge)
     assert payload["type"] == "proof"
     domain_type = [
         {"name": "name", "type": "string"},

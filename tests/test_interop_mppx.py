@@ -95,6 +95,7 @@ from .chain.tooling import (
     compile_contracts,
     start_world,
 )
+from .helpers import pay_now
 from .peers.mppx_peer import MppxServer, PeerError, run_client
 
 pytest_plugins = ["tests.chain.tempo_chain"]  # the session's local Tempo chain
@@ -329,7 +330,7 @@ def test_mppx_refuses_a_voucher_for_another_body(dev_peer: DevPeer) -> None:
     (challenge,) = mpp_client.parse_challenges(unpaid.headers.get_list("www-authenticate"))
     wallet = DevWallet()
     credential = mpp_client.protocol.Credential.for_challenge(
-        challenge, wallet.pay(challenge), source=wallet.source
+        challenge, pay_now(wallet, challenge), source=wallet.source
     ).to_header()
 
     other = httpx.post(
@@ -352,7 +353,7 @@ def test_mppx_refuses_a_forged_voucher(dev_peer: DevPeer) -> None:
     unpaid = httpx.get(dev_peer.url + "/report")
     (challenge,) = mpp_client.parse_challenges(unpaid.headers.get_list("www-authenticate"))
     wallet = DevWallet()
-    payload = dict(wallet.pay(challenge))
+    payload = dict(pay_now(wallet, challenge))
     signature = bytearray(b64url_decode(payload["signature"]))
     signature[-1] ^= 0x01
     forged = {**payload, "signature": base64.urlsafe_b64encode(signature).decode().rstrip("=")}
@@ -412,7 +413,7 @@ def test_mppx_500_after_payment_is_an_unknown_outcome(dev_peer: DevPeer) -> None
     unpaid = httpx.get(dev_peer.url + "/broken")
     (challenge,) = mpp_client.parse_challenges(unpaid.headers.get_list("www-authenticate"))
     header = mpp_client.protocol.Credential.for_challenge(
-        challenge, wallet.pay(challenge), source=wallet.source
+        challenge, pay_now(wallet, challenge), source=wallet.source
     ).to_header()
     failed = httpx.get(dev_peer.url + "/broken", headers={"Authorization": header})
     assert failed.status_code == 500

@@ -60,6 +60,7 @@ from mpp_client.testing import LocalServer, PaidServer
 from mpp_client.testing.tempo import Movement, TempoChain, TempoVerifier, movements_in
 
 from .apps import Recorder
+from .helpers import pay_now
 
 pytest_plugins = ["tests.chain.tempo_chain"]
 
@@ -315,7 +316,7 @@ def test_pympp_refuses_a_transfer_bound_to_another_challenge(
     with LocalServer(app) as server:
         first, second = fresh(server.url), fresh(server.url)
         header = Credential.for_challenge(
-            second, wallet.pay(first), source=wallet.credential_source(second)
+            second, pay_now(wallet, first), source=wallet.quote(second).payer
         ).to_header()
         answer = httpx.get(server.url + "/paid", headers={"Authorization": header})
     assert answer.status_code in (402, 403)

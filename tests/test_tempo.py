@@ -75,6 +75,8 @@ from mpp_client.protocol import Challenge, Credential, Receipt, parse_challenges
 from mpp_client.testing import PaidServer
 from mpp_client.testing.tempo import Movement, TempoChain, TempoVerifier, movements_in
 
+from .helpers import apay_now, pay_now, pay_unquoted
+
 pytest_plugins = ["tests.chain.tempo_chain"]
 
 KEY = "0x" + "4c" * 32
@@ -229,7 +231,7 @@ def spied(w: TempoWallet) -> Spy:
 def test_pull_transaction_without_fee_payer_matches_the_draft() -> None:
     ch = challenge()
     before = time.time()
-    payload = wallet(max_priority_fee_per_gas=2 * GWEI).pay(ch)
+    payload = pay_now(wallet(max_priority_fee_per_gas=2 * GWEI), ch)
     after = time.time()
     assert set(payload) == {"type", "signature"}
     assert payload["type"] == "transaction"
@@ -256,7 +258,7 @@ def test_pull_transaction_without_fee_payer_matches_the_draft() -> None:
 
 def test_pull_transaction_with_fee_payer_is_the_0x78_envelope() -> None:
     ch = challenge(feePayer=True)
-    payload = wallet().pay(ch)
+    payload = pay_now(wallet(), ch)
     tx = Decoded(payload["signature"])
     assert tx.type == 0x78
     assert tx.fee_token == b""  # the fee payer chooses it
@@ -282,12 +284,12 @@ def test_an_attribution_memo_for_another_challenge_is_refused_before_signing(whe
     with pytest.raises(ChallengeError, match="attribution memo for another challenge"):
         w.quote(ch)
     with pytest.raises(ChallengeError, match="attribution memo for another challenge") as info:
-        w.pay(ch)
+        pay_unquoted(w, ch)
     assert isinstance(info.value, PaymentFailed)
     assert spy.signed == 0
     # One bound to this very challenge is harmless, and used as given.
     own = challenge(id="kM9xPqWvT2nJrHsY4aDfEb", memo=bound(challenge()))
-    assert Decoded(w.pay(own)["signature"]).transfers()[0][3] == bound(own)
+    assert Decoded(pay_now(w, own)["signature"]).transfers()[0][3] == bound(own)
 
 
 @pytest.mark.parametrize("split_total", ["1000000", "1000001"])
@@ -300,7 +302,7 @@ def test_splits_adding_up_to_the_amount_or_more_are_refused_before_signing(
     with pytest.raises(ChallengeError, match="not less than the amount"):
         w.quote(ch)
     with pytest.raises(ChallengeError, match="not less than the amount") as info:
-        w.pay(ch)
+        pay_unquoted(w, ch)
     assert isinstance(info.value, PaymentFailed)  # the flow releases the reservation
     assert spy.signed == 0
 
@@ -333,13 +335,13 @@ def test_quote_reads_the_terms() -> None:
 
 def test_valid_before_never_passes_the_challenge_expiry() -> None:
     expires = datetime.now(UTC) + timedelta(seconds=7, microseconds=500_000)
-    tx = Decoded(wallet().pay(challenge(expires=expires))["signature"])
+    tx = Decoded(pay_now(wallet(), challenge(expires=expires))["signature"])
     assert tx.valid_before == math.floor(expires.timestamp())
 
 
 def test_a_challenge_without_expiry_is_bounded_by_valid_for() -> None:
     before = time.time()
-    tx = Decoded(wallet(valid_for=10).pay(challenge(expires=None))["signature"])
+    tx = Decoded(pay_now(wallet(valid_for=10), challenge(expires=None))["signature"])
     assert tx.valid_before is not None
     assert math.floor(before) < tx.valid_before <= math.floor(time.time() + 10)
 
@@ -350,20 +352,18 @@ def test_a_challenge_without_expiry_is_bounded_by_valid_for() -> None:
 def test_chain_id_comes_from_the_challenge_when_the_wallet_has_none() -> None:
     w = wallet()
     ch = challenge(chainId=42431)
-    tx = Decoded(w.pay(ch)["signature"])
+    tx = Decoded(pay_now(w, ch)["signature"])
     assert tx.chain_id == 42431
-    assert w.credential_source(ch) == f"did:pkh:eip155:42431:{ADDRESS}"
-    assert w.credential_source(challenge(chainId=4217)) == f"did:pkh:eip155:4217:{ADDRESS}"
-    assert w.source is None  # no configured chain: the challenge names it
+    assert w.quote(ch).payer == f"did:pkh:eip155:42431:{ADDRESS}"
+    assert w.quote(challenge(chainId=4217)).payer == f"did:pkh:eip155:4217:{ADDRESS}"
 
 
 def test_configured_chain_id_is_used_when_the_challenge_has_none() -> None:
     w = wallet(chain_id=42431)
-    assert w.source == f"did:pkh:eip155:42431:{ADDRESS}"
     ch = challenge(chainId=None)
-    tx = Decoded(w.pay(ch)["signature"])
+    tx = Decoded(pay_now(w, ch)["signature"])
     assert tx.chain_id == 42431
-    assert w.credential_source(ch) == f"did:pkh:eip155:42431:{ADDRESS}"
+    assert w.quote(ch).payer == f"did:pkh:eip155:42431:{ADDRESS}"
 
 
 @pytest.mark.parametrize(
@@ -385,7 +385,7 @@ def test_missing_unknown_or_mismatched_chain_ids_are_refused(
     with pytest.raises(ChallengeError, match=message):
         w.quote(ch)
     with pytest.raises(ChallengeError, match=message):
-        w.pay(ch)
+        pay_unquoted(w, ch)
     assert spy.signed == 0
 
 
@@ -428,7 +428,7 @@ def test_unusable_terms_are_refused_before_signing(
     with pytest.raises(ChallengeError, match=message):
         w.quote(ch)
     with pytest.raises(ChallengeError, match=message) as info:
-        w.pay(ch)
+        pay_unquoted(w, ch)
     assert isinstance(info.value, PaymentFailed)
     assert spy.signed == 0
 
@@ -438,7 +438,7 @@ def test_expired_challenge_is_challenge_expired() -> None:
     with pytest.raises(ChallengeExpired):
         wallet().quote(ch)
     with pytest.raises(ChallengeExpired):
-        wallet().pay(ch)
+        pay_unquoted(wallet(), ch)
 
 
 def test_only_the_charge_intent_is_paid() -> None:
@@ -482,7 +482,7 @@ def test_zero_amount_pays_with_an_eip712_proof_over_the_challenge() -> None:
     ch = challenge("0", id="proof-challenge-id", chainId=42431)
     w = wallet()
     spy = spied(w)
-    payload = w.pay(ch)
+    payload = pay_now(w, ch)
     assert spy.signed == 1
     assert set(payload) == {"type", "signature"} and payload["type"] == "proof"
     assert payload["signature"].startswith("0x") and len(payload["signature"]) == 132
@@ -507,14 +507,15 @@ def test_zero_amount_pays_with_an_eip712_proof_over_the_challenge() -> None:
     ):
         assert _recover_proof(payload["signature"], changed) != ADDRESS
     # The proof credential must carry the payer's did:pkh on the proof's chain.
-    assert w.credential_source(ch) == f"did:pkh:eip155:42431:{ADDRESS}"
-    assert w.funds_moved(ch, payload) is False
+    quote = w.quote(ch)
+    assert quote.payer == f"did:pkh:eip155:42431:{ADDRESS}"
+    assert quote.moves_funds is False  # a proof moves nothing
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
 def test_every_proof_version_recovers_to_the_payer(version: int) -> None:
     ch = challenge("0", id="c-1", chainId=4217)
-    payload = wallet(proof_version=version).pay(ch)
+    payload = pay_now(wallet(proof_version=version), ch)
     typed = proof_typed_data(
         chain_id=4217, challenge_id="c-1", realm="api.example.com", account=ADDRESS, version=version
     )
@@ -523,7 +524,7 @@ def test_every_proof_version_recovers_to_the_payer(version: int) -> None:
 
 
 def test_proof_ignores_supported_modes_and_fee_payer() -> None:
-    payload = wallet().pay(challenge("0", supportedModes=["push"], feePayer=True))
+    payload = pay_now(wallet(), challenge("0", supportedModes=["push"], feePayer=True))
     assert payload["type"] == "proof"
 
 
@@ -613,7 +614,7 @@ def test_push_is_not_used_when_the_server_sponsors_fees_or_only_pulls(node: Fake
     w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push", "pull"))
     for ch in (challenge(feePayer=True), challenge(supportedModes=["pull"])):
         assert w.quote(ch).details["mode"] == "pull"
-        assert w.pay(ch)["type"] == "transaction"
+        assert pay_now(w, ch)["type"] == "transaction"
     assert node.sent() == []
     push_only = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
     with pytest.raises(ChallengeError, match="fee sponsorship"):
@@ -623,15 +624,15 @@ def test_push_is_not_used_when_the_server_sponsors_fees_or_only_pulls(node: Fake
 def test_pull_reads_the_gas_price_from_the_node_when_not_configured(node: FakeNode) -> None:
     node.gas_price = 30 * GWEI
     w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url)
-    assert w.moves_funds_on_pay is False
-    tx = Decoded(w.pay(challenge())["signature"])
+    assert w.quote(challenge()).moves_funds is False  # pull: the server broadcasts
+    tx = Decoded(pay_now(w, challenge())["signature"])
     assert (tx.max_fee_per_gas, tx.max_priority_fee_per_gas) == (30 * GWEI, 3 * GWEI)
     assert [method for method, _ in node.calls] == ["eth_chainId", "eth_gasPrice"]
 
 
 async def test_pull_reads_the_gas_price_async(node: FakeNode) -> None:
     w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url)
-    tx = Decoded((await w.apay(challenge()))["signature"])
+    tx = Decoded((await apay_now(w, challenge()))["signature"])
     assert tx.max_fee_per_gas == node.gas_price
     assert tx.sender() == ADDRESS
 
@@ -640,7 +641,7 @@ def test_a_broadcast_error_leaves_the_outcome_unknown(node: FakeNode) -> None:
     node.on_send = lambda raw: {"error": {"code": -32000, "message": "timed out waiting"}}
     w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
     with pytest.raises(PaymentOutcomeUnknown, match="may still be included") as info:
-        w.pay(challenge())
+        pay_unquoted(w, challenge())
     assert "SECRET-API-KEY" not in str(info.value)
 
 
@@ -648,7 +649,7 @@ def test_a_receipt_for_another_transaction_leaves_the_outcome_unknown(node: Fake
     node.on_send = lambda raw: {"result": {"transactionHash": "0x" + "11" * 32, "status": "0x1"}}
     w = TempoWallet(KEY, chain_id=4217, rpc_url=node.url, modes=("push",))
     with pytest.raises(PaymentOutcomeUnknown, match="not 0x"):
-        w.pay(challenge())
+        pay_unquoted(w, challenge())
 
 
 def test_an_unreachable_node_fails_without_signing() -> None:
@@ -656,7 +657,7 @@ def test_an_unreachable_node_fails_without_signing() -> None:
         w = TempoWallet(KEY, chain_id=4217, rpc_url=f"http://127.0.0.1:{port}", modes=("push",))
         spy = spied(w)
         with pytest.raises(PaymentFailed, match="nothing was signed"):
-            w.pay(challenge())
+            pay_unquoted(w, challenge())
         assert spy.signed == 0
 
 
@@ -683,10 +684,10 @@ def test_the_key_never_shows(caplog: pytest.LogCaptureFixture) -> None:
     secret = KEY[2:]
     w = wallet(split_recipients="*")
     caplog.set_level(logging.DEBUG)
-    w.pay(challenge(feePayer=True, splits=[{"amount": "5", "recipient": PLATFORM}]))
-    w.pay(challenge("0"))
+    pay_now(w, challenge(feePayer=True, splits=[{"amount": "5", "recipient": PLATFORM}]))
+    pay_now(w, challenge("0"))
     with pytest.raises(ChallengeError) as info:
-        w.pay(challenge(chainId=1))
+        pay_unquoted(w, challenge(chainId=1))
     for text in (repr(w), str(w), caplog.text, str(info.value), repr(info.value)):
         assert secret not in text.lower()
     assert ADDRESS in repr(w)
@@ -738,12 +739,12 @@ async def test_the_async_flow_sends_a_proof_with_the_payers_did() -> None:
     assert credential.source == f"did:pkh:eip155:42431:{ADDRESS}"
 
 
-def test_funds_moved_only_for_a_broadcast_hash() -> None:
-    w = wallet(modes=("push", "pull"))
-    ch = challenge()
-    assert w.funds_moved(ch, {"type": "hash", "hash": "0x" + "11" * 32}) is True
-    assert w.funds_moved(ch, {"type": "transaction", "signature": "0x76"}) is False
-    assert w.funds_moved(ch, {"type": "proof", "signature": "0x00"}) is False
+def test_a_quote_moves_funds_only_when_the_wallet_will_push() -> None:
+    pushing = wallet(modes=("push", "pull"))
+    assert pushing.quote(challenge()).moves_funds is True
+    assert pushing.quote(challenge(supportedModes=["pull"])).moves_funds is False
+    assert wallet().quote(challenge()).moves_funds is False
+    assert wallet().quote(challenge("0")).moves_funds is False  # a proof
 
 
 # -- the reference server (pympp) accepts what the wallet signs ---------------------
@@ -758,7 +759,7 @@ def test_pympp_server_code_validates_and_cosigns_the_sponsored_transaction() -> 
         memo=MEMO,
         splits=[{"amount": "50000", "memo": SPLIT_MEMO, "recipient": PLATFORM}],
     )
-    raw = wallet(split_recipients="*").pay(ch)["signature"]
+    raw = pay_now(wallet(split_recipients="*"), ch)["signature"]
     intent = intents.ChargeIntent(
         chain_id=4217, fee_payer=account.TempoAccount.from_key("0x" + "22" * 32)
     )
@@ -772,7 +773,7 @@ def test_pympp_server_code_validates_and_cosigns_the_sponsored_transaction() -> 
     assert intents._transaction_sender(raw).lower() == ADDRESS.lower()
 
     plain = challenge(chainId=4217)
-    raw_plain = wallet().pay(plain)["signature"]
+    raw_plain = pay_now(wallet(), plain)["signature"]
     legs = intent._validate_transaction_payload(
         raw_plain, schemas.ChargeRequest.model_validate(dict(plain.request)), strict=True
     )
@@ -1086,7 +1087,7 @@ def test_a_transaction_bound_to_another_challenge_is_refused(
     url = live(shop.server)
     first, second = shop.challenge(url), shop.challenge(url)
     # Signed for the first challenge, presented for the second: its memo names the first.
-    answer = shop.present(url, second, wallet.pay(first), wallet.credential_source(second))
+    answer = shop.present(url, second, pay_now(wallet, first), wallet.quote(second).payer)
     assert answer.status_code == 402
     assert "memo is not bound to this challenge" in answer.json()["detail"]
     assert tempo_chain.balance(payer.address) == FUNDS
@@ -1107,7 +1108,7 @@ def test_a_transfer_with_another_memo_than_the_request_names_is_refused(
     lookalike = Challenge.create(
         id=ch.id, realm=ch.realm, method="tempo", intent="charge", request=other, expires=ch.expires
     )
-    answer = shop.present(url, ch, wallet.pay(lookalike), wallet.credential_source(ch))
+    answer = shop.present(url, ch, pay_now(wallet, lookalike), wallet.quote(ch).payer)
     assert answer.status_code == 402
     assert "with the request's memo" in answer.json()["detail"]
     assert tempo_chain.balance(payer.address) == FUNDS
@@ -1120,9 +1121,9 @@ def test_a_pushed_hash_cannot_pay_a_second_challenge(tempo_chain: TempoChain, li
     wallet = chain_wallet(tempo_chain, payer, modes=("push",))
     url = live(shop.server)
     first, second = shop.challenge(url), shop.challenge(url)
-    pushed = wallet.pay(first)  # broadcast: the merchant is paid once, for the first
+    pushed = pay_now(wallet, first)  # broadcast: the merchant is paid once, for the first
     assert tempo_chain.balance(shop.merchant) == PRICE
-    source = wallet.credential_source(first)
+    source = wallet.quote(first).payer
     stolen = shop.present(url, second, pushed, source)
     assert stolen.status_code == 402
     assert "memo is not bound to this challenge" in stolen.json()["detail"]
@@ -1165,7 +1166,7 @@ def test_a_transaction_for_another_chain_or_past_its_validity_is_refused(
         request=dict(ch.request, methodDetails=details),
         expires=ch.expires,
     )
-    answer = shop.present(url, ch, signer.pay(lookalike), None)
+    answer = shop.present(url, ch, pay_now(signer, lookalike), None)
     assert answer.status_code == 402
     assert reason in answer.json()["detail"]
     assert tempo_chain.balance(payer.address) == FUNDS
@@ -1217,7 +1218,7 @@ def test_a_node_on_another_chain_is_refused_before_signing(tempo_chain: TempoCha
     w = TempoWallet(KEY, chain_id=42431, rpc_url=tempo_chain.url, modes=("push",))
     spy = spied(w)
     with pytest.raises(PaymentFailed, match=f"serves chain {tempo_chain.chain_id}"):
-        w.pay(challenge(chainId=42431))
+        pay_unquoted(w, challenge(chainId=42431))
     assert spy.signed == 0
 
 

@@ -77,7 +77,7 @@ pickled.
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -102,7 +102,6 @@ try:
         HEX_ADDRESS,
         EthWallet,
         RpcError,
-        challenge_chain_id,
         did_pkh,
         is_address,
         rpc_body,
@@ -115,9 +114,16 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
         'pip install "mpp-client[tempo]"'
     ) from exc
 
-from .._exceptions import ChallengeError, ChallengeExpired, PaymentFailed, PaymentOutcomeUnknown
-from ..money import Amount
-from ..policy import AssetEntry, AssetRegistry
+from .._exceptions import (
+    ChallengeError,
+    ChallengeExpired,
+    PaymentFailed,
+    PaymentOutcomeUnknown,
+    TermsExpired,
+    TermsRefused,
+)
+from .._text import get_logger
+from ..money import Amount, AssetEntry, AssetRegistry
 from ..protocol import Challenge
 from ._base import Quote, charge_terms
 
@@ -143,7 +149,7 @@ __all__ = [
     "tempo_terms",
 ]
 
-logger = logging.getLogger("mpp_client.tempo")
+logger = get_logger("mpp_client.tempo")
 
 #: Tempo mainnet.
 TEMPO_MAINNET = 4217
@@ -478,14 +484,6 @@ class _Fees:
     max_priority_fee_per_gas: int
 
 
-class _Refused(ChallengeError, PaymentFailed):
-    """Terms refused while paying: a ChallengeError, and nothing was signed or spent."""
-
-
-class _Expired(ChallengeExpired, PaymentFailed):
-    """The challenge expired before the wallet signed anything."""
-
-
 class TempoWallet(EthWallet):
     """Pays ``tempo`` charges: TIP-20 transfers signed with one secp256k1 key.
 
@@ -530,7 +528,6 @@ class TempoWallet(EthWallet):
     name: ClassVar[str] = "tempo"
     key_label: ClassVar[str] = "a Tempo private key"
     #: A pulled transaction (the server broadcasts it) and a proof: nothing moved at ``pay``.
-    signing_types: ClassVar[frozenset[str]] = frozenset({"transaction", "proof"})
 
     def __init__(
         self,
@@ -601,35 +598,6 @@ class TempoWallet(EthWallet):
         self._rpc_timeout = rpc_timeout
 
     # -- identity -----------------------------------------------------------------
-
-    @property
-    def source(self) -> str | None:
-        """``did:pkh:eip155:<chain>:<address>`` on the configured ``chain_id``.
-
-        None without one: the credential's payer id is then the did on the
-        challenge's chain (:meth:`credential_source`), or :meth:`source_for`
-        a given chain.
-        """
-        return None if self.chain_id is None else self.source_for(self.chain_id)
-
-    def _paying_chain(self, challenge: Challenge) -> int | None:
-        try:
-            return self._resolve_chain(challenge_chain_id(challenge))
-        except ChallengeError:
-            return None
-
-    @property
-    def moves_funds_on_pay(self) -> bool:  # type: ignore[override]
-        """True when the wallet may broadcast (``"push"`` in ``modes``).
-
-        Per payment the flow asks :meth:`funds_moved`, which is True only for a
-        pushed transaction's ``hash``: a pulled transaction and a proof only
-        sign and the server broadcasts, so a refused credential means nothing
-        was spent. This wallet-wide answer is for when ``pay`` raised or was
-        interrupted before returning a payload: a wallet allowed to push may
-        have broadcast, so it counts as moving funds, the safe side.
-        """
-        return "push" in self.modes
 
     # -- checking -----------------------------------------------------------------
 
@@ -752,22 +720,33 @@ class TempoWallet(EthWallet):
             currency=terms.currency,
             chain_id=plan.chain_id,
             details=details,
+            payer=self.source_for(plan.chain_id),
+            # Only push broadcasts in pay(); a pulled transaction and a proof are
+            # signatures the server submits or checks.
+            moves_funds=plan.mode == "push",
+            prepared=plan,
         )
 
-    def _plan_to_pay(self, challenge: Challenge) -> _Plan:
-        """The plan, checked again at payment time: refusals are also PaymentFailed."""
+    def _plan_to_pay(self, challenge: Challenge, quote: Quote) -> _Plan:
+        """The quoted plan, its ``validBefore`` taken again now (an approval takes time).
+
+        Refusals here are :class:`~mpp_client.TermsRefused` (also PaymentFailed:
+        nothing was signed).
+        """
         try:
-            plan = self._plan(challenge)
+            if isinstance(quote.prepared, _Plan):
+                plan = quote.prepared
+                return dataclasses.replace(plan, valid_before=self._valid_before(plan.terms))
+            return self._plan(challenge)
         except ChallengeExpired as exc:
-            raise _Expired(exc.message) from None
+            raise TermsExpired(exc.message) from None
         except ChallengeError as exc:
-            raise _Refused(exc.message) from None
-        return plan
+            raise TermsRefused(exc.message) from None
 
     # -- paying -------------------------------------------------------------------
 
-    def pay(self, challenge: Challenge) -> Mapping[str, Any]:
-        plan = self._plan_to_pay(challenge)
+    def pay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
+        plan = self._plan_to_pay(challenge, quote)
         if plan.mode == "proof":
             return self._proof(challenge, plan)
         rpc_url = (
@@ -801,8 +780,8 @@ class TempoWallet(EthWallet):
             raise self._broadcast_failed(plan, tx_hash, exc) from None
         return self._pushed(plan, tx_hash, receipt)
 
-    async def apay(self, challenge: Challenge) -> Mapping[str, Any]:
-        plan = self._plan_to_pay(challenge)
+    async def apay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
+        plan = self._plan_to_pay(challenge, quote)
         if plan.mode == "proof":
             return self._proof(challenge, plan)
         rpc_url = (
@@ -839,7 +818,7 @@ class TempoWallet(EthWallet):
     def _rpc_url(self, plan: _Plan) -> str:
         url = self._rpc_urls.get(plan.chain_id) or KNOWN_CHAINS.get(plan.chain_id)
         if url is None:
-            raise _Refused(
+            raise TermsRefused(
                 f"no RPC URL for chain {plan.chain_id}: pass rpc_url= (needed for push mode "
                 "and to read the gas price when max_fee_per_gas is not set)"
             )
@@ -866,7 +845,7 @@ class TempoWallet(EthWallet):
     ) -> _Fees:
         node_chain = _quantity(rpc_result("eth_chainId", chain_response), "eth_chainId")
         if node_chain != plan.chain_id:
-            raise _Refused(
+            raise TermsRefused(
                 f"the node at {_host(url)} serves chain {node_chain}, "
                 f"not the charge's chain {plan.chain_id}"
             )
