@@ -451,3 +451,29 @@ async def test_async_client_escapes_and_enforces_narrowing() -> None:
     assert isinstance(caught.value, PolicyDenied)
     assert not unsafe(str(caught.value))
     assert len(app.seen) == 1
+
+
+# -- an error after payment can be read ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [403, 500])
+def test_error_after_payment_keeps_its_problem_readable(live: Any, status: int) -> None:
+    problem = Problem.build("verification-failed", title="no", detail="already used").to_json()
+    answer = (status, [("content-type", "application/problem+json")], problem)
+    url = live(pays_once(charge(), answer))
+    with make_client(url) as client, pytest.raises(PaymentOutcomeUnknown) as caught:
+        client.get("/x")
+    assert caught.value.response is not None
+    assert caught.value.response.json()["detail"] == "already used"
+    assert caught.value.record is not None and caught.value.record.status == "unknown"
+
+
+def test_oversize_error_after_payment_is_still_recorded_as_unknown(live: Any) -> None:
+    answer = (500, [("content-type", "text/plain")], b"x" * (65 * 1024))
+    url = live(pays_once(charge(), answer))
+    with make_client(url) as client:
+        with pytest.raises(PaymentOutcomeUnknown) as caught:
+            client.get("/x")
+        assert client.ledger is not None
+        assert [r.status for r in client.ledger.records()] == ["unknown"]
+    assert caught.value.record is not None

@@ -37,12 +37,14 @@ send, the driver throws :class:`SendLost`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import httpx
 
+from .._exceptions import PaymentError
 from ..policy import ApprovalRequest, Decision
 from ._call import Call, DryRun, Pending, Plan
 
@@ -75,7 +77,10 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Read402:
-    """Read the body of a 402 response (a problem detail), refusing hostile sizes."""
+    """Read the body of a 402 (or an error after payment): a problem detail, bounded.
+
+    Over the limit the driver raises a ``ChallengeError`` and leaves the body unread.
+    """
 
     response: httpx.Response
 
@@ -158,6 +163,11 @@ def payment_loop(call: Call, request: httpx.Request) -> Loop:
             raise error from lost.cause
         if response.status_code == 402:
             yield Read402(response)
+        elif not 200 <= response.status_code < 300:
+            # Read the error's problem detail too, so the raised error's response
+            # can be inspected; an oversize body stays unread and changes nothing.
+            with contextlib.suppress(PaymentError):
+                yield Read402(response)
         again = yield Record(call.settle, (plan, response))
         if not again:
             break
