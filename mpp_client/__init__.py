@@ -15,6 +15,8 @@ is the agent side of that exchange::
     print(mpp_client.payment_record(response))
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._exceptions import (
     ApprovalRequired,
     BudgetExceeded,
@@ -36,6 +38,7 @@ from ._exceptions import (
     PaymentOutcomeUnknown,
     PaymentRejected,
     PolicyDenied,
+    PolicyError,
     ProtocolError,
     RevocationsInvalid,
     TermsExpired,
@@ -44,9 +47,7 @@ from ._exceptions import (
 from ._version import __version__
 from .auth import PaymentAuth
 from .client import AsyncClient, Client, payment_decision, payment_record
-from .identity import AgentKey, OwnerKey, sign_record, verify_record, verify_signature
 from .ledger import Ledger, MemoryLedger, PaymentRecord
-from .mandate import Mandate, Revocations, load_mandate
 from .methods import DevWallet, PaymentMethod, Quote, charge_terms
 from .money import Amount, MoneyError
 from .policy import (
@@ -54,13 +55,42 @@ from .policy import (
     Decision,
     Limit,
     PaymentContext,
-    Policy,
-    PolicyError,
     RuleResult,
     SimplePolicy,
     SpendPolicy,
 )
 from .protocol import Challenge, Credential, Problem, Receipt, parse_challenges
+
+if TYPE_CHECKING:
+    from .identity import AgentKey, OwnerKey, sign_record, verify_record, verify_signature
+    from .mandate import Mandate, Revocations, load_mandate
+    from .policy import Policy
+
+# Imported on first use, so ``import mpp_client`` stays light: the policy model
+# needs pydantic, keys and mandates need pynacl.
+_LAZY = {
+    "Policy": ".policy",
+    "AgentKey": ".identity",
+    "OwnerKey": ".identity",
+    "sign_record": ".identity",
+    "verify_record": ".identity",
+    "verify_signature": ".identity",
+    "Mandate": ".mandate",
+    "Revocations": ".mandate",
+    "load_mandate": ".mandate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module  # noqa: PLC0415 - lazy on purpose
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
 
 __all__ = [
     "AgentKey",

@@ -66,6 +66,7 @@ __all__ = [
     "PaymentOutcomeUnknown",
     "PaymentRejected",
     "PolicyDenied",
+    "PolicyError",
     "ProtocolError",
     "RevocationsInvalid",
     "TermsExpired",
@@ -232,6 +233,10 @@ class PaymentOutcomeUnknown(PaymentError):
 
 class ProtocolError(PaymentError):
     """A credential, receipt or problem body does not follow the wire format."""
+
+
+class PolicyError(PaymentError):
+    """A policy document is invalid; the message names the setting."""
 
 
 class KeystoreError(PaymentError):

@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 
+if TYPE_CHECKING:
+    from .identity import AgentKey
+
 from ._flow import Engine, drive_async, drive_sync
-from .identity import AgentKey
 from .ledger import Ledger, open_ledger
 from .methods import PaymentMethod
 from .policy import Approver, SpendPolicy

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+if TYPE_CHECKING:
+    from .identity import AgentKey
+
 from ._headers import strip_credentials
 from .auth import PaymentAuth
-from .identity import AgentKey
 from .ledger import Ledger, PaymentRecord
 from .methods import PaymentMethod
 from .policy import Approver, Decision, SpendPolicy

@@ -81,3 +81,25 @@ def test_wallet_extras_are_lazy_and_name_their_install() -> None:
     assert "EvmWallet -> " in result.stdout and "mpp-client[evm]" in result.stdout
     assert "mpp-client[tempo]" in result.stdout
     assert "mpp-client[stripe]" in result.stdout
+
+
+def test_paying_with_a_simple_policy_never_loads_pydantic_or_pynacl_at_import() -> None:
+    """``import mpp_client`` stays light: the policy model and the keys load on first use."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, mpp_client\n"
+            "print(sorted(m for m in ('pydantic', 'nacl') if m in sys.modules))\n"
+            "mpp_client.Policy\n"
+            "print('pydantic' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split()
+    assert lines[-1] == "True"  # asking for Policy loads it
+    assert "pydantic" not in result.stdout.splitlines()[0]

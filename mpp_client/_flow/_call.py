@@ -18,9 +18,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from ..identity import AgentKey
 
 from .._exceptions import (
     ApprovalRequired,
@@ -36,7 +39,6 @@ from .._exceptions import (
 )
 from .._headers import hide_credentials, mask_credentials
 from .._text import get_logger, printable
-from ..identity import AgentKey, sign_record
 from ..ledger import Ledger, PaymentRecord
 from ..methods import PaymentMethod
 from ..money import Amount
@@ -492,6 +494,8 @@ class Call:
         agent = self.engine.agent_key
         if agent is None:
             return record
+        from ..identity import sign_record  # noqa: PLC0415 - pynacl only when an agent signs
+
         record = dataclasses.replace(record, agent=agent.did)
         return dataclasses.replace(record, signature=sign_record(agent, record.decision_record()))
 

@@ -1,5 +1,15 @@
-"""Spending policy: decides, with reasons, whether a payment may be made."""
+"""Spending policy: decides, with reasons, whether a payment may be made.
 
+:class:`Policy` and its parts are a pydantic model, imported on first use:
+code that pays under a :class:`SimplePolicy` (or its own ``SpendPolicy``)
+never loads pydantic.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import PolicyError
 from ..money import BUILTIN_ASSETS, AssetEntry, AssetRegistry
 from ._base import (
     ApprovalRequest,
@@ -13,19 +23,43 @@ from ._base import (
     SpendHistory,
     SpendPolicy,
 )
-from ._model import (
-    Anomaly,
-    Approval,
-    AssetSpec,
-    Budget,
-    CircuitBreaker,
-    Lists,
-    Override,
-    Policy,
-    PolicyError,
-    Velocity,
-)
 from ._simple import SimplePolicy
+
+if TYPE_CHECKING:
+    from ._model import (
+        Anomaly,
+        Approval,
+        AssetSpec,
+        Budget,
+        CircuitBreaker,
+        Lists,
+        Override,
+        Policy,
+        Velocity,
+    )
+
+_MODEL = frozenset(
+    {
+        "Anomaly",
+        "Approval",
+        "AssetSpec",
+        "Budget",
+        "CircuitBreaker",
+        "Lists",
+        "Override",
+        "Policy",
+        "Velocity",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL:
+        from . import _model  # noqa: PLC0415 - pydantic only when a Policy is used
+
+        return getattr(_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BUILTIN_ASSETS",

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from .._exceptions import PaymentError
+from .._exceptions import PolicyError
 from ..identity import AgentKey
 from ..mandate import Mandate, Revocations
 from ..money import BUILTIN_ASSETS, Amount, AssetEntry, AssetRegistry, MoneyError
@@ -49,10 +49,6 @@ __all__ = [
     "PolicyError",
     "Velocity",
 ]
-
-
-class PolicyError(PaymentError):
-    """A policy document is invalid; the message names the setting."""
 
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
