@@ -128,6 +128,11 @@ class PaymentAuth(httpx.Auth):
     def ledger(self) -> Ledger:
         return self._engine.ledger
 
+    @property
+    def accept_payment(self) -> str | None:
+        """The ``Accept-Payment`` value sent with every request, or None."""
+        return self._engine.accept_payment
+
     def with_auth(self, auth: httpx.Auth | None) -> PaymentAuth:
         """The same payment configuration (shared ledger and state) around another auth."""
         clone = object.__new__(PaymentAuth)

@@ -87,6 +87,12 @@ class _PaymentMixin:
             },
         )
 
+        # Every request states what the client pays with: as a default header it
+        # is merged in by httpx itself, at no cost per request.
+        accept = self._payment.accept_payment if self._payment is not None else None
+        if accept and "accept-payment" not in self.headers:  # type: ignore[attr-defined]
+            self.headers["Accept-Payment"] = accept  # type: ignore[attr-defined]
+
     @property
     def payment_auth(self) -> PaymentAuth | None:
         """The payment flow, or ``None`` when this client does not pay."""

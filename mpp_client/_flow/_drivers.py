@@ -38,7 +38,16 @@ def drive_sync(
     engine: Engine, inner: httpx.Auth | None, request: httpx.Request
 ) -> Generator[httpx.Request, httpx.Response, None]:
     """The payment loop as a sync httpx auth flow."""
-    loop = payment_loop(Call(engine, request), request)
+    call = Call(engine, request)
+    if inner is None:
+        # Most requests are not paid for: send, and start the loop only on a 402.
+        first = yield request
+        if first.status_code != 402 or not call.wants_payment:
+            call.finish(first)
+            return
+        loop = payment_loop(call, request, first)
+    else:
+        loop = payment_loop(call, request)
     reply: Any = None
     failure: BaseException | None = None
     while True:
@@ -150,7 +159,15 @@ async def drive_async(
     engine: Engine, inner: httpx.Auth | None, request: httpx.Request
 ) -> AsyncGenerator[httpx.Request, httpx.Response]:
     """The payment loop as an async httpx auth flow."""
-    loop = payment_loop(Call(engine, request), request)
+    call = Call(engine, request)
+    if inner is None:
+        first = yield request
+        if first.status_code != 402 or not call.wants_payment:
+            call.finish(first)
+            return
+        loop = payment_loop(call, request, first)
+    else:
+        loop = payment_loop(call, request)
     reply: Any = None
     failure: BaseException | None = None
     while True:

@@ -127,14 +127,18 @@ class SendLost(Exception):
         self.cause = cause
 
 
-def payment_loop(call: Call, request: httpx.Request) -> Loop:
+def payment_loop(
+    call: Call, request: httpx.Request, response: httpx.Response | None = None
+) -> Loop:
     """Send ``request``; while the answer is a 402 the call may pay, pay it and retry.
 
     At most ``max_payments`` payments; each is reserved before the wallet is
     called and settled (committed, released or unknown) before the loop
     returns or raises. Typed errors propagate out of the driver unchanged.
+    ``response`` is the answer to ``request`` when a driver already sent it.
     """
-    response: httpx.Response = yield Send(request)
+    if response is None:
+        response = yield Send(request)
     dry_run: DryRun | None = None
     while response.status_code == 402 and call.wants_payment:
         yield Read402(response)
