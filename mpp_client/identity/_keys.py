@@ -1,9 +1,12 @@
 """The agent's and the owner's Ed25519 keys, named by their ``did:key``.
 
-The private half never leaves the object by accident: ``repr()`` and ``str()``
-show the class and the ``did`` only, pickling is refused (so a key cannot ride
-along into a log, a cache or a task queue), and no error message contains it.
-The only way to persist a key is :meth:`save`, which encrypts it.
+Each wraps an :class:`~mpp_client.identity.Ed25519Signer`: by default a key
+in this process, or one in the OS keyring or a PKCS#11 token. The private
+half never leaves the object by accident: ``repr()`` and ``str()`` show the
+class, the ``did`` and where the key lives only, pickling is refused (so a
+key cannot ride along into a log, a cache or a task queue), and no error
+message contains it. The only ways to persist an in-process key are
+:meth:`save`, which encrypts it, and the OS keyring.
 """
 
 from __future__ import annotations
@@ -13,49 +16,46 @@ from typing import Any, ClassVar, NoReturn, Self
 
 import nacl.signing
 
-from .._didkey import did_key_from_public
+from .._didkey import public_from_did_key
 from .._exceptions import KeystoreError
-from ._keystore import (
-    KDF_MEMLIMIT_MODERATE,
-    KDF_OPSLIMIT_MODERATE,
-    SEED_BYTES,
-    Kind,
-    open_keystore,
-    seal_seed,
-)
+from ._keystore import KDF_MEMLIMIT_MODERATE, KDF_OPSLIMIT_MODERATE, Kind, open_keystore
+from ._local import LocalEd25519Signer
+from ._signer import Ed25519Signer, Location, SignerError, check_message, verify_signature
 
 __all__ = ["AgentKey", "OwnerKey"]
 
 
 class _SigningIdentity:
-    """An Ed25519 signing key that is careful not to leak its private half.
+    """An Ed25519 identity: a ``did:key`` and the signer that proves it.
 
-    Build one with :meth:`generate`, :meth:`from_seed` or :meth:`load`; the
-    constructor also accepts a ``nacl.signing.SigningKey`` for interoperation.
-    Instances are immutable, compare equal when they hold the same key, and
-    copy to themselves.
+    Build one with :meth:`generate`, :meth:`from_seed` or :meth:`load` (keys
+    in this process), or around any :class:`Ed25519Signer` (a keyring or
+    PKCS#11 key, or your own). The constructor also accepts a
+    ``nacl.signing.SigningKey`` for interoperation. Instances are immutable,
+    compare equal when they hold the same key, and copy to themselves.
     """
 
-    __slots__ = ("_did", "_signing_key")
+    __slots__ = ("_did", "_signer")
     _kind: ClassVar[Kind]
 
-    def __init__(self, signing_key: nacl.signing.SigningKey) -> None:
-        if not isinstance(signing_key, nacl.signing.SigningKey):
-            raise TypeError("expected a nacl.signing.SigningKey")
-        self._signing_key = signing_key
-        self._did = did_key_from_public(bytes(signing_key.verify_key))
+    def __init__(self, signer: Ed25519Signer | nacl.signing.SigningKey) -> None:
+        if isinstance(signer, nacl.signing.SigningKey):
+            signer = LocalEd25519Signer(signer)
+        if not isinstance(signer, Ed25519Signer):
+            raise TypeError("expected an Ed25519Signer (or a nacl.signing.SigningKey)")
+        self._signer = signer
+        # Read once: the identity must not change under the caller's feet.
+        self._did = signer.did
 
     @classmethod
     def generate(cls) -> Self:
-        """A fresh random key."""
-        return cls(nacl.signing.SigningKey.generate())
+        """A fresh random key, in this process."""
+        return cls(LocalEd25519Signer.generate())
 
     @classmethod
     def from_seed(cls, seed: bytes) -> Self:
         """The key for a 32-byte Ed25519 seed (deterministic: same seed, same ``did``)."""
-        if not isinstance(seed, bytes | bytearray) or len(seed) != SEED_BYTES:
-            raise ValueError(f"an Ed25519 seed is {SEED_BYTES} bytes")
-        return cls(nacl.signing.SigningKey(bytes(seed)))
+        return cls(LocalEd25519Signer.from_seed(seed))
 
     @property
     def did(self) -> str:
@@ -65,13 +65,50 @@ class _SigningIdentity:
     @property
     def public_key(self) -> bytes:
         """The 32-byte Ed25519 public key."""
-        return bytes(self._signing_key.verify_key)
+        return public_from_did_key(self._did)
+
+    @property
+    def signer(self) -> Ed25519Signer:
+        """The signer behind this identity (it never hands out its key either)."""
+        return self._signer
+
+    @property
+    def location(self) -> Location:
+        """Where the key is kept at rest: ``process``, ``keystore``, ``keyring`` or ``pkcs11``."""
+        return self._signer.location
+
+    @property
+    def hardware(self) -> bool:
+        """True when hardware holds the key and never exports it."""
+        return self._signer.hardware
 
     def sign(self, message: bytes) -> bytes:
-        """A 64-byte Ed25519 signature over ``message``."""
-        if not isinstance(message, bytes | bytearray):
-            raise TypeError("sign() takes bytes")
-        return self._signing_key.sign(bytes(message)).signature
+        """A 64-byte Ed25519 signature over ``message``.
+
+        Every signature made for this identity (records, audit events,
+        checkpoints, mandates) comes through here. A signer outside this
+        process is checked on every call: a token that answers with a
+        signature that does not verify (a wrong key, a wrong mechanism) is a
+        :class:`SignerError`, never a bad signature in an audit log.
+        """
+        data = check_message(message)
+        signer = self._signer
+        if isinstance(signer, LocalEd25519Signer):
+            return signer.sign(data)
+        try:
+            signature = signer.sign(data)
+        except SignerError:
+            raise
+        except Exception as exc:
+            raise SignerError(
+                f"the {signer.location} signer for {self._did} failed ({type(exc).__name__})"
+            ) from exc
+        if not isinstance(signature, bytes) or not verify_signature(self._did, data, signature):
+            raise SignerError(
+                f"the {signer.location} signer for {self._did} returned a signature "
+                "that does not verify under its public key"
+            )
+        return signature
 
     # -- persistence -------------------------------------------------------
 
@@ -94,13 +131,14 @@ class _SigningIdentity:
         ``opslimit``/``memlimit`` set the Argon2id cost; the default is pynacl's
         MODERATE (about 256 MiB). Lower it (``KDF_*_INTERACTIVE``, or
         ``KDF_*_MIN`` in tests) only when unlocking must be fast.
+
+        Only a key held in this process can be saved: a PKCS#11 key never
+        leaves its token (``KeystoreError``).
         """
-        seal_seed(
+        self._local("written to a keystore file").seal(
             path,
-            bytes(self._signing_key),
+            passphrase,
             kind=self._kind,
-            did=self._did,
-            passphrase=passphrase,
             overwrite=overwrite,
             opslimit=opslimit,
             memlimit=memlimit,
@@ -108,24 +146,32 @@ class _SigningIdentity:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], passphrase: str) -> Self:
-        """Read and decrypt a key written by :meth:`save`.
+        """Read and decrypt a key written by :meth:`save` (``location`` is ``"keystore"``).
 
         ``KeystoreError`` when the file cannot be read, is readable or writable
         by group or others (POSIX), holds the other kind of key, was altered,
         or the passphrase is wrong.
         """
         seed, did = open_keystore(path, passphrase, cls._kind)
-        key = cls(nacl.signing.SigningKey(seed))
+        key = cls(LocalEd25519Signer.from_seed(seed, location="keystore"))
         if key.did != did:  # pragma: no cover - only a buggy writer gets here
             raise KeystoreError(
                 f"keystore {os.fspath(path)!r} holds a key that does not match its did"
             )
         return key
 
+    def _local(self, action: str) -> LocalEd25519Signer:
+        if not isinstance(self._signer, LocalEd25519Signer):
+            raise KeystoreError(
+                f"{self!r} cannot be {action}: its key lives in {self.location} and never leaves it"
+            )
+        return self._signer
+
     # -- hygiene -----------------------------------------------------------
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(did={self._did!r})"
+        where = "" if self.location == "process" else f", location={self.location!r}"
+        return f"{type(self).__name__}(did={self._did!r}{where})"
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, _SigningIdentity) and type(other) is type(self):

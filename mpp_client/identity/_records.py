@@ -1,7 +1,7 @@
-"""Ed25519 signatures by ``did:key``, and the agent's signatures over records.
+"""The agent's signatures over decision and ledger records.
 
 Verifying needs only the ``did`` (the public key is inside it), so an auditor
-checks a decision record, a ledger event or a mandate without any key store.
+checks a record without any key store, whichever signer made it.
 """
 
 from __future__ import annotations
@@ -9,40 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import nacl.exceptions
-import nacl.signing
-
-from .._didkey import public_from_did_key
 from ..protocol._b64 import b64url_decode, b64url_encode
 from ..protocol._jcs import canonical_json
 from ._keys import AgentKey
+from ._signer import verify_signature
 
-__all__ = ["SIGNATURE_BYTES", "sign_record", "verify_record", "verify_signature"]
+__all__ = ["sign_record", "verify_record", "verify_signature"]
 
-SIGNATURE_BYTES = 64
 _RECORD_TYPE = "mpp-client/record/v1"
-
-
-def verify_signature(did: str, message: bytes, signature: bytes) -> bool:
-    """True when ``signature`` is ``did``'s Ed25519 signature over ``message``.
-
-    Returns False (never raises) for anything else: a malformed ``did``, a
-    signature of the wrong length, or arguments of the wrong type. Callers
-    then have one branch, and a bad input can never be mistaken for a pass.
-    """
-    if not _is_bytes(message) or not _is_bytes(signature) or len(signature) != SIGNATURE_BYTES:
-        return False
-    try:
-        public = public_from_did_key(did)
-        nacl.signing.VerifyKey(public).verify(bytes(message), bytes(signature))
-    except (ValueError, TypeError, nacl.exceptions.CryptoError):
-        return False
-    return True
-
-
-def _is_bytes(value: object) -> bool:
-    # Annotations say bytes, but verifiers are handed untrusted values: check anyway.
-    return isinstance(value, bytes | bytearray)
 
 
 def _record_message(record: Mapping[str, Any]) -> bytes:
