@@ -17,9 +17,10 @@ docs/keys.md.
 The modules, one concern each: ``_signer`` (the seam and
 :func:`verify_signature`), ``_local`` (the in-process signer), ``_keys``
 (:class:`AgentKey`, :class:`OwnerKey`), ``_keystore`` (the encrypted file
-format), ``_files`` (atomic writes and bounded reads, shared with mandates
-and the EVM wallet), ``_records`` (record signatures), ``_ethereum`` (secp256k1 signers and the
-encodings EVM and Tempo wallets sign).
+format), ``_keyring`` (keys in the OS keyring), ``_files`` (atomic writes and
+bounded reads, shared with mandates and the EVM wallet), ``_records`` (record
+signatures), ``_ethereum`` (secp256k1 signers and the encodings EVM and Tempo
+wallets sign).
 """
 
 from __future__ import annotations

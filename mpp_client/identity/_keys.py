@@ -12,15 +12,19 @@ message contains it. The only ways to persist an in-process key are
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, NoReturn, Self
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self
 
 import nacl.signing
 
 from .._didkey import public_from_did_key
 from .._exceptions import KeystoreError
+from ._keyring import load_seed
 from ._keystore import KDF_MEMLIMIT_MODERATE, KDF_OPSLIMIT_MODERATE, Kind, open_keystore
 from ._local import LocalEd25519Signer
 from ._signer import Ed25519Signer, Location, SignerError, check_message, verify_signature
+
+if TYPE_CHECKING:
+    from keyring.backend import KeyringBackend
 
 __all__ = ["AgentKey", "OwnerKey"]
 
@@ -157,6 +161,43 @@ class _SigningIdentity:
         if key.did != did:  # pragma: no cover - only a buggy writer gets here
             raise KeystoreError(
                 f"keystore {os.fspath(path)!r} holds a key that does not match its did"
+            )
+        return key
+
+    def save_to_keyring(
+        self,
+        service: str,
+        name: str,
+        *,
+        overwrite: bool = False,
+        backend: KeyringBackend | None = None,
+    ) -> None:
+        """Store the key in the OS keyring under ``service``/``name``.
+
+        ``backend`` defaults to ``keyring.get_keyring()`` (the platform's, or
+        what ``keyring.set_keyring`` chose). An existing entry is kept
+        (``KeystoreError``) unless ``overwrite=True``. Needs the ``keyring``
+        extra. Only a key held in this process can be stored.
+        """
+        self._local("stored in a keyring").store_in_keyring(
+            service, name, kind=self._kind, overwrite=overwrite, backend=backend
+        )
+
+    @classmethod
+    def from_keyring(
+        cls, service: str, name: str, *, backend: KeyringBackend | None = None
+    ) -> Self:
+        """The key stored by :meth:`save_to_keyring` (``location`` is ``"keyring"``).
+
+        ``KeystoreError`` when there is no such entry, it holds the other
+        kind of key or was altered; :class:`SignerError` when the keyring
+        itself fails (locked, no backend, no extra installed).
+        """
+        seed, did = load_seed(service, name, cls._kind, backend=backend)
+        key = cls(LocalEd25519Signer.from_seed(seed, location="keyring"))
+        if key.did != did:
+            raise KeystoreError(
+                f"the keyring entry {service!r}/{name!r} holds a key that does not match its did"
             )
         return key
 

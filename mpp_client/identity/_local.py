@@ -2,19 +2,24 @@
 
 The seed sits in this process's memory (inside a pynacl ``SigningKey``). It
 leaves the object only to be sealed by a key store: :meth:`seal` (the
-encrypted keystore file). There is no method that returns it.
+encrypted keystore file) and :meth:`store_in_keyring` (the OS keyring). There
+is no method that returns it.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import nacl.signing
 
 from .._didkey import did_key_from_public
+from ._keyring import store_seed
 from ._keystore import SEED_BYTES, Kind, seal_seed
 from ._signer import Ed25519Signer, Location, check_message
+
+if TYPE_CHECKING:
+    from keyring.backend import KeyringBackend
 
 __all__ = ["LocalEd25519Signer", "LocalLocation"]
 
@@ -93,4 +98,24 @@ class LocalEd25519Signer(Ed25519Signer):
             overwrite=overwrite,
             opslimit=opslimit,
             memlimit=memlimit,
+        )
+
+    def store_in_keyring(
+        self,
+        service: str,
+        name: str,
+        *,
+        kind: Kind,
+        overwrite: bool,
+        backend: KeyringBackend | None,
+    ) -> None:
+        """Put this key into the OS keyring under ``service``/``name`` (see ``_keyring``)."""
+        store_seed(
+            service,
+            name,
+            bytes(self._key),
+            kind=kind,
+            did=self._did,
+            overwrite=overwrite,
+            backend=backend,
         )
