@@ -86,9 +86,10 @@ def test_wallet_extras_are_lazy_and_name_their_install() -> None:
 def test_key_store_extras_are_lazy_and_name_their_install() -> None:
     result = run(
         """
-        from mpp_client.identity import AgentKey, LocalSecp256k1Signer
+        from mpp_client.identity import AgentKey, LocalSecp256k1Signer, Pkcs11Token
         key = AgentKey.generate()
         for name, call in [
+            ("pkcs11", lambda: Pkcs11Token("libsofthsm2.so", token_label="t", pin="1234")),
             ("keyring-save", lambda: key.save_to_keyring("svc", "agent")),
             ("keyring-load", lambda: AgentKey.from_keyring("svc", "agent")),
             ("secp256k1", lambda: LocalSecp256k1Signer("0x" + "11" * 32)),
@@ -106,6 +107,8 @@ def test_key_store_extras_are_lazy_and_name_their_install() -> None:
     needs_keyring = 'the OS keyring needs the keyring package: pip install "mpp-client[keyring]"'
     assert f"keyring-save SignerError -> {needs_keyring}" in out
     assert "keyring-load SignerError -> the OS keyring needs" in out
+    needs_pkcs11 = 'PKCS#11 tokens need python-pkcs11: pip install "mpp-client[pkcs11]"'
+    assert f"pkcs11 SignerError -> {needs_pkcs11}" in out
     assert (
         'secp256k1 SignerError -> secp256k1 signers need eth-account: pip install "mpp-client[evm]"'
         in out

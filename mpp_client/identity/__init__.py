@@ -17,10 +17,10 @@ docs/keys.md.
 The modules, one concern each: ``_signer`` (the seam and
 :func:`verify_signature`), ``_local`` (the in-process signer), ``_keys``
 (:class:`AgentKey`, :class:`OwnerKey`), ``_keystore`` (the encrypted file
-format), ``_keyring`` (keys in the OS keyring), ``_files`` (atomic writes and
-bounded reads, shared with mandates and the EVM wallet), ``_records`` (record
-signatures), ``_ethereum`` (secp256k1 signers and the encodings EVM and Tempo
-wallets sign).
+format), ``_keyring`` (keys in the OS keyring), ``_pkcs11`` (keys in a
+PKCS#11 token), ``_ethereum`` (secp256k1 signers and the encodings EVM and
+Tempo wallets sign), ``_records`` (record signatures), ``_files`` (atomic
+writes and bounded reads, shared with mandates and the EVM wallet).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from ._keystore import (
     KDF_OPSLIMIT_MODERATE,
 )
 from ._local import LocalEd25519Signer
+from ._pkcs11 import Pkcs11Ed25519Signer, Pkcs11Secp256k1Signer, Pkcs11Token
 from ._records import sign_record, verify_record
 from ._signer import (
     LOCATIONS,
@@ -70,6 +71,9 @@ __all__ = [
     "LocalSecp256k1Signer",
     "Location",
     "OwnerKey",
+    "Pkcs11Ed25519Signer",
+    "Pkcs11Secp256k1Signer",
+    "Pkcs11Token",
     "RecoverableSignature",
     "Secp256k1Signer",
     "Signer",
