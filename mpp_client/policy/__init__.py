@@ -23,6 +23,7 @@ from ._model import (
     Override,
     Policy,
     PolicyError,
+    Signing,
     Velocity,
 )
 from ._simple import SimplePolicy
@@ -48,6 +49,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "RuleResult",
+    "Signing",
     "SimplePolicy",
     "SpendHistory",
     "SpendPolicy",
