@@ -41,6 +41,7 @@ from ._exceptions import (
     PolicyError,
     ProtocolError,
     RevocationsInvalid,
+    SignerError,
     TermsExpired,
     TermsRefused,
 )
@@ -141,6 +142,7 @@ __all__ = [
     "Revocations",
     "RevocationsInvalid",
     "RuleResult",
+    "SignerError",
     "SimplePolicy",
     "SpendPolicy",
     "TermsExpired",

@@ -25,6 +25,7 @@ challenge ids) into them.
     ├── ProtocolError           a receipt, problem or credential is malformed
     ├── PolicyError             a policy document is invalid (mpp_client.policy)
     ├── KeystoreError           a key file cannot be read, decrypted or written
+    │   └── SignerError         a key store or token is unreachable or failed to sign
     └── MandateError            a mandate cannot be trusted
         ├── MandateSignatureInvalid
         │   └── MandateOwnerUntrusted
@@ -69,6 +70,7 @@ __all__ = [
     "PolicyError",
     "ProtocolError",
     "RevocationsInvalid",
+    "SignerError",
     "TermsExpired",
     "TermsRefused",
 ]
@@ -245,6 +247,15 @@ class KeystoreError(PaymentError):
     Raised for a wrong passphrase, an altered or truncated file, a file holding
     the other kind of key, and a file that other users can read. The message
     names the file and the reason, never the passphrase or the key.
+    """
+
+
+class SignerError(KeystoreError):
+    """A key store or token could not be reached, or failed to sign.
+
+    A :class:`KeystoreError`, so code that handles key files handles these
+    too. The message names the store and the key's label or public identity,
+    never a secret, a PIN or a signature.
     """
 
 

@@ -51,7 +51,8 @@ from ._exceptions import (
     MandateSignatureInvalid,
     RevocationsInvalid,
 )
-from .identity import AgentKey, OwnerKey, _read_limited, _write_atomically, verify_signature
+from .identity import AgentKey, OwnerKey, verify_signature
+from .identity._files import read_limited, write_atomically
 from .protocol._b64 import Base64Error, b64url_decode, b64url_encode, loads_json
 from .protocol._jcs import canonical_json
 from .protocol._time import format_rfc3339, parse_rfc3339
@@ -172,7 +173,7 @@ class _SignedDocument:
         """Read and parse a file written by :meth:`save`; does not verify."""
         name = repr(os.fspath(path))
         try:
-            raw, _mode = _read_limited(Path(path), _MAX_DOCUMENT_BYTES)
+            raw, _mode = read_limited(Path(path), _MAX_DOCUMENT_BYTES)
         except OSError as exc:
             raise cls._ERROR(
                 f"cannot read {cls._WHAT} {name}: {exc.strerror or type(exc).__name__}"
@@ -197,7 +198,7 @@ class _SignedDocument:
         """
         name = repr(os.fspath(path))
         try:
-            _write_atomically(
+            write_atomically(
                 Path(path),
                 self.to_json().encode("utf-8") + b"\n",
                 private=False,

@@ -273,6 +273,7 @@ PUBLIC = {
     "Revocations",
     "RevocationsInvalid",
     "RuleResult",
+    "SignerError",
     "SimplePolicy",
     "SpendPolicy",
     "TermsExpired",

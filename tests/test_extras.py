@@ -12,7 +12,7 @@ BLOCKER = textwrap.dedent(
     import importlib.abc, sys
 
     BLOCKED = {"uvicorn", "starlette", "web3", "eth_account", "pytempo", "stripe", "psycopg",
-               "mpp", "rfc8785", "respx"}
+               "mpp", "rfc8785", "respx", "keyring", "keyrings", "pkcs11"}
 
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -103,3 +103,36 @@ def test_paying_with_a_simple_policy_never_loads_pydantic_or_pynacl_at_import() 
     lines = result.stdout.split()
     assert lines[-1] == "True"  # asking for Policy loads it
     assert "pydantic" not in result.stdout.splitlines()[0]
+
+
+def test_key_store_extras_are_lazy_and_name_their_install() -> None:
+    result = run(
+        """
+        from mpp_client.identity import AgentKey, LocalSecp256k1Signer, Pkcs11Token
+        key = AgentKey.generate()
+        for name, call in [
+            ("pkcs11", lambda: Pkcs11Token("libsofthsm2.so", token_label="t", pin="1234")),
+            ("keyring-save", lambda: key.save_to_keyring("svc", "agent")),
+            ("keyring-load", lambda: AgentKey.from_keyring("svc", "agent")),
+            ("secp256k1", lambda: LocalSecp256k1Signer("0x" + "11" * 32)),
+        ]:
+            try:
+                call()
+            except Exception as exc:
+                print(name, type(exc).__name__, "->", exc)
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        print("loaded:", loaded)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    needs_keyring = 'the OS keyring needs the keyring package: pip install "mpp-client[keyring]"'
+    assert f"keyring-save SignerError -> {needs_keyring}" in out
+    assert "keyring-load SignerError -> the OS keyring needs" in out
+    needs_pkcs11 = 'PKCS#11 tokens need python-pkcs11: pip install "mpp-client[pkcs11]"'
+    assert f"pkcs11 SignerError -> {needs_pkcs11}" in out
+    assert (
+        'secp256k1 SignerError -> secp256k1 signers need eth-account: pip install "mpp-client[evm]"'
+        in out
+    )
+    assert "loaded: []" in out

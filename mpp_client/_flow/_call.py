@@ -215,7 +215,10 @@ class Call:
             except ChallengeError as exc:
                 passed(challenge, exc)
                 continue
-            decision = self._narrow(self._decide(challenge, quote, target, redacted, now), quote)
+            decided = self._decide(
+                method, challenge, quote, target=target, redacted=redacted, now=now
+            )
+            decision = self._narrow(decided, quote)
             offer = Offer(challenge, method, quote, target, redacted, now)
             if decision.mode == "dry-run":
                 logger.info("dry run: %s %s for %s", decision.outcome, quote.amount, redacted)
@@ -417,8 +420,10 @@ class Call:
 
     def _decide(
         self,
+        method: PaymentMethod,
         challenge: Challenge,
         quote: Quote,
+        *,
         target: httpx.Request,
         redacted: str,
         now: datetime,
@@ -445,6 +450,11 @@ class Call:
             max_amount=self.options.max_amount,
             expected_payee=self.options.payee,
             history=self.engine.ledger,
+            # Where the key that authorises this payment lives, for rules that
+            # require hardware above an amount. A wallet without a signer seam
+            # signs in the process.
+            signer_location=getattr(getattr(method, "signer", None), "location", "process"),
+            signer_hardware=getattr(getattr(method, "signer", None), "hardware", False) is True,
         )
         return policy.decide(context)
 

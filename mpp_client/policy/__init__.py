@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         Lists,
         Override,
         Policy,
+        Signing,
         Velocity,
     )
 
@@ -48,6 +49,7 @@ _MODEL = frozenset(
         "Lists",
         "Override",
         "Policy",
+        "Signing",
         "Velocity",
     }
 )
@@ -82,6 +84,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "RuleResult",
+    "Signing",
     "SimplePolicy",
     "SpendHistory",
     "SpendPolicy",

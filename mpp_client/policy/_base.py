@@ -38,6 +38,12 @@ class PaymentContext:
     ``max_amount``, ``purpose``, ``tags`` and ``expected_payee`` come from the
     caller (``extensions={"mpp": {...}}`` on the request); they can only narrow
     what the policy allows, never widen it. ``history`` reads the ledger.
+
+    ``signer_location`` and ``signer_hardware`` describe the key that will
+    authorise this payment (the chosen wallet's signer), as its ``location``
+    and ``hardware`` attributes say (``mpp_client.identity.Signer``). The
+    defaults mean "unknown", which a ``[signing] hardware_above`` rule treats
+    as not hardware: deny by default.
     """
 
     url: str
@@ -51,6 +57,8 @@ class PaymentContext:
     max_amount: Amount | None = None
     expected_payee: str | None = None
     history: SpendHistory | None = None
+    signer_location: str | None = None
+    signer_hardware: bool = False
 
 
 class SpendPolicy(abc.ABC):

@@ -313,6 +313,7 @@ def _amount_rules(
                 f"{charge} is within the call's max_amount",
                 f"amount {charge} exceeds the call's max_amount {context.max_amount}",
             )
+    _signing(rules, policy, context, charge)
     if context.expected_payee is not None:
         rules.check(
             "call.payee",
@@ -351,6 +352,28 @@ def _amount_rules(
                     rules.approve("anomaly", reason)
             else:
                 rules.check("anomaly", True, "amount is in line with recent payments", "")
+
+
+def _signing(rules: _Rules, policy: Policy, context: PaymentContext, charge: Amount) -> None:
+    threshold = policy.signing.hardware_above if policy.signing else None
+    if threshold is None:
+        return
+    where = context.signer_location or "an unknown place"
+    if charge <= threshold:
+        rules.check(
+            "signing.hardware_above",
+            True,
+            f"{charge} is not above {threshold}: a key in {where} may sign it",
+            "",
+        )
+        return
+    rules.check(
+        "signing.hardware_above",
+        context.signer_hardware,
+        f"{charge} is above {threshold} and the signing key is hardware-held ({where})",
+        f"amount {charge} is above signing.hardware_above {threshold} and the key that "
+        f"would sign it is not hardware-held (it lives in {where})",
+    )
 
 
 def _velocity(

@@ -47,6 +47,7 @@ __all__ = [
     "Override",
     "Policy",
     "PolicyError",
+    "Signing",
     "Velocity",
 ]
 
@@ -209,6 +210,13 @@ class Override(_Strict):
         return value
 
 
+class Signing(_Strict):
+    """Where the key that authorises a payment must live: above
+    ``hardware_above``, only a hardware-held key may sign (see docs/keys.md)."""
+
+    hardware_above: Money | None = None
+
+
 class AssetSpec(_Strict):
     """A registry entry: ``currency`` paid via ``method`` (on ``chain_id``) is
     worth ``asset``, with ``decimals`` digits in its base unit."""
@@ -252,6 +260,7 @@ class Policy(_Strict, SpendPolicy):
     approval: Approval | None = None
     anomaly: Anomaly | None = None
     circuit_breaker: CircuitBreaker | None = None
+    signing: Signing | None = None
     overrides: tuple[Override, ...] = ()
     assets: tuple[AssetSpec, ...] = ()
     builtin_assets: bool = True
@@ -276,6 +285,9 @@ class Policy(_Strict, SpendPolicy):
         amounts += [(f"per_payee[{k!r}]", v) for k, v in self.per_payee.items()]
         amounts += [(f"budget {b.name!r}", b.limit) for b in self.budgets]
         amounts.append(("approval.above", self.approval.above if self.approval else None))
+        amounts.append(
+            ("signing.hardware_above", self.signing.hardware_above if self.signing else None)
+        )
         for override in self.overrides:
             amounts.append((f"override {override.when}", override.per_call))
             amounts += [(f"override per_payee[{k!r}]", v) for k, v in override.per_payee.items()]
