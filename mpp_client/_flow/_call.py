@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 
@@ -52,12 +52,34 @@ from ..protocol import (
     parse_challenges_lenient,
 )
 from ._options import CallOptions
-from ._receipts import read_receipt
+from ._receipts import ReceiptReading, read_receipt
 from ._transport import UNSAFE_METHODS, check_transport, redact_url
 
-__all__ = ["Call", "DryRun", "Engine", "Offer", "Pending", "Plan"]
+__all__ = ["Call", "DryRun", "Engine", "Offer", "Pending", "Plan", "Target"]
 
 logger = get_logger("mpp_client")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a payment is for, whatever carries it: an HTTP request, an MCP tool call.
+
+    ``url`` is what records and policies see (query values redacted);
+    ``method`` the HTTP method or the transport's verb (``tools/call``);
+    ``body`` what a challenge ``digest`` must match. ``request`` is the HTTP
+    request to send again with the credential (None for other transports).
+    """
+
+    url: str
+    host: str
+    method: str
+    body: bytes | None = None
+    request: httpx.Request | None = None
+
+    @classmethod
+    def of(cls, request: httpx.Request) -> Target:
+        url = redact_url(request.url)
+        return cls(url, request.url.host, request.method, request.content, request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +89,7 @@ class Offer:
     challenge: Challenge
     method: PaymentMethod
     quote: Quote
-    target: httpx.Request
-    redacted: str
+    target: Target
     now: datetime
 
 
@@ -97,7 +118,7 @@ class Plan:
     quote: Quote
     decision: Decision
     record: PaymentRecord
-    target: httpx.Request
+    target: Target
     #: Whether money moved when the method paid (set once it has).
     moved: bool | None = None
 
@@ -154,16 +175,25 @@ class Engine:
 class Call:
     """One logical request: at most ``max_payments`` payments, each recorded."""
 
-    def __init__(self, engine: Engine, request: httpx.Request) -> None:
+    def __init__(self, engine: Engine, options: CallOptions) -> None:
         self.engine = engine
-        self.options = CallOptions.from_request(request)
+        self.options = options
         self.payments = 0
         self.record: PaymentRecord | None = None
+
+    @classmethod
+    def for_request(cls, engine: Engine, request: httpx.Request) -> Call:
+        """A call for an HTTP request, which gets what a paid retry needs before it is sent.
+
+        ``Accept-Payment`` (unless the caller set it) and, for unsafe methods,
+        an ``Idempotency-Key`` the paid retry will repeat.
+        """
         headers = request.headers
         if engine.accept_payment and "accept-payment" not in headers:
             headers["Accept-Payment"] = engine.accept_payment
         if request.method in UNSAFE_METHODS and "idempotency-key" not in headers:
             headers["Idempotency-Key"] = uuid.uuid4().hex
+        return cls(engine, CallOptions.from_request(request))
 
     @property
     def wants_payment(self) -> bool:
@@ -171,15 +201,9 @@ class Call:
 
     # -- deciding -----------------------------------------------------------------
 
-    def plan(self, response: httpx.Response) -> Plan | Pending | DryRun:
-        """Choose, check and decide one payment for a 402 response.
-
-        Returns a reserved :class:`Plan` ready to pay, a :class:`Pending`
-        decision that needs a human approval first, or a :class:`DryRun`
-        decision (never paid). Raises a typed error when nothing can be paid.
-        """
-        engine = self.engine
-        target = response.request
+    def plan_http(self, response: httpx.Response) -> Plan | Pending | DryRun:
+        """:meth:`plan` for a 402 response: its challenges, its request, its transport."""
+        request = response.request
         try:
             offers, broken = parse_challenges_lenient(response.headers.get_list("www-authenticate"))
         except ChallengeError as exc:
@@ -191,11 +215,30 @@ class Call:
                 f"402 response has no usable Payment challenge{detail}", response=response
             )
         check_transport(
-            target.url, response, allow_insecure_localhost=engine.allow_insecure_localhost
+            request.url, response, allow_insecure_localhost=self.engine.allow_insecure_localhost
         )
+        return self.plan(offers, broken, Target.of(request), response=response)
 
+    def plan(
+        self,
+        offers: Sequence[Challenge],
+        broken: Sequence[ChallengeError],
+        target: Target,
+        *,
+        response: httpx.Response | None = None,
+    ) -> Plan | Pending | DryRun:
+        """Choose, check and decide one payment among ``offers``.
+
+        Returns a reserved :class:`Plan` ready to pay, a :class:`Pending`
+        decision that needs a human approval first, or a :class:`DryRun`
+        decision (never paid). Raises a typed error when nothing can be paid;
+        ``response`` (the HTTP answer that asked, if any) rides on the error.
+        The transport must already have checked that a credential may go
+        where ``target`` points.
+        """
+        engine = self.engine
         now = engine.clock()
-        redacted = redact_url(target.url)
+        redacted = target.url
         passed_over: list[str] = [f"malformed challenge: {e.message}" for e in broken]
         first_error: PaymentError | None = None
 
@@ -215,11 +258,9 @@ class Call:
             except ChallengeError as exc:
                 passed(challenge, exc)
                 continue
-            decided = self._decide(
-                method, challenge, quote, target=target, redacted=redacted, now=now
-            )
+            decided = self._decide(method, challenge, quote, target=target, now=now)
             decision = self._narrow(decided, quote)
-            offer = Offer(challenge, method, quote, target, redacted, now)
+            offer = Offer(challenge, method, quote, target, now)
             if decision.mode == "dry-run":
                 logger.info("dry run: %s %s for %s", decision.outcome, quote.amount, redacted)
                 return DryRun(offer, decision)
@@ -263,7 +304,9 @@ class Call:
             response=response,
         )
 
-    def reserve(self, offer: Offer, decision: Decision, response: httpx.Response) -> Plan:
+    def reserve(
+        self, offer: Offer, decision: Decision, response: httpx.Response | None = None
+    ) -> Plan:
         """Claim the challenge and hold the amount; raises if either fails."""
         engine = self.engine
         challenge, quote = offer.challenge, offer.quote
@@ -289,7 +332,7 @@ class Call:
     def approval_request(self, pending: Pending) -> ApprovalRequest:
         offer, decision = pending.offer, pending.decision
         return ApprovalRequest(
-            url=offer.redacted,
+            url=offer.target.url,
             http_method=offer.target.method,
             realm=offer.challenge.realm,
             method=offer.challenge.method,
@@ -303,7 +346,9 @@ class Call:
             decision=decision,
         )
 
-    def approved(self, pending: Pending, answer: bool | None, response: httpx.Response) -> Plan:
+    def approved(
+        self, pending: Pending, answer: bool | None, response: httpx.Response | None = None
+    ) -> Plan:
         """Continue after the approver answered (None: it timed out or failed)."""
         offer, decision = pending.offer, pending.decision
         if answer is not True:
@@ -328,7 +373,7 @@ class Call:
         return self.reserve(offer, allowed, response)
 
     def _candidates(
-        self, offers: list[Challenge], passed_over: list[str]
+        self, offers: Sequence[Challenge], passed_over: list[str]
     ) -> list[tuple[PaymentMethod, Challenge]]:
         """Offers we could pay, in our method preference order, then the server's."""
         ranked: list[tuple[int, int, PaymentMethod, Challenge]] = []
@@ -346,12 +391,14 @@ class Call:
         return [(method, challenge) for _, _, method, challenge in ranked]
 
     def _check_terms(
-        self, challenge: Challenge, quote: Quote, target: httpx.Request, now: datetime
+        self, challenge: Challenge, quote: Quote, target: Target, now: datetime
     ) -> None:
         self._check_fresh(challenge, quote, now)
         if not isinstance(quote.amount, Amount) or quote.amount.units < 0:
             raise ChallengeError("the method quoted an invalid amount")
-        if challenge.digest is not None and not digest_matches(challenge.digest, target.content):
+        if challenge.digest is not None and not digest_matches(
+            challenge.digest, target.body or b""
+        ):
             raise ChallengeError(
                 "challenge digest does not match the request body; "
                 "refusing to pay for a different body"
@@ -424,8 +471,7 @@ class Call:
         challenge: Challenge,
         quote: Quote,
         *,
-        target: httpx.Request,
-        redacted: str,
+        target: Target,
         now: datetime,
     ) -> Decision:
         policy = self.engine.policy
@@ -439,9 +485,9 @@ class Call:
                 ),
             )
         context = PaymentContext(
-            url=redacted,
+            url=target.url,
             http_method=target.method,
-            host=target.url.host,
+            host=target.host,
             challenge=challenge,
             quote=quote,
             now=now,
@@ -459,7 +505,7 @@ class Call:
         return policy.decide(context)
 
     @staticmethod
-    def _refusal(offer: Offer, decision: Decision, response: httpx.Response) -> PolicyDenied:
+    def _refusal(offer: Offer, decision: Decision, response: httpx.Response | None) -> PolicyDenied:
         reasons = "; ".join(decision.reasons) or "no reason given"
         text = f"policy refused to pay {offer.quote.amount} to {offer.quote.payee!r}: {reasons}"
         if decision.outcome == "needs_approval":
@@ -489,7 +535,7 @@ class Call:
             created_at=offer.now,
             status="reserved",
             http_method=offer.target.method,
-            url=offer.redacted,
+            url=offer.target.url,
             realm=challenge.realm,
             method=challenge.method,
             intent=challenge.intent,
@@ -552,7 +598,9 @@ class Call:
 
     def retry_request(self, plan: Plan) -> httpx.Request:
         """A copy of the request that got the challenge, body intact, same Idempotency-Key."""
-        target = plan.target
+        target = plan.target.request
+        if target is None:  # pragma: no cover - only HTTP calls are retried as requests
+            raise TypeError("this payment was not for an HTTP request")
         retry = httpx.Request(
             target.method,
             target.url,
@@ -577,51 +625,78 @@ class Call:
         )
 
     def settle(self, plan: Plan, response: httpx.Response) -> bool:
-        """Record what the paid retry's response means. True: pay again (a fresh 402).
+        """Record what the paid retry's HTTP response means. True: pay again (a fresh 402).
 
         Raises a typed error when the outcome is a failure.
         """
-        ledger = self.engine.ledger
         mask_credentials(response)
         status = response.status_code
         if 200 <= status < 300:
-            reading = read_receipt(response, plan.challenge)
-            if reading.failed:
-                # The server served the resource but its receipt says the payment
-                # did not succeed: contradictory, so the outcome is not known.
-                reason = f"HTTP {status}, but {reading.note}"
-                self.record = ledger.mark_unknown(plan.record.id, reason)
-                raise PaymentOutcomeUnknown(
-                    f"{reason}; {plan.record.amount} to {plan.record.payee!r} stays counted "
-                    f"until resolved (ledger record {plan.record.id})",
-                    record=self.record,
-                    response=response,
-                )
-            self.record = ledger.commit(plan.record.id, reading.receipt, reason=reading.note)
+            self.settle_accepted(
+                plan, read_receipt(response, plan.challenge), f"HTTP {status}", response=response
+            )
             return False
         if status == 402:
             problem = Problem.parse(response.content, response.headers.get("content-type"))
-            code = problem.code if problem is not None and problem.code else "no problem type"
-            moved = plan.moved if plan.moved is not None else plan.quote.moves_funds
-            if moved:
-                reason = f"server answered 402 ({code}) after a payment that moved funds"
-                self.record = ledger.mark_unknown(plan.record.id, reason)
-                raise PaymentOutcomeUnknown(
-                    f"{reason}; not paying again (ledger record {plan.record.id})",
-                    record=self.record,
-                    response=response,
-                )
-            self.record = ledger.release(plan.record.id, f"server refused the credential ({code})")
-            if self.wants_payment:
-                return True
-            detail = f": {problem.detail}" if problem is not None and problem.detail else ""
-            raise PaymentRejected(
-                f"server refused the payment credential ({code}){detail}",
-                problem=problem,
+            return self.settle_refused(plan, problem, response=response)
+        self.settle_unknown(plan, f"paid request answered HTTP {status}", response=response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # The three answers any transport can give to a paid request.
+
+    def settle_accepted(
+        self,
+        plan: Plan,
+        reading: ReceiptReading,
+        answer: str,
+        *,
+        response: httpx.Response | None = None,
+    ) -> None:
+        """The server accepted the credential: commit, with the receipt when one is kept.
+
+        A receipt saying the payment did not succeed contradicts the
+        acceptance: the outcome is then unknown (raised).
+        """
+        if reading.failed:
+            self.settle_unknown(plan, f"{answer}, but {reading.note}", response=response)
+        self.record = self.engine.ledger.commit(
+            plan.record.id, reading.receipt, reason=reading.note
+        )
+
+    def settle_refused(
+        self, plan: Plan, problem: Problem | None, *, response: httpx.Response | None = None
+    ) -> bool:
+        """The server refused the credential with a fresh challenge. True: pay again.
+
+        Nothing was spent unless the payment moved funds itself (then the
+        outcome is unknown, raised, and never paid again).
+        """
+        ledger = self.engine.ledger
+        code = problem.code if problem is not None and problem.code else "no problem type"
+        moved = plan.moved if plan.moved is not None else plan.quote.moves_funds
+        if moved:
+            reason = f"server refused ({code}) after a payment that moved funds"
+            self.record = ledger.mark_unknown(plan.record.id, reason)
+            raise PaymentOutcomeUnknown(
+                f"{reason}; not paying again (ledger record {plan.record.id})",
+                record=self.record,
                 response=response,
             )
-        reason = f"paid request answered HTTP {status}"
-        self.record = ledger.mark_unknown(plan.record.id, reason)
+        self.record = ledger.release(plan.record.id, f"server refused the credential ({code})")
+        if self.wants_payment:
+            return True
+        detail = f": {problem.detail}" if problem is not None and problem.detail else ""
+        raise PaymentRejected(
+            f"server refused the payment credential ({code}){detail}",
+            problem=problem,
+            response=response,
+        )
+
+    def settle_unknown(
+        self, plan: Plan, reason: str, *, response: httpx.Response | None = None
+    ) -> NoReturn:
+        """Paid, then an answer that says neither yes nor no: keep it counted, and raise."""
+        self.record = self.engine.ledger.mark_unknown(plan.record.id, reason)
         raise PaymentOutcomeUnknown(
             f"{reason}; {plan.record.amount} to {plan.record.payee!r} stays counted "
             f"until resolved (ledger record {plan.record.id})",

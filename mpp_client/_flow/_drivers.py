@@ -38,7 +38,7 @@ def drive_sync(
     engine: Engine, inner: httpx.Auth | None, request: httpx.Request
 ) -> Generator[httpx.Request, httpx.Response, None]:
     """The payment loop as a sync httpx auth flow."""
-    call = Call(engine, request)
+    call = Call.for_request(engine, request)
     if inner is None:
         # Most requests are not paid for: send, and start the loop only on a 402.
         first = yield request
@@ -159,7 +159,7 @@ async def drive_async(
     engine: Engine, inner: httpx.Auth | None, request: httpx.Request
 ) -> AsyncGenerator[httpx.Request, httpx.Response]:
     """The payment loop as an async httpx auth flow."""
-    call = Call(engine, request)
+    call = Call.for_request(engine, request)
     if inner is None:
         first = yield request
         if first.status_code != 402 or not call.wants_payment:

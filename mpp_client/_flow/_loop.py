@@ -142,7 +142,7 @@ def payment_loop(
     dry_run: DryRun | None = None
     while response.status_code == 402 and call.wants_payment:
         yield Read402(response)
-        step = yield Record(call.plan, (response,))
+        step = yield Record(call.plan_http, (response,))
         if isinstance(step, DryRun):
             dry_run = step
             break
