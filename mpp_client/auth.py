@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .identity import AgentKey
 
 from ._flow import Engine, drive_async, drive_sync
+from ._flow._observe import Hooks, Observer, PaymentHook, RefusalHook, UnknownHook
 from .ledger import Ledger, open_ledger
 from .methods import PaymentMethod
 from .policy import Approver, SpendPolicy
@@ -62,6 +63,16 @@ class PaymentAuth(httpx.Auth):
         agent_key: the agent's key; it signs the decision record of every
             payment it makes (``record.signature``), so the owner can later
             prove which agent authorized what.
+        on_payment, on_refusal, on_unknown: event hooks, sync or async, called
+            when a paid request ends: with the committed record; with the
+            error that ended a call without paying; with the
+            ``PaymentOutcomeUnknown`` of a payment that stays counted. They run
+            after the ledger recorded the outcome; an exception in a hook is
+            logged and never reaches the payment.
+        telemetry: emit OpenTelemetry spans (``mpp.payment`` and a child per
+            step) and metrics (``mpp.payments``, ``mpp.spend``,
+            ``mpp.refusals``, ``mpp.unknown``, ``mpp.payment.duration``)
+            through the global providers; needs ``mpp-client[otel]``.
     """
 
     requires_request_body = True
@@ -80,6 +91,10 @@ class PaymentAuth(httpx.Auth):
         auth: httpx.Auth | None = None,
         approver: Approver | None = None,
         agent_key: AgentKey | None = None,
+        on_payment: PaymentHook | None = None,
+        on_refusal: RefusalHook | None = None,
+        on_unknown: UnknownHook | None = None,
+        telemetry: bool = False,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         methods = tuple(methods)
@@ -113,6 +128,7 @@ class PaymentAuth(httpx.Auth):
             accept_payment=header,
             approver=approver,
             agent_key=agent_key,
+            observer=Observer(Hooks(on_payment, on_refusal, on_unknown), telemetry=telemetry),
         )
         self._inner = auth
 

@@ -12,6 +12,7 @@ import httpx
 if TYPE_CHECKING:
     from .identity import AgentKey
 
+from ._flow._observe import PaymentHook, RefusalHook, UnknownHook
 from ._headers import strip_credentials
 from .auth import PaymentAuth
 from .ledger import Ledger, PaymentRecord
@@ -70,6 +71,10 @@ class _PaymentMixin:
         accept_payment: bool | str = True,
         approver: Approver | None = None,
         agent_key: AgentKey | None = None,
+        on_payment: PaymentHook | None = None,
+        on_refusal: RefusalHook | None = None,
+        on_unknown: UnknownHook | None = None,
+        telemetry: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,6 +89,10 @@ class _PaymentMixin:
                 "accept_payment": accept_payment,
                 "approver": approver,
                 "agent_key": agent_key,
+                "on_payment": on_payment,
+                "on_refusal": on_refusal,
+                "on_unknown": on_unknown,
+                "telemetry": telemetry,
             },
         )
 
@@ -150,6 +159,8 @@ class Client(_PaymentMixin, httpx.Client):
       user's data directory);
     - ``approver``: asked when the policy wants a human approval;
     - ``agent_key``: signs the decision record of every payment;
+    - ``on_payment``, ``on_refusal``, ``on_unknown``: event hooks (sync or
+      async) that can never break a payment; ``telemetry``: OpenTelemetry;
     - ``allow_insecure_localhost``, ``max_payments``, ``clock_skew``,
       ``accept_payment``: see :class:`~mpp_client.PaymentAuth`.
 

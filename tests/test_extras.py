@@ -136,3 +136,22 @@ def test_key_store_extras_are_lazy_and_name_their_install() -> None:
         in out
     )
     assert "loaded: []" in out
+
+
+def test_telemetry_without_the_otel_extra_names_the_install() -> None:
+    result = run(
+        """
+        import sys
+        sys.meta_path[0].__class__.find_spec  # the blocker is installed
+        BLOCKED.add("opentelemetry")
+        import mpp_client
+        try:
+            mpp_client.Client(methods=[mpp_client.DevWallet()], ledger="memory:", telemetry=True)
+        except ImportError as exc:
+            print("error:", exc)
+        print("loaded:", "opentelemetry" in sys.modules)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'pip install "mpp-client[otel]"' in result.stdout
+    assert "loaded: False" in result.stdout

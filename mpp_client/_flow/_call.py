@@ -51,6 +51,7 @@ from ..protocol import (
     digest_matches,
     parse_challenges_lenient,
 )
+from ._observe import Hooks, Observer
 from ._options import CallOptions
 from ._receipts import ReceiptReading, read_receipt
 from ._transport import UNSAFE_METHODS, check_transport, redact_url
@@ -139,8 +140,11 @@ class Engine:
         accept_payment: str | None,
         approver: Approver | None = None,
         agent_key: AgentKey | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.methods = tuple(methods)
+        #: Event hooks and telemetry (inactive by default).
+        self.observer = observer or Observer(Hooks(), telemetry=False)
         self.policy = policy
         self.ledger = ledger
         self.allow_insecure_localhost = allow_insecure_localhost

@@ -24,7 +24,7 @@ from .._text import get_logger
 from ..policy import ApprovalRequest, Approver, Decision
 from ._call import Call, Engine
 from ._loop import Ask, Effect, Loop, Pay, Read402, Record, Send, SendLost, payment_loop
-from ._transport import MAX_402_BODY, read_402_limit_error
+from ._transport import MAX_402_BODY, read_402_limit_error, redact_url
 
 __all__ = ["drive_async", "drive_sync"]
 
@@ -48,36 +48,72 @@ def drive_sync(
         loop = payment_loop(call, request, first)
     else:
         loop = payment_loop(call, request)
+    observer = engine.observer
+    payment: Any = None  # the telemetry span of this paid request, once a 402 came
+    ended: BaseException | None = None
     reply: Any = None
     failure: BaseException | None = None
-    while True:
-        try:
-            effect = loop.send(reply) if failure is None else loop.throw(failure)
-        except StopIteration:
-            return
-        reply, failure = None, None
-        if isinstance(effect, Send):
-            stepper = _SyncInner(inner, effect.request, effect.credential)
+    try:
+        while True:
             try:
-                outgoing: httpx.Request | None = stepper.start()
-                while outgoing is not None:
-                    outgoing = stepper.feed((yield outgoing))
-            except BaseException as exc:
-                if not effect.paid:
-                    loop.close()
-                    raise
-                # The credential went out and no response came back (httpx closes
-                # the flow with GeneratorExit when sending failed): the loop records
-                # the payment as unknown and says so, with the transport error as cause.
-                cause = exc.__context__ if isinstance(exc, GeneratorExit) else exc
-                error = _settle_lost_sync(loop, cause)
-                raise error from error.__cause__
-            reply = stepper.response
-            continue
-        try:
-            reply = _perform_sync(engine, effect)
-        except BaseException as exc:  # thrown into the loop, which decides
-            failure = exc
+                effect = loop.send(reply) if failure is None else loop.throw(failure)
+            except StopIteration:
+                return
+            reply, failure = None, None
+            if isinstance(effect, Send):
+                step = observer.step(payment, "retry") if effect.paid else None
+                stepper = _SyncInner(inner, effect.request, effect.credential)
+                try:
+                    outgoing: httpx.Request | None = stepper.start()
+                    while outgoing is not None:
+                        outgoing = stepper.feed((yield outgoing))
+                except BaseException as exc:
+                    observer.end_step(step, exc)
+                    if not effect.paid:
+                        loop.close()
+                        raise
+                    # The credential went out and no response came back (httpx closes
+                    # the flow with GeneratorExit when sending failed): the loop records
+                    # the payment as unknown and says so, with the transport error as cause.
+                    cause = exc.__context__ if isinstance(exc, GeneratorExit) else exc
+                    error = _settle_lost_sync(loop, cause)
+                    raise error from error.__cause__
+                observer.end_step(step)
+                reply = stepper.response
+                continue
+            if payment is None and observer.active:
+                payment = observer.begin(redact_url(request.url))
+            step = observer.step(payment, _step_name(effect))
+            try:
+                reply = _perform_sync(engine, effect)
+            except BaseException as exc:  # thrown into the loop, which decides
+                failure = exc
+            observer.end_step(step, failure)
+    except BaseException as exc:
+        ended = exc
+        raise
+    finally:
+        if observer.active:
+            observer.end(payment, call.record, ended)
+            observer.notify_sync(call.record, ended)
+
+
+def _step_name(effect: Effect) -> str | None:
+    """The telemetry name of the step an effect performs (None: not a step of its own)."""
+    if isinstance(effect, Record):
+        return _RECORD_STEPS.get(getattr(effect.work, "__name__", ""), "ledger")
+    return {Pay: "pay", Ask: "approval"}.get(type(effect))
+
+
+#: The loop's ledger steps, by the Call method performing them.
+_RECORD_STEPS = {
+    "plan_http": "decide",
+    "approved": "reserve",
+    "settle": "settle",
+    "pay_failed": "settle",
+    "pay_interrupted": "settle",
+    "retry_lost": "settle",
+}
 
 
 def _perform_sync(engine: Engine, effect: Effect) -> Any:
@@ -168,35 +204,53 @@ async def drive_async(
         loop = payment_loop(call, request, first)
     else:
         loop = payment_loop(call, request)
+    observer = engine.observer
+    payment: Any = None
+    ended: BaseException | None = None
     reply: Any = None
     failure: BaseException | None = None
-    while True:
-        try:
-            effect = loop.send(reply) if failure is None else loop.throw(failure)
-        except StopIteration:
-            return
-        reply, failure = None, None
-        if isinstance(effect, Send):
-            stepper = _AsyncInner(inner, effect.request, effect.credential)
+    try:
+        while True:
             try:
-                outgoing: httpx.Request | None = await stepper.start()
-                while outgoing is not None:
-                    outgoing = await stepper.feed((yield outgoing))
-            except BaseException as exc:
-                if not effect.paid:
-                    loop.close()
-                    raise
-                cause = exc.__context__ if isinstance(exc, GeneratorExit) else exc
-                error = await _settle_lost_async(engine, loop, cause)
-                if isinstance(exc, GeneratorExit) and _being_cancelled():
-                    raise  # the record says unknown; the cancellation goes on
-                raise error from error.__cause__
-            reply = stepper.response
-            continue
-        try:
-            reply = await _perform_async(engine, effect)
-        except BaseException as exc:  # thrown into the loop, which decides
-            failure = exc
+                effect = loop.send(reply) if failure is None else loop.throw(failure)
+            except StopIteration:
+                return
+            reply, failure = None, None
+            if isinstance(effect, Send):
+                step = observer.step(payment, "retry") if effect.paid else None
+                stepper = _AsyncInner(inner, effect.request, effect.credential)
+                try:
+                    outgoing: httpx.Request | None = await stepper.start()
+                    while outgoing is not None:
+                        outgoing = await stepper.feed((yield outgoing))
+                except BaseException as exc:
+                    observer.end_step(step, exc)
+                    if not effect.paid:
+                        loop.close()
+                        raise
+                    cause = exc.__context__ if isinstance(exc, GeneratorExit) else exc
+                    error = await _settle_lost_async(engine, loop, cause)
+                    if isinstance(exc, GeneratorExit) and _being_cancelled():
+                        raise  # the record says unknown; the cancellation goes on
+                    raise error from error.__cause__
+                observer.end_step(step)
+                reply = stepper.response
+                continue
+            if payment is None and observer.active:
+                payment = observer.begin(redact_url(request.url))
+            step = observer.step(payment, _step_name(effect))
+            try:
+                reply = await _perform_async(engine, effect)
+            except BaseException as exc:  # thrown into the loop, which decides
+                failure = exc
+            observer.end_step(step, failure)
+    except BaseException as exc:
+        ended = exc
+        raise
+    finally:
+        if observer.active:
+            observer.end(payment, call.record, ended)
+            await observer.notify_async(call.record, ended)
 
 
 async def _perform_async(engine: Engine, effect: Effect) -> Any:
