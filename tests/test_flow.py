@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import httpx
 import pytest
 
@@ -953,6 +955,82 @@ def test_cancelled_while_paying_releases_the_reservation(
     with make(driver, server, via=via, methods=[SlowWallet()], ledger=ledger) as pay:
         with pytest.raises(TimeoutError):
             pay.run(lambda client: asyncio.wait_for(client.get("/paid"), timeout=0.5))
+    assert [r.status for r in ledger.records()] == ["released"]
+    assert ledger.spent("USD") == Amount(0, "USD")
+    assert server.payments == []
+
+
+class HeldReserve(mpp_client.ledger.SqliteLedger):
+    """A SQLite ledger whose reserve, once written, waits for the test to say go."""
+
+    def __init__(self, path: Any) -> None:
+        super().__init__(path)
+        self.reserving = threading.Event()
+        self.go = threading.Event()
+
+    def reserve(self, record: Any, limits: Any) -> Any:
+        held = super().reserve(record, limits)
+        self.reserving.set()
+        self.go.wait(30)
+        return held
+
+
+class CheckpointWallet(DevWallet):
+    """Pays after one event-loop checkpoint, where a pending cancellation lands."""
+
+    async def apay(self, challenge: Any) -> Any:
+        await asyncio.sleep(0)
+        return await super().apay(challenge)
+
+
+# The async driver shields ledger work with anyio.CancelScope(shield=True), which
+# holds off anyio cancel scopes but not asyncio's own task.cancel() (wait_for,
+# asyncio.timeout, TaskGroup): the thread finishes the reservation, and the
+# CancelledError comes out of the Record effect before the loop has the plan, so
+# the loop cannot settle it.
+NATIVE_CANCEL_LEAKS = pytest.mark.xfail(
+    strict=True,
+    reason="async driver: asyncio task.cancel() during a ledger Record (the reservation) "
+    "is not shielded; the reservation stays 'reserved' (held) instead of being released",
+)
+
+
+@pytest.mark.parametrize("cancel", ["anyio", pytest.param("asyncio", marks=NATIVE_CANCEL_LEAKS)])
+@pytest.mark.parametrize("driver", ["async"], indirect=True)
+def test_cancelled_while_reserving_settles_the_reservation(
+    driver: Driver, cancel: str, tmp_path: Any
+) -> None:
+    """The ledger work runs in a thread, shielded: a cancellation cannot lose its result.
+
+    (Sync code has nothing to shield from: see the ``Record`` effect's docstring.)
+    """
+    server = PaidServer({"/paid": "0.25 USD"})
+    ledger = HeldReserve(tmp_path / "l.sqlite3")
+
+    async def native(client: Any) -> None:
+        task = asyncio.ensure_future(client.get("/paid"))
+        await asyncio.to_thread(ledger.reserving.wait, 30)
+        task.cancel()  # lands while the reservation's thread is still running
+        ledger.go.set()
+        await task
+
+    async def scoped(client: Any) -> bool:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(client.get, "/paid")
+                await anyio.to_thread.run_sync(ledger.reserving.wait, 30)
+                scope.cancel()  # lands while the reservation's thread is still running
+                ledger.go.set()
+        return scope.cancelled_caught
+
+    with make(driver, server, methods=[CheckpointWallet()], ledger=ledger) as pay:
+        if cancel == "asyncio":
+            with pytest.raises(asyncio.CancelledError):
+                pay.run(native)
+        else:
+            assert pay.run(scoped) is True
+    # The reservation made in the thread was not lost: it was settled, nothing was paid.
+    assert ledger.reserving.is_set()
     assert [r.status for r in ledger.records()] == ["released"]
     assert ledger.spent("USD") == Amount(0, "USD")
     assert server.payments == []
