@@ -15,10 +15,10 @@ paid twice. The crash and the last run use the driver under test; the restart
 uses the other one, so the two drivers are also shown to read the books the
 same way (each crash step runs once per driver).
 
-Concurrency tests: 8 processes, released at once, pay against one small
-budget on one SQLite file and on one PostgreSQL prefix: through ``Client``
-(25 threads each), through ``AsyncClient`` (25 asyncio tasks each), and
-straight on the ledger (50 tasks each).
+Concurrency tests: processes released at once pay against one small budget
+on one SQLite file and on one PostgreSQL prefix: 4 processes of 50 threads
+sharing one ``Client``, 4 of 50 asyncio tasks sharing one ``AsyncClient``, and
+8 of 50 tasks reserving straight on the ledger.
 
 PostgreSQL tests use ``$MPP_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``) and are skipped when it is not
@@ -431,11 +431,12 @@ def test_kill_inside_reservation_releases_the_write_lock(
 
 # -- concurrency ----------------------------------------------------------------------
 
+#: Processes, and concurrent callers in each, straight on the ledger.
 PROCESSES = 8
-#: Concurrent callers per process: straight on the ledger, and through a client. The
-#: client test runs once per driver, with half the callers each (same total as one run).
 TASKS = 50
-CLIENT_TASKS = TASKS // 2
+#: Through a client: the test runs once per driver, with half the processes each
+#: (together as many processes and calls as one run of the direct test).
+CLIENT_PROCESSES = PROCESSES // 2
 BUDGET = Amount.coerce("2.00 USD")
 PRICES = [f"0.0{cents} USD" for cents in range(1, 6)]
 
@@ -446,7 +447,7 @@ def _stress(
     mode: str,
     url: str,
     attempts: int,
-    tasks: int = TASKS,
+    processes: int = PROCESSES,
     driver: str | None = None,
 ) -> Counter[str]:
     """Run the stress workers, all released at once; their counts added up."""
@@ -463,7 +464,7 @@ def _stress(
             "--mode",
             mode,
             "--tasks",
-            str(tasks),
+            str(TASKS),
             "--attempts",
             str(attempts),
             "--paths",
@@ -474,7 +475,7 @@ def _stress(
             str(seed),
             barrier=True,
         )
-        for seed in range(PROCESSES)
+        for seed in range(processes)
     ]
     # Every worker set up before any pays: the contention is real, not staggered.
     for worker in workers:
@@ -493,16 +494,16 @@ def _stress(
 def test_concurrent_clients_share_one_budget(
     driver_name: str, store: Store, opened: Callable[[], Durable], tmp_path: Path
 ) -> None:
-    """8 processes x 25 callers (threads on one Client, or tasks on one AsyncClient)."""
+    """4 processes x 50 callers (threads on one Client, or tasks on one AsyncClient)."""
     server = PaidServer({f"/p{cents}": price for cents, price in enumerate(PRICES, start=1)})
     started = time.monotonic()
     with LocalServer(server) as live:
         counts = _stress(
-            store, tmp_path, "client", live.url, 2, tasks=CLIENT_TASKS, driver=driver_name
+            store, tmp_path, "client", live.url, 2, processes=CLIENT_PROCESSES, driver=driver_name
         )
     elapsed = time.monotonic() - started
     assert set(counts) <= {"paid", "refused"}, counts
-    assert counts.total() == PROCESSES * CLIENT_TASKS * 2
+    assert counts.total() == CLIENT_PROCESSES * TASKS * 2
     assert counts["refused"] > counts["paid"] > 0  # most attempts must be refused
 
     ledger = opened()
