@@ -46,7 +46,7 @@ import httpx
 
 from mpp_client import AsyncClient, Client
 
-__all__ = ["Call", "Driver", "Paying"]
+__all__ = ["Call", "Driver", "DriverName", "Paying", "Via", "driving"]
 
 T = TypeVar("T")
 
@@ -270,6 +270,7 @@ class Driver:
 
 @contextmanager
 def driving(name: DriverName, live: Callable[[Any], str]) -> Iterator[Driver]:
+    """A driver for one test; its clients closed and its event loop shut at the end."""
     driver = Driver(name, live)
     try:
         yield driver
