@@ -8,6 +8,7 @@ import pytest
 from mpp_client.testing import LocalServer
 
 from .apps import Switchboard
+from .drivers import Driver, driving
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,18 @@ def live(_switchboard: tuple[Switchboard, str]) -> Iterator[Any]:
 
     yield plug
     board.app = None
+
+
+@pytest.fixture(params=["sync", "async"])
+def driver(request: pytest.FixtureRequest, live: Any) -> Iterator[Driver]:
+    """The payment loop's driver under test: ``mpp_client.Client`` or ``AsyncClient``.
+
+    A test taking ``driver`` runs once per driver; a behaviour only one driver
+    has narrows it with ``@pytest.mark.parametrize("driver", ["async"], indirect=True)``.
+    See ``tests/drivers.py``.
+    """
+    with driving(request.param, live) as chosen:
+        yield chosen
 
 
 @pytest.fixture(autouse=True)

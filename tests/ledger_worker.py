@@ -5,7 +5,8 @@ imports ``mpp_client`` from the checkout. Two commands:
 
 ``jobs``
     Do numbered logical calls (``POST <url>`` with ``Idempotency-Key: job-N``
-    and tag ``job=job-N``) one after another through :class:`mpp_client.Client`,
+    and tag ``job=job-N``) one after another through :class:`mpp_client.Client`
+    (``--driver sync``) or :class:`mpp_client.AsyncClient` (``--driver async``),
     skipping every job the ledger already counts (reserved, committed or
     unknown): that is how a restarted agent resumes without paying a job twice.
     ``--crash STEP --at N`` injects a fault: at the N-th time the flow reaches
@@ -20,11 +21,15 @@ imports ``mpp_client`` from the checkout. Two commands:
     * ``after-commit``: the ledger committed the payment.
 
 ``stress``
-    ``--tasks`` concurrent asyncio tasks making ``--attempts`` payments each
-    against one budget: through :class:`mpp_client.AsyncClient` against the
-    parent's server (``--mode client``), or straight on the ledger with
-    ``reserve`` then ``commit``/``release``/``mark_unknown`` in worker threads
-    (``--mode direct``).
+    ``--tasks`` concurrent callers making ``--attempts`` payments each against
+    one budget: through the client against the parent's server (``--mode
+    client``; asyncio tasks sharing one :class:`mpp_client.AsyncClient` with
+    ``--driver async``, threads sharing one :class:`mpp_client.Client` with
+    ``--driver sync``), or straight on the ledger with ``reserve`` then
+    ``commit``/``release``/``mark_unknown`` in worker threads (``--mode
+    direct``). With ``--barrier`` it prints ``READY`` once set up and waits for
+    a line on stdin before the first call, so the parent can start every
+    worker's calls at once.
 
 Both print one JSON summary as the last stdout line.
 """
@@ -36,12 +41,16 @@ import asyncio
 import json
 import os
 import random
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
+
+import httpx
 
 import mpp_client
 from mpp_client import (
@@ -60,6 +69,7 @@ from mpp_client.policy import Limit
 from mpp_client.protocol import Challenge, Receipt
 
 STEPS = ("in-reserve-txn", "after-reserve", "during-pay", "after-pay", "after-commit")
+DRIVERS = ("sync", "async")
 #: How long a worker stopped at a step waits to be killed before giving up.
 BLOCK_SECONDS = 60.0
 
@@ -151,39 +161,80 @@ def open_store(args: argparse.Namespace, faults: Faults | None = None) -> Ledger
     return store  # type: ignore[no-any-return]
 
 
-def run_jobs(args: argparse.Namespace) -> dict[str, Any]:
+def _jobs_setup(args: argparse.Namespace) -> tuple[list[str], set[str | None], dict[str, Any]]:
+    """The jobs, those the ledger already counts, and the client's arguments (faults wired)."""
     faults = Faults(args.crash, args.at)
     ledger = open_store(args, faults)
     done = {r.tags.get("job") for r in ledger.records() if r.status in COUNTED}
+    options: dict[str, Any] = {
+        "methods": [FaultyWallet(faults)],
+        "policy": SimplePolicy(max_per_call="1.00 USD", budget=args.budget),
+        "ledger": ledger,
+        "allow_insecure_localhost": True,
+        "timeout": 30.0,
+    }
+    return [f"job-{n}" for n in range(1, args.jobs + 1)], done, options
+
+
+def _job_call(job: str) -> dict[str, Any]:
+    """The keyword arguments of job ``job``'s POST."""
+    return {"headers": {"Idempotency-Key": job}, "extensions": {"mpp": {"tags": {"job": job}}}}
+
+
+def _job_outcome(response: httpx.Response | PaymentError) -> str:
+    if isinstance(response, BudgetExceeded):
+        return "refused"
+    if isinstance(response, PaymentError):
+        return type(response).__name__
+    paid = response.status_code == 200 and payment_record(response) is not None
+    return "paid" if paid else f"http {response.status_code}"
+
+
+def run_jobs(args: argparse.Namespace) -> dict[str, Any]:
+    """The jobs, one after another, through ``Client``."""
+    jobs, done, options = _jobs_setup(args)
     outcomes: dict[str, str] = {}
-    policy = SimplePolicy(max_per_call="1.00 USD", budget=args.budget)
-    with Client(
-        methods=[FaultyWallet(faults)],
-        policy=policy,
-        ledger=ledger,
-        allow_insecure_localhost=True,
-        timeout=30.0,
-    ) as client:
-        for n in range(1, args.jobs + 1):
-            job = f"job-{n}"
+    with Client(**options) as client:
+        for job in jobs:
             if job in done:
                 outcomes[job] = "skipped"
                 continue
             try:
-                response = client.post(
-                    args.url,
-                    headers={"Idempotency-Key": job},
-                    extensions={"mpp": {"tags": {"job": job}}},
-                )
-            except BudgetExceeded:
-                outcomes[job] = "refused"
-                continue
+                response: httpx.Response | PaymentError = client.post(args.url, **_job_call(job))
             except PaymentError as exc:
-                outcomes[job] = type(exc).__name__
+                response = exc
+            outcomes[job] = _job_outcome(response)
+    return {"outcomes": outcomes, "driver": "sync", "package": mpp_client.__file__}
+
+
+async def run_jobs_async(args: argparse.Namespace) -> dict[str, Any]:
+    """The same jobs, one after another, through ``AsyncClient``."""
+    jobs, done, options = _jobs_setup(args)
+    outcomes: dict[str, str] = {}
+    async with AsyncClient(**options) as client:
+        for job in jobs:
+            if job in done:
+                outcomes[job] = "skipped"
                 continue
-            paid = response.status_code == 200 and payment_record(response) is not None
-            outcomes[job] = "paid" if paid else f"http {response.status_code}"
-    return {"outcomes": outcomes, "package": mpp_client.__file__}
+            try:
+                response: httpx.Response | PaymentError = await client.post(
+                    args.url, **_job_call(job)
+                )
+            except PaymentError as exc:
+                response = exc
+            outcomes[job] = _job_outcome(response)
+    return {"outcomes": outcomes, "driver": "async", "package": mpp_client.__file__}
+
+
+def _stress_outcome(response: httpx.Response | PaymentError) -> str:
+    if isinstance(response, BudgetExceeded):
+        return "refused"
+    if isinstance(response, PaymentError):
+        return f"{type(response).__name__}: {response.message[:80]}"
+    record = payment_record(response)
+    if response.status_code == 200 and record is not None and record.status == "committed":
+        return "paid"
+    return f"http {response.status_code}"
 
 
 async def _client_task(
@@ -192,18 +243,23 @@ async def _client_task(
     results: list[str] = []
     for _ in range(attempts):
         try:
-            response = await client.get(url + rng.choice(paths))
-        except BudgetExceeded:
-            results.append("refused")
-            continue
+            response: httpx.Response | PaymentError = await client.get(url + rng.choice(paths))
         except PaymentError as exc:
-            results.append(f"{type(exc).__name__}: {exc.message[:80]}")
-            continue
-        record = payment_record(response)
-        if response.status_code == 200 and record is not None and record.status == "committed":
-            results.append("paid")
-        else:
-            results.append(f"http {response.status_code}")
+            response = exc
+        results.append(_stress_outcome(response))
+    return results
+
+
+def _client_thread(
+    client: Client, url: str, paths: Sequence[str], attempts: int, rng: random.Random
+) -> list[str]:
+    results: list[str] = []
+    for _ in range(attempts):
+        try:
+            response: httpx.Response | PaymentError = client.get(url + rng.choice(paths))
+        except PaymentError as exc:
+            response = exc
+        results.append(_stress_outcome(response))
     return results
 
 
@@ -256,35 +312,70 @@ async def _direct_task(
     return results
 
 
-async def run_stress(args: argparse.Namespace) -> dict[str, Any]:
+def _barrier(args: argparse.Namespace) -> None:
+    """With ``--barrier``: say READY, then wait for the parent's go (a line on stdin)."""
+    if args.barrier:
+        print("READY", flush=True)
+        sys.stdin.readline()
+
+
+def run_stress(args: argparse.Namespace) -> dict[str, Any]:
     ledger = open_store(args)
     paths: list[str] = args.paths.split(",")
     rng = random.Random(args.seed)
+    batches: Sequence[list[str]]
     if args.mode == "client":
-        async with AsyncClient(
-            methods=[DevWallet()],
-            policy=SimplePolicy(max_per_call="1.00 USD", budget=args.budget),
-            ledger=ledger,
-            allow_insecure_localhost=True,
-            timeout=60.0,
-        ) as client:
-            batches = await asyncio.gather(
-                *(
-                    _client_task(client, args.url, paths, args.attempts, random.Random(seed))
-                    for seed in [rng.random() for _ in range(args.tasks)]
+        seeds = [rng.random() for _ in range(args.tasks)]
+        options: dict[str, Any] = {
+            "methods": [DevWallet()],
+            "policy": SimplePolicy(max_per_call="1.00 USD", budget=args.budget),
+            "ledger": ledger,
+            "allow_insecure_localhost": True,
+            "timeout": 60.0,
+        }
+        if args.driver == "sync":
+            with (
+                Client(**options) as client,
+                ThreadPoolExecutor(args.tasks) as pool,
+            ):
+                _barrier(args)
+                batches = list(
+                    pool.map(
+                        lambda seed: _client_thread(
+                            client, args.url, paths, args.attempts, random.Random(seed)
+                        ),
+                        seeds,
+                    )
                 )
-            )
+        else:
+
+            async def tasks() -> list[list[str]]:
+                async with AsyncClient(**options) as client:
+                    _barrier(args)
+                    return await asyncio.gather(
+                        *(
+                            _client_task(client, args.url, paths, args.attempts, random.Random(s))
+                            for s in seeds
+                        )
+                    )
+
+            batches = asyncio.run(tasks())
     else:
         prices = [Amount.coerce(p) for p in args.prices.split(",")]
         limits = [Limit("budget", cap=Amount.coerce(args.budget))]
-        batches = await asyncio.gather(
-            *(
-                _direct_task(ledger, limits, prices, args.attempts, rng.randrange(1 << 30))
-                for _ in range(args.tasks)
+
+        async def direct() -> list[list[str]]:
+            _barrier(args)
+            return await asyncio.gather(
+                *(
+                    _direct_task(ledger, limits, prices, args.attempts, rng.randrange(1 << 30))
+                    for _ in range(args.tasks)
+                )
             )
-        )
+
+        batches = asyncio.run(direct())
     counts = Counter(result for batch in batches for result in batch)
-    return {"counts": dict(counts), "package": mpp_client.__file__}
+    return {"counts": dict(counts), "driver": args.driver, "package": mpp_client.__file__}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -297,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--url", default="", help="the paid URL (jobs) or the server base (stress)")
     parser.add_argument("--budget", required=True, help='the total budget, e.g. "1.00 USD"')
     parser.add_argument("--jobs", type=int, default=6)
+    parser.add_argument("--driver", choices=DRIVERS, help="Client or AsyncClient (jobs, client)")
+    parser.add_argument("--barrier", action="store_true", help="stress: wait for a go on stdin")
     parser.add_argument("--crash", choices=STEPS)
     parser.add_argument("--at", type=int, default=1, help="crash the N-th time the step is hit")
     parser.add_argument("--mode", choices=("client", "direct"), default="client")
@@ -306,7 +399,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--prices", default="0.01 USD", help="comma-separated (stress, direct)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    summary = run_jobs(args) if args.command == "jobs" else asyncio.run(run_stress(args))
+    if args.driver is None and (args.command == "jobs" or args.mode == "client"):
+        parser.error("--driver is needed to pay through a client")
+    if args.command == "stress":
+        summary = run_stress(args)
+    elif args.driver == "sync":
+        summary = run_jobs(args)
+    else:
+        summary = asyncio.run(run_jobs_async(args))
     print(json.dumps(summary), flush=True)
 
 

@@ -1,22 +1,33 @@
-"""The payment flow end to end: real loopback sockets (sync) and ASGI transport (async)."""
+"""The payment flow end to end, over both drivers of the one payment loop.
+
+Every test that takes ``driver`` runs twice: through ``mpp_client.Client``
+(the sync driver) and ``mpp_client.AsyncClient`` (the async driver, on a real
+event loop), against real loopback sockets unless it says otherwise (see
+``tests/drivers.py``). The few behaviours one driver alone has say why.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import httpx
 import pytest
 
 import mpp_client
 from mpp_client import (
     Amount,
-    AsyncClient,
+    ApprovalRequest,
+    ApprovalRequired,
     BudgetExceeded,
     ChallengeError,
     ChallengeExpired,
-    Client,
     DevWallet,
     InsecureTransport,
     MemoryLedger,
@@ -25,6 +36,7 @@ from mpp_client import (
     PaymentFailed,
     PaymentOutcomeUnknown,
     PaymentRejected,
+    Policy,
     PolicyDenied,
     SimplePolicy,
     payment_record,
@@ -32,22 +44,18 @@ from mpp_client import (
 from mpp_client.protocol import Credential, Receipt, b64url_encode, content_digest
 from mpp_client.testing import PaidServer
 
-from .apps import Recorder, Scripted, Seen, challenge_402, charge
+from .apps import Recorder, Scripted, Seen, challenge_402, charge, read_body
+from .drivers import Driver, Paying, Via
 
 POLICY = SimplePolicy(max_per_call="1.00 USD", budget="10.00 USD")
 
 
-def make_client(**kwargs: Any) -> Client:
+def make(driver: Driver, target: Any = None, /, *, via: Via = "socket", **kwargs: Any) -> Paying:
+    """A paying client with the dev wallet and ``POLICY`` unless told otherwise."""
     kwargs.setdefault("methods", [DevWallet()])
     kwargs.setdefault("policy", POLICY)
     kwargs.setdefault("allow_insecure_localhost", True)
-    return Client(**kwargs)
-
-
-def make_async(app: Any, base_url: str = "https://api.test", **kwargs: Any) -> AsyncClient:
-    kwargs.setdefault("methods", [DevWallet()])
-    kwargs.setdefault("policy", POLICY)
-    return AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url, **kwargs)
+    return driver.client(target, via=via, **kwargs)
 
 
 def receipt_header(reference: str = "ref-1", method: str = "dev") -> tuple[str, str]:
@@ -71,15 +79,20 @@ def paid_after(first: Any = None) -> Scripted:
     return Scripted(handler)
 
 
+def statuses(pay: Paying) -> list[str]:
+    assert pay.ledger is not None
+    return [r.status for r in pay.ledger.records()]
+
+
 # -- the happy path ---------------------------------------------------------------------
 
 
-def test_paid_get_over_a_real_socket(live: Any) -> None:
+@pytest.mark.parametrize("via", ["socket", "asgi"])
+def test_paid_get(driver: Driver, via: Via) -> None:
     server = PaidServer({"/paid": "0.25 USD"})
     recorder = Recorder(server)
-    url = live(recorder)
-    with make_client(base_url=url) as client:
-        response = client.get("/paid")
+    with make(driver, recorder, via=via) as pay:
+        response = pay.get("/paid")
     assert response.status_code == 200
     record = payment_record(response)
     assert record is response.extensions["mpp"]
@@ -90,58 +103,45 @@ def test_paid_get_over_a_real_socket(live: Any) -> None:
     assert record.payee == "merchant-1"
     assert record.receipt is not None and record.receipt.reference.startswith("dev:")
     assert record.challenge_id == server.payments[0].challenge_id
-    assert len(server.payments) == 1
+    assert [p.path for p in server.payments] == ["/paid"]
     first, retry = recorder.seen
     assert first.headers["accept-payment"] == "dev/charge"
     assert "authorization" not in first.headers
     assert retry.headers["authorization"].startswith("Payment ")
-    assert client.ledger is not None
-    assert client.ledger.spent("USD") == Amount.parse("0.25 USD")
+    assert pay.ledger is not None
+    assert pay.ledger.spent("USD") == Amount.parse("0.25 USD")
 
 
-async def test_paid_get_async() -> None:
-    server = PaidServer({"/paid": "0.25 USD"})
-    async with make_async(server) as client:
-        response = await client.get("/paid")
-        assert response.status_code == 200
-        record = payment_record(response)
-        assert record is not None and record.status == "committed"
-        assert client.ledger is not None
-        assert client.ledger.spent("USD") == Amount.parse("0.25 USD")
-    assert [p.path for p in server.payments] == ["/paid"]
-
-
-def test_free_route_is_not_paid_and_has_no_record(live: Any) -> None:
-    url = live(PaidServer({"/paid": "0.25 USD"}))
-    with make_client(base_url=url) as client:
-        response = client.get("/free")
+def test_free_route_is_not_paid_and_has_no_record(driver: Driver) -> None:
+    with make(driver, PaidServer({"/paid": "0.25 USD"})) as pay:
+        response = pay.get("/free")
     assert response.status_code == 200
     assert payment_record(response) is None
     assert "mpp" not in response.extensions
 
 
-def test_without_methods_client_is_plain_httpx(live: Any) -> None:
+def test_without_methods_client_is_plain_httpx(driver: Driver) -> None:
     recorder = Recorder(PaidServer({"/paid": "0.25 USD"}))
-    url = live(recorder)
-    with Client(base_url=url) as client:
-        response = client.get("/paid")
+    with driver.client(recorder) as pay:
+        response = pay.get("/paid")
     assert response.status_code == 402
     assert "accept-payment" not in recorder.seen[0].headers
     assert len(recorder.seen) == 1
-    assert client.payment_auth is None and client.ledger is None
+    assert pay.payment_auth is None and pay.ledger is None
 
 
-def test_policy_or_ledger_without_methods_is_a_type_error() -> None:
+@pytest.mark.parametrize("options", [{"policy": POLICY}, {"ledger": "memory:"}])
+def test_policy_or_ledger_without_methods_is_a_type_error(
+    driver: Driver, options: dict[str, Any]
+) -> None:
     with pytest.raises(TypeError, match="methods"):
-        Client(policy=POLICY)
+        driver.Client(**options)
 
 
-def test_post_sends_idempotency_key_and_body_intact_and_digest_matches(live: Any) -> None:
-    server = PaidServer({"/orders": "0.50 USD"})
-    recorder = Recorder(server)
-    url = live(recorder)
-    with make_client(base_url=url) as client:
-        response = client.post("/orders", json={"sku": "a", "qty": 2})
+def test_post_sends_idempotency_key_and_body_intact_and_digest_matches(driver: Driver) -> None:
+    recorder = Recorder(PaidServer({"/orders": "0.50 USD"}))
+    with make(driver, recorder) as pay:
+        response = pay.post("/orders", json={"sku": "a", "qty": 2})
     assert response.status_code == 200
     first, retry = recorder.seen
     assert first.body == retry.body == b'{"sku":"a","qty":2}'
@@ -151,49 +151,46 @@ def test_post_sends_idempotency_key_and_body_intact_and_digest_matches(live: Any
     assert credential.echo["digest"] == content_digest(first.body)
 
 
-def test_user_idempotency_key_is_kept(live: Any) -> None:
+def test_user_idempotency_key_is_kept(driver: Driver) -> None:
     recorder = Recorder(PaidServer({"/orders": "0.50 USD"}))
-    url = live(recorder)
-    with make_client(base_url=url) as client:
-        client.put("/orders", content=b"x", headers={"Idempotency-Key": "mine-1"})
+    with make(driver, recorder) as pay:
+        pay.put("/orders", content=b"x", headers={"Idempotency-Key": "mine-1"})
     assert [s.headers["idempotency-key"] for s in recorder.seen] == ["mine-1", "mine-1"]
 
 
-def test_get_has_no_idempotency_key(live: Any) -> None:
+def test_get_has_no_idempotency_key(driver: Driver) -> None:
     recorder = Recorder(PaidServer({"/paid": "0.25 USD"}))
-    url = live(recorder)
-    with make_client(base_url=url) as client:
-        client.get("/paid")
+    with make(driver, recorder) as pay:
+        pay.get("/paid")
+    assert len(recorder.seen) == 2
     assert all("idempotency-key" not in s.headers for s in recorder.seen)
 
 
-def test_streaming_response_is_paid_and_recorded(live: Any) -> None:
-    url = live(PaidServer({"/paid": "0.25 USD"}))
-    with make_client(base_url=url) as client, client.stream("GET", "/paid") as response:
-        assert response.read() == b'{"ok":true}'
-        record = payment_record(response)
-        assert record is not None and record.status == "committed"
+def test_streaming_response_is_paid_and_recorded(driver: Driver) -> None:
+    with make(driver, PaidServer({"/paid": "0.25 USD"})) as pay:
+        response, body = pay.stream("GET", "/paid")
+    assert body == b'{"ok":true}'
+    record = payment_record(response)
+    assert record is not None and record.status == "committed"
 
 
 # -- refusals before paying -------------------------------------------------------------
 
 
-def test_digest_mismatch_is_refused_before_paying(live: Any) -> None:
+def test_digest_mismatch_is_refused_before_paying(driver: Driver) -> None:
     wrong = content_digest(b"another body")
     app = Scripted(lambda seen, i: challenge_402(charge(digest=wrong)))
-    url = live(app)
-    with make_client(base_url=url) as client, pytest.raises(ChallengeError, match="digest"):
-        client.post("/x", content=b"my body")
+    with make(driver, app) as pay, pytest.raises(ChallengeError, match="digest"):
+        pay.post("/x", content=b"my body")
     assert len(app.seen) == 1
-    assert client.ledger is not None and client.ledger.records() == []
+    assert pay.ledger is not None and pay.ledger.records() == []
 
 
-def test_expired_challenge_is_refused(live: Any) -> None:
+def test_expired_challenge_is_refused(driver: Driver) -> None:
     past = datetime.now(UTC) - timedelta(minutes=1)
     app = Scripted(lambda seen, i: challenge_402(charge(expires=past)))
-    url = live(app)
-    with make_client(base_url=url) as client, pytest.raises(ChallengeExpired):
-        client.get("/x")
+    with make(driver, app) as pay, pytest.raises(ChallengeExpired):
+        pay.get("/x")
     assert len(app.seen) == 1
 
 
@@ -208,7 +205,7 @@ def test_expired_challenge_is_refused(live: Any) -> None:
     ids=["expired", "expired-no-skew", "expires-within-skew", "valid"],
 )
 def test_clock_skew_only_makes_expiry_stricter(
-    live: Any, expires_in: timedelta, skew: timedelta, paid: bool
+    driver: Driver, expires_in: timedelta, skew: timedelta, paid: bool
 ) -> None:
     app_challenge = charge(expires=datetime.now(UTC) + expires_in)
     app = Scripted(
@@ -218,20 +215,19 @@ def test_clock_skew_only_makes_expiry_stricter(
             else (200, [receipt_header()], b"ok")
         )
     )
-    url = live(app)
-    with make_client(base_url=url, clock_skew=skew) as client:
+    with make(driver, app, clock_skew=skew) as pay:
         if paid:
-            assert client.get("/x").status_code == 200
+            assert pay.get("/x").status_code == 200
             assert len(app.seen) == 2
         else:
             with pytest.raises(ChallengeExpired):
-                client.get("/x")
+                pay.get("/x")
             # Nothing was sent for it: the only request is the one that got the 402.
             assert len(app.seen) == 1
-            assert client.ledger is not None and client.ledger.records() == []
+            assert pay.ledger is not None and pay.ledger.records() == []
 
 
-def test_request_level_expiry_is_checked_too(live: Any) -> None:
+def test_request_level_expiry_is_checked_too(driver: Driver) -> None:
     past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     challenge = charge()
     request = dict(challenge.request, expires=past)
@@ -239,9 +235,9 @@ def test_request_level_expiry_is_checked_too(live: Any) -> None:
         id="c1", realm="r", method="dev", intent="charge", request=request
     )
     app = Scripted(lambda seen, i: challenge_402(bad))
-    url = live(app)
-    with make_client(base_url=url) as client, pytest.raises(ChallengeExpired):
-        client.get("/x")
+    with make(driver, app) as pay, pytest.raises(ChallengeExpired):
+        pay.get("/x")
+    assert len(app.seen) == 1
 
 
 @pytest.mark.parametrize(
@@ -256,69 +252,71 @@ def test_request_level_expiry_is_checked_too(live: Any) -> None:
         ("https://api.example.com", False, True),
     ],
 )
-async def test_credentials_only_over_https_or_opted_in_loopback(
-    base_url: str, opt_in: bool, ok: bool
+def test_credentials_only_over_https_or_opted_in_loopback(
+    driver: Driver, base_url: str, opt_in: bool, ok: bool
 ) -> None:
+    # Every host is pinned to the loopback server: the flow judges the URL it was given.
     server = PaidServer({"/paid": "0.25 USD"})
-    async with make_async(server, base_url, allow_insecure_localhost=opt_in) as client:
+    recorder = Recorder(server)
+    with make(driver, recorder, base_url=base_url, allow_insecure_localhost=opt_in) as pay:
         if ok:
-            assert (await client.get("/paid")).status_code == 200
+            assert pay.get("/paid").status_code == 200
         else:
             with pytest.raises(InsecureTransport):
-                await client.get("/paid")
+                pay.get("/paid")
     assert len(server.payments) == (1 if ok else 0)
+    assert len(recorder.seen) == (2 if ok else 1)
+    assert all("authorization" not in s.headers for s in recorder.seen[: 1 if ok else None])
 
 
-async def test_policy_refusal_names_the_reason_and_pays_nothing() -> None:
+def test_policy_refusal_names_the_reason_and_pays_nothing(driver: Driver) -> None:
     server = PaidServer({"/expensive": "5.00 USD"})
-    async with make_async(server) as client:
-        with pytest.raises(PolicyDenied) as info:
-            await client.get("/expensive")
+    with make(driver, server) as pay, pytest.raises(PolicyDenied) as info:
+        pay.get("/expensive")
     assert "5.00 USD exceeds the per-call cap 1.00 USD" in str(info.value)
     assert info.value.response is not None and info.value.response.status_code == 402
     assert info.value.decision is not None and not info.value.decision.allowed
     assert server.payments == []
 
 
-async def test_budget_exceeded_after_spending() -> None:
+def test_budget_exceeded_after_spending(driver: Driver) -> None:
     server = PaidServer({"/paid": "0.40 USD"})
     policy = SimplePolicy(max_per_call="1.00 USD", budget="1.00 USD")
-    async with make_async(server, policy=policy) as client:
-        await client.get("/paid")
-        await client.get("/paid")
+    with make(driver, server, policy=policy) as pay:
+        pay.get("/paid")
+        pay.get("/paid")
         with pytest.raises(BudgetExceeded, match=r"0\.80 USD already spent or held, 0\.20 USD"):
-            await client.get("/paid")
+            pay.get("/paid")
     assert len(server.payments) == 2
 
 
-async def test_no_policy_denies_by_default() -> None:
+def test_no_policy_denies_by_default(driver: Driver) -> None:
     server = PaidServer({"/paid": "0.01 USD"})
-    async with AsyncClient(
-        transport=httpx.ASGITransport(app=server), base_url="https://a.test", methods=[DevWallet()]
-    ) as client:
+    with make(driver, server, policy=None) as pay:
         with pytest.raises(PolicyDenied, match="no spending policy"):
-            await client.get("/paid")
+            pay.get("/paid")
+        assert pay.client.policy is None
     assert server.payments == []
 
 
-async def test_unknown_asset_is_refused() -> None:
+def test_unknown_asset_is_refused(driver: Driver) -> None:
     server = PaidServer({"/paid": "0.25 EUR"}, asset="EUR", currency="eur")
     wallet = DevWallet(currency="eur", asset="EUR")
-    async with make_async(server, methods=[wallet]) as client:
+    with make(driver, server, methods=[wallet]) as pay:
         with pytest.raises(PolicyDenied, match="asset EUR is not covered"):
-            await client.get("/paid")
+            pay.get("/paid")
+    assert server.payments == []
 
 
-def test_no_configured_method_for_the_offer(live: Any) -> None:
+def test_no_configured_method_for_the_offer(driver: Driver) -> None:
     app = Scripted(lambda seen, i: challenge_402(charge(method="tempo"), charge(method="stripe")))
-    url = live(app)
-    with make_client(base_url=url) as client, pytest.raises(NoAcceptableChallenge) as info:
-        client.get("/x")
+    with make(driver, app) as pay, pytest.raises(NoAcceptableChallenge) as info:
+        pay.get("/x")
     assert "stripe/charge, tempo/charge" in str(info.value)
     assert len(info.value.reasons) == 2
 
 
-def test_second_offer_is_paid_when_first_is_unsupported(live: Any) -> None:
+def test_second_offer_is_paid_when_first_is_unsupported(driver: Driver) -> None:
     dev = charge(amount="30")
 
     def handler(seen: Seen, index: int) -> Any:
@@ -327,13 +325,12 @@ def test_second_offer_is_paid_when_first_is_unsupported(live: Any) -> None:
         assert Credential.parse(seen.headers["authorization"]).echo["id"] == dev.id
         return 200, [receipt_header()], b"ok"
 
-    url = live(Scripted(handler))
-    with make_client(base_url=url) as client:
-        record = payment_record(client.get("/x"))
+    with make(driver, Scripted(handler)) as pay:
+        record = payment_record(pay.get("/x"))
     assert record is not None and record.amount == Amount(30, "USD", 2)
 
 
-def test_cheaper_offer_is_paid_when_first_exceeds_the_cap(live: Any) -> None:
+def test_cheaper_offer_is_paid_when_first_exceeds_the_cap(driver: Driver) -> None:
     pricey, cheap = charge(amount="500"), charge(amount="50")
 
     def handler(seen: Seen, index: int) -> Any:
@@ -342,12 +339,11 @@ def test_cheaper_offer_is_paid_when_first_exceeds_the_cap(live: Any) -> None:
         assert Credential.parse(seen.headers["authorization"]).echo["id"] == cheap.id
         return 200, [receipt_header()], b"ok"
 
-    url = live(Scripted(handler))
-    with make_client(base_url=url) as client:
-        assert client.get("/x").status_code == 200
+    with make(driver, Scripted(handler)) as pay:
+        assert pay.get("/x").status_code == 200
 
 
-def test_broken_challenge_next_to_a_good_one_pays_the_good_one(live: Any) -> None:
+def test_broken_challenge_next_to_a_good_one_pays_the_good_one(driver: Driver) -> None:
     good = charge()
 
     def handler(seen: Seen, index: int) -> Any:
@@ -357,9 +353,8 @@ def test_broken_challenge_next_to_a_good_one_pays_the_good_one(live: Any) -> Non
             return status, headers, body
         return 200, [receipt_header()], b"ok"
 
-    url = live(Scripted(handler))
-    with make_client(base_url=url) as client:
-        assert client.get("/x").status_code == 200
+    with make(driver, Scripted(handler)) as pay:
+        assert pay.get("/x").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -374,12 +369,11 @@ def test_broken_challenge_next_to_a_good_one_pays_the_good_one(live: Any) -> Non
     ],
 )
 def test_malformed_challenges_are_typed_errors_and_pay_nothing(
-    live: Any, header: str, message: str
+    driver: Driver, header: str, message: str
 ) -> None:
     app = Scripted(lambda seen, i: (402, [("www-authenticate", header)], b""))
-    url = live(app)
-    with make_client(base_url=url) as client, pytest.raises(ChallengeError, match=message):
-        client.get("/x")
+    with make(driver, app) as pay, pytest.raises(ChallengeError, match=message):
+        pay.get("/x")
     assert len(app.seen) == 1
 
 
@@ -387,7 +381,7 @@ def test_malformed_challenges_are_typed_errors_and_pay_nothing(
     ("amount", "message"),
     [(25, "string of base-unit digits"), ("-5", "digits"), ("2.5", "digits"), ("9" * 80, "digits")],
 )
-def test_bad_amounts_are_refused(live: Any, amount: Any, message: str) -> None:
+def test_bad_amounts_are_refused(driver: Driver, amount: Any, message: str) -> None:
     bad = mpp_client.Challenge.create(
         id="c",
         realm="r",
@@ -396,29 +390,28 @@ def test_bad_amounts_are_refused(live: Any, amount: Any, message: str) -> None:
         request={"amount": amount, "currency": "usd", "recipient": "m"},
     )
     app = Scripted(lambda seen, i: challenge_402(bad))
-    url = live(app)
-    with make_client(base_url=url) as client, pytest.raises(ChallengeError, match=message):
-        client.get("/x")
+    with make(driver, app) as pay, pytest.raises(ChallengeError, match=message):
+        pay.get("/x")
     assert len(app.seen) == 1
 
 
-def test_402_without_any_challenge_is_a_challenge_error(live: Any) -> None:
-    url = live(Scripted(lambda seen, i: (402, [], b"pay me")))
-    with make_client(base_url=url) as client, pytest.raises(ChallengeError):
-        client.get("/x")
+def test_402_without_any_challenge_is_a_challenge_error(driver: Driver) -> None:
+    app = Scripted(lambda seen, i: (402, [], b"pay me"))
+    with make(driver, app) as pay, pytest.raises(ChallengeError):
+        pay.get("/x")
+    assert len(app.seen) == 1
 
 
-def test_oversized_402_body_is_refused_without_paying(live: Any) -> None:
+def test_oversized_402_body_is_refused_without_paying(driver: Driver) -> None:
     app = Scripted(
         lambda seen, i: (402, [("www-authenticate", charge().to_header())], b"x" * 70_000)
     )
-    url = live(app)
-    with make_client(base_url=url) as client, pytest.raises(ChallengeError, match="over 65536"):
-        client.get("/x")
+    with make(driver, app) as pay, pytest.raises(ChallengeError, match="over 65536"):
+        pay.get("/x")
     assert len(app.seen) == 1
 
 
-def test_reused_challenge_id_is_not_paid_twice(live: Any) -> None:
+def test_reused_challenge_id_is_not_paid_twice(driver: Driver) -> None:
     same = charge(id="fixed-id")
 
     def handler(seen: Seen, index: int) -> Any:
@@ -427,67 +420,69 @@ def test_reused_challenge_id_is_not_paid_twice(live: Any) -> None:
         return 200, [receipt_header()], b"ok"
 
     app = Scripted(handler)
-    url = live(app)
-    with make_client(base_url=url) as client:
-        assert client.get("/x").status_code == 200
+    with make(driver, app) as pay:
+        assert pay.get("/x").status_code == 200
         with pytest.raises(ChallengeError, match="already answered"):
-            client.get("/x")
+            pay.get("/x")
     assert sum("authorization" in s.headers for s in app.seen) == 1
 
 
 # -- after paying -----------------------------------------------------------------------
 
 
-def test_402_after_payment_is_a_typed_error_not_a_loop(live: Any) -> None:
+def test_402_after_payment_is_a_typed_error_not_a_loop(driver: Driver) -> None:
     app = Scripted(lambda seen, i: challenge_402(charge(), problem="verification-failed"))
-    url = live(app)
-    with make_client(base_url=url) as client, pytest.raises(PaymentRejected) as info:
-        client.get("/x")
+    with make(driver, app) as pay, pytest.raises(PaymentRejected) as info:
+        pay.get("/x")
     assert len(app.seen) == 2
     assert info.value.problem is not None and info.value.problem.code == "verification-failed"
-    assert client.ledger is not None
-    (record,) = client.ledger.records()
+    assert pay.ledger is not None
+    (record,) = pay.ledger.records()
     # A refused voucher moved no money: the reservation is released.
     assert record.status == "released"
-    assert client.ledger.spent("USD") == Amount(0, "USD")
+    assert pay.ledger.spent("USD") == Amount(0, "USD")
 
 
-def test_max_payments_allows_a_second_attempt_after_a_refused_voucher(live: Any) -> None:
+def test_max_payments_allows_a_second_attempt_after_a_refused_voucher(driver: Driver) -> None:
     def handler(seen: Seen, index: int) -> Any:
         if index < 2:
             return challenge_402(charge())
         return 200, [receipt_header()], b"ok"
 
     app = Scripted(handler)
-    url = live(app)
-    with make_client(base_url=url, max_payments=2) as client:
-        response = client.get("/x")
+    with make(driver, app, max_payments=2) as pay:
+        response = pay.get("/x")
     assert response.status_code == 200
     assert len(app.seen) == 3
-    assert client.ledger is not None
-    assert [r.status for r in client.ledger.records()] == ["released", "committed"]
+    assert statuses(pay) == ["released", "committed"]
 
 
-def test_server_error_after_payment_is_outcome_unknown_and_stays_counted(live: Any) -> None:
-    url = live(paid_after(lambda seen, i: (500, [], b"boom")))
-    with make_client(base_url=url) as client, pytest.raises(PaymentOutcomeUnknown) as info:
-        client.get("/x")
-    assert client.ledger is not None
-    (record,) = client.ledger.records()
+def test_server_error_after_payment_is_outcome_unknown_and_stays_counted(driver: Driver) -> None:
+    with (
+        make(driver, paid_after(lambda seen, i: (500, [], b"boom"))) as pay,
+        pytest.raises(PaymentOutcomeUnknown) as info,
+    ):
+        pay.get("/x")
+    assert pay.ledger is not None
+    (record,) = pay.ledger.records()
     assert record.status == "unknown" and "HTTP 500" in (record.reason or "")
     assert info.value.record == record
-    assert client.ledger.spent("USD") == Amount(25, "USD", 2)
+    assert pay.ledger.spent("USD") == Amount(25, "USD", 2)
 
 
-def test_403_after_payment_is_outcome_unknown_not_a_second_payment(live: Any) -> None:
+def test_403_after_payment_is_outcome_unknown_not_a_second_payment(driver: Driver) -> None:
     app = paid_after(lambda seen, i: (403, [], b"denied"))
-    url = live(app)
-    with make_client(base_url=url, max_payments=3) as client, pytest.raises(PaymentOutcomeUnknown):
-        client.get("/x")
+    with make(driver, app, max_payments=3) as pay, pytest.raises(PaymentOutcomeUnknown):
+        pay.get("/x")
     assert len(app.seen) == 2
+    assert statuses(pay) == ["unknown"]
 
 
-def test_transport_error_on_the_paid_retry_is_outcome_unknown() -> None:
+def lost_retry(error: type[httpx.TransportError]) -> tuple[httpx.MockTransport, list[Any]]:
+    """A transport whose paid retry fails with ``error``: the 402 comes, the answer never does.
+
+    MockTransport: a dropped connection mid-retry cannot be staged on a real socket reliably.
+    """
     challenge = charge()
     calls: list[httpx.Request] = []
 
@@ -496,47 +491,59 @@ def test_transport_error_on_the_paid_retry_is_outcome_unknown() -> None:
         if "authorization" not in request.headers:
             status, headers, body = challenge_402(challenge)
             return httpx.Response(status, headers=headers, content=body)
-        raise httpx.ReadTimeout("the server went away", request=request)
+        raise error("the server went away", request=request)
 
-    # MockTransport: a dropped connection mid-retry cannot be staged on a real socket reliably.
+    return httpx.MockTransport(handler), calls
+
+
+@pytest.mark.parametrize("error", [httpx.ReadTimeout, httpx.ConnectError])
+def test_transport_error_on_the_paid_retry_is_outcome_unknown(
+    driver: Driver, error: type[httpx.TransportError]
+) -> None:
+    transport, calls = lost_retry(error)
     with (
-        Client(
-            transport=httpx.MockTransport(handler),
-            methods=[DevWallet()],
-            policy=POLICY,
-        ) as client,
+        make(driver, transport=transport, allow_insecure_localhost=False) as pay,
+        pytest.raises(PaymentOutcomeUnknown, match="failed before a response arrived") as info,
+    ):
+        pay.get("https://api.test/x")
+    assert pay.ledger is not None
+    (record,) = pay.ledger.records()
+    assert record.status == "unknown"
+    assert info.value.record == record
+    assert pay.ledger.spent("USD") == Amount(25, "USD", 2)
+    assert len(calls) == 2
+    assert "authorization" in calls[1].headers
+
+
+# The async driver learns of the lost retry from the GeneratorExit that httpx's
+# ``await auth_flow.aclose()`` throws in, and CPython (3.11) does not chain the
+# in-flight transport error as that GeneratorExit's __context__ for async
+# generators (it does for sync ones): so the error has no __cause__ there.
+LOST_CAUSE = pytest.mark.xfail(
+    strict=True,
+    reason="async driver: PaymentOutcomeUnknown for a lost paid retry has __cause__ None "
+    "(drive_async reads the cause from GeneratorExit.__context__, which aclose() leaves unset)",
+)
+
+
+@pytest.mark.parametrize("error", [httpx.ReadTimeout, httpx.ConnectError])
+@pytest.mark.parametrize("driver", ["sync", pytest.param("async", marks=LOST_CAUSE)], indirect=True)
+def test_transport_error_on_the_paid_retry_is_the_cause(
+    driver: Driver, error: type[httpx.TransportError]
+) -> None:
+    transport, _ = lost_retry(error)
+    with (
+        make(driver, transport=transport, allow_insecure_localhost=False) as pay,
         pytest.raises(PaymentOutcomeUnknown) as info,
     ):
-        client.get("https://api.test/x")
-    assert isinstance(info.value.__cause__, httpx.ReadTimeout)
-    assert client.ledger is not None
-    (record,) = client.ledger.records()
-    assert record.status == "unknown"
-    assert len(calls) == 2
+        pay.get("https://api.test/x")
+    assert isinstance(info.value.__cause__, error)
 
 
-async def test_transport_error_on_the_paid_retry_is_outcome_unknown_async() -> None:
-    challenge = charge()
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if "authorization" not in request.headers:
-            status, headers, body = challenge_402(challenge)
-            return httpx.Response(status, headers=headers, content=body)
-        raise httpx.ConnectError("refused", request=request)
-
-    async with AsyncClient(
-        transport=httpx.MockTransport(handler), methods=[DevWallet()], policy=POLICY
-    ) as client:
-        with pytest.raises(PaymentOutcomeUnknown, match="failed before a response arrived"):
-            await client.get("https://api.test/x")
-        assert client.ledger is not None
-        assert [r.status for r in client.ledger.records()] == ["unknown"]
-
-
-def test_malformed_receipt_still_commits(live: Any, caplog: pytest.LogCaptureFixture) -> None:
-    url = live(paid_after(lambda seen, i: (200, [("payment-receipt", "%%%")], b"ok")))
-    with make_client(base_url=url) as client:
-        record = payment_record(client.get("/x"))
+def test_malformed_receipt_still_commits(driver: Driver, caplog: pytest.LogCaptureFixture) -> None:
+    app = paid_after(lambda seen, i: (200, [("payment-receipt", "%%%")], b"ok"))
+    with make(driver, app) as pay:
+        record = payment_record(pay.get("/x"))
     assert record is not None and record.status == "committed" and record.receipt is None
     assert "malformed Payment-Receipt" in caplog.text
 
@@ -553,67 +560,205 @@ class ExplodingPush(Exploding):
     moves_funds_on_pay = True
 
 
-def test_method_failure_releases_the_reservation(live: Any) -> None:
-    url = live(paid_after())
-    with make_client(base_url=url, methods=[Exploding()]) as client, pytest.raises(PaymentFailed):
-        client.get("/x")
-    assert client.ledger is not None
-    assert [r.status for r in client.ledger.records()] == ["released"]
+def test_method_failure_releases_the_reservation(driver: Driver) -> None:
+    app = paid_after()
+    with make(driver, app, methods=[Exploding()]) as pay, pytest.raises(PaymentFailed):
+        pay.get("/x")
+    assert statuses(pay) == ["released"]
+    assert len(app.seen) == 1
 
 
-async def test_push_method_failure_is_outcome_unknown() -> None:
-    async with make_async(paid_after(), methods=[ExplodingPush()]) as client:
-        with pytest.raises(PaymentOutcomeUnknown):
-            await client.get("/x")
-        assert client.ledger is not None
-        assert [r.status for r in client.ledger.records()] == ["unknown"]
+def test_push_method_failure_is_outcome_unknown(driver: Driver) -> None:
+    app = paid_after()
+    with make(driver, app, methods=[ExplodingPush()]) as pay, pytest.raises(PaymentOutcomeUnknown):
+        pay.get("/x")
+    assert statuses(pay) == ["unknown"]
+    assert len(app.seen) == 1
+
+
+class Interrupted(DevWallet):
+    """Ctrl-C lands while the wallet pays: the sync analogue of a cancellation."""
+
+    def pay(self, challenge: Any) -> Any:
+        raise KeyboardInterrupt
+
+    async def apay(self, challenge: Any) -> Any:
+        raise KeyboardInterrupt
+
+
+class InterruptedPush(Interrupted):
+    moves_funds_on_pay = True
+
+
+@pytest.mark.parametrize(
+    ("wallet", "settled"), [(Interrupted, "released"), (InterruptedPush, "unknown")]
+)
+def test_interrupt_inside_pay_settles_the_reservation_and_goes_on(
+    driver: Driver, wallet: type[DevWallet], settled: str
+) -> None:
+    """A KeyboardInterrupt from the wallet is not swallowed, and leaves no reservation held."""
+    app = paid_after()
+    pay = make(driver, app, methods=[wallet()])
+    with pytest.raises(KeyboardInterrupt):
+        pay.get("/x")
+    assert statuses(pay) == [settled]
+    assert len(app.seen) == 1
 
 
 # -- per-call options -------------------------------------------------------------------
 
 
-async def test_call_max_amount_only_narrows() -> None:
+def test_call_max_amount_only_narrows(driver: Driver) -> None:
     server = PaidServer({"/paid": "0.25 USD"})
-    async with make_async(server) as client:
+    with make(driver, server) as pay:
         with pytest.raises(PolicyDenied, match=r"max_amount 0\.10 USD"):
-            await client.get("/paid", extensions={"mpp": {"max_amount": "0.10 USD"}})
+            pay.get("/paid", extensions={"mpp": {"max_amount": "0.10 USD"}})
         # A larger per-call limit does not widen the policy's cap.
         server.price("/big", "2.00 USD")
         with pytest.raises(PolicyDenied, match="per-call cap"):
-            await client.get("/big", extensions={"mpp": {"max_amount": "5.00 USD"}})
-        ok = await client.get("/paid", extensions={"mpp": {"max_amount": "0.30 USD"}})
+            pay.get("/big", extensions={"mpp": {"max_amount": "5.00 USD"}})
+        ok = pay.get("/paid", extensions={"mpp": {"max_amount": "0.30 USD"}})
         assert ok.status_code == 200
+    assert [p.path for p in server.payments] == ["/paid"]
 
 
-async def test_call_expected_payee_and_purpose() -> None:
+def test_call_expected_payee_and_purpose(driver: Driver) -> None:
     server = PaidServer({"/paid": "0.25 USD"})
-    async with make_async(server) as client:
+    with make(driver, server) as pay:
         with pytest.raises(PolicyDenied, match="not the payee the call expected"):
-            await client.get("/paid", extensions={"mpp": {"payee": "someone-else"}})
-        response = await client.get(
+            pay.get("/paid", extensions={"mpp": {"payee": "someone-else"}})
+        response = pay.get(
             "/paid",
             extensions={"mpp": {"payee": "merchant-1", "purpose": "lookup", "tags": {"job": "7"}}},
         )
     record = payment_record(response)
     assert record is not None and record.purpose == "lookup" and record.tags == {"job": "7"}
+    assert len(server.payments) == 1
 
 
-async def test_pay_false_returns_the_402() -> None:
+def test_pay_false_returns_the_402(driver: Driver) -> None:
     server = PaidServer({"/paid": "0.25 USD"})
-    async with make_async(server) as client:
-        response = await client.get("/paid", extensions={"mpp": {"pay": False}})
+    with make(driver, server) as pay:
+        response = pay.get("/paid", extensions={"mpp": {"pay": False}})
     assert response.status_code == 402
     assert server.payments == []
+    assert statuses(pay) == []
 
 
 @pytest.mark.parametrize(
     "options",
     [{"max_amount": 0.1}, {"tags": {"a": 1}}, {"bogus": 1}, {"pay": "yes"}, "not a dict"],
 )
-async def test_bad_call_options_are_typed_errors(options: Any) -> None:
-    async with make_async(PaidServer({"/paid": "0.25 USD"})) as client:
-        with pytest.raises(PaymentError):
-            await client.get("/paid", extensions={"mpp": options})
+def test_bad_call_options_are_typed_errors(driver: Driver, options: Any) -> None:
+    server = PaidServer({"/paid": "0.25 USD"})
+    with make(driver, server) as pay, pytest.raises(PaymentError):
+        pay.get("/paid", extensions={"mpp": options})
+    assert server.payments == []
+
+
+# -- approval ---------------------------------------------------------------------------
+
+APPROVAL = {
+    "currency": "USD",
+    "per_call": "1.00 USD",
+    "allow": {
+        "hosts": ["127.0.0.1"],
+        "realms": ["*"],
+        "payees": ["*"],
+        "methods": ["dev"],
+        "intents": ["charge"],
+        "assets": ["*"],
+    },
+    "approval": {"above": "0.50 USD", "timeout": "1s"},
+}
+
+
+@pytest.fixture
+def never() -> Iterator[threading.Event]:
+    """An event set only at teardown: an approver blocked on it never answers in time."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+@pytest.mark.parametrize(
+    ("kind", "paid", "message"),
+    [
+        pytest.param(kind, paid, message, id=kind)
+        for kind, paid, message in [
+            ("sync-yes", True, None),
+            ("async-yes", True, None),
+            ("sync-no", False, "the approver declined"),
+            ("async-no", False, "the approver declined"),
+            ("broken", False, None),
+            ("silent", False, "no answer from the approver in time"),
+            ("none", False, r"approval required .* no approver is configured"),
+        ]
+    ],
+)
+def test_approval_is_asked_and_obeyed(
+    driver: Driver, never: threading.Event, kind: str, paid: bool, message: str | None
+) -> None:
+    asked: list[ApprovalRequest] = []
+
+    def sync_approver(answer: bool) -> Any:
+        def approver(request: ApprovalRequest) -> bool:
+            asked.append(request)
+            return answer
+
+        return approver
+
+    def async_approver(answer: bool) -> Any:
+        async def approver(request: ApprovalRequest) -> bool:
+            asked.append(request)
+            await asyncio.sleep(0)
+            return answer
+
+        return approver
+
+    def broken(request: ApprovalRequest) -> bool:
+        asked.append(request)
+        raise RuntimeError("pager offline")
+
+    def silent(request: ApprovalRequest) -> bool:
+        asked.append(request)
+        never.wait(30)
+        return True
+
+    approvers: dict[str, Any] = {
+        "sync-yes": sync_approver(True),
+        "async-yes": async_approver(True),
+        "sync-no": sync_approver(False),
+        "async-no": async_approver(False),
+        "broken": broken,
+        "silent": silent,
+        "none": None,
+    }
+    server = PaidServer({"/paid": "0.60 USD", "/cheap": "0.25 USD"})
+    policy = Policy.from_mapping(APPROVAL)
+    with make(driver, server, policy=policy, approver=approvers[kind]) as pay:
+        # Under the threshold nobody is asked.
+        assert pay.get("/cheap").status_code == 200
+        assert asked == []
+        if paid:
+            response = pay.get("/paid", extensions={"mpp": {"purpose": "report"}})
+            assert response.status_code == 200
+            record = payment_record(response)
+            assert record is not None and record.decision is not None
+            assert record.decision.rules[-1].rule == "approval"
+            assert record.decision.rules[-1].passed
+        else:
+            with pytest.raises(ApprovalRequired, match=message) as info:
+                pay.get("/paid", extensions={"mpp": {"purpose": "report"}})
+            assert info.value.response is not None and info.value.response.status_code == 402
+    assert [p.path for p in server.payments] == ["/cheap", *(["/paid"] if paid else [])]
+    if kind == "none":
+        assert asked == []
+        return
+    (request,) = asked
+    assert request.charge == Amount.parse("0.60 USD")
+    assert request.payee == "merchant-1" and request.purpose == "report"
+    assert request.reasons == ("0.60 USD is above the approval threshold 0.50 USD",)
 
 
 # -- headers, auth and redirects --------------------------------------------------------
@@ -625,12 +770,11 @@ class Bearer(httpx.Auth):
         yield request
 
 
-def test_payment_authorization_header_keeps_the_requests_own_auth(live: Any) -> None:
+def test_payment_authorization_header_keeps_the_requests_own_auth(driver: Driver) -> None:
     server = PaidServer({"/paid": "0.25 USD"}, header="Payment-Authorization")
     recorder = Recorder(server)
-    url = live(recorder)
-    with make_client(base_url=url, auth=Bearer()) as client:
-        response = client.get("/paid")
+    with make(driver, recorder, auth=Bearer()) as pay:
+        response = pay.get("/paid")
     assert response.status_code == 200
     first, retry = recorder.seen
     assert first.headers["authorization"] == "Bearer api-token"
@@ -638,16 +782,26 @@ def test_payment_authorization_header_keeps_the_requests_own_auth(live: Any) -> 
     assert retry.headers["payment-authorization"].startswith("Payment ")
 
 
-async def test_per_request_auth_is_wrapped_too() -> None:
+def test_per_request_auth_is_wrapped_too(driver: Driver) -> None:
     server = PaidServer({"/paid": "0.25 USD"}, header="Payment-Authorization")
     recorder = Recorder(server)
-    async with make_async(recorder) as client:
-        response = await client.get("/paid", auth=Bearer())
+    with make(driver, recorder) as pay:
+        response = pay.get("/paid", auth=Bearer())
     assert response.status_code == 200
-    assert recorder.seen[1].headers["authorization"] == "Bearer api-token"
+    first, retry = recorder.seen
+    assert first.headers["authorization"] == "Bearer api-token"
+    assert retry.headers["authorization"] == "Bearer api-token"
+    assert retry.headers["payment-authorization"].startswith("Payment ")
+    assert len(server.payments) == 1
 
 
-async def test_credential_never_follows_a_redirect() -> None:
+async def _redirect(send: Any, status: int, location: bytes, *extra: tuple[str, str]) -> None:
+    headers = [(b"location", location), *(tuple(v.encode() for v in h) for h in extra)]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_credential_never_follows_a_redirect(driver: Driver) -> None:
     """The paid retry is redirected to another origin: the credential must stay behind."""
     server = PaidServer({"/paid": "0.25 USD"})
     seen: list[tuple[str, dict[str, str]]] = []
@@ -660,22 +814,15 @@ async def test_credential_never_follows_a_redirect() -> None:
             await send({"type": "http.response.body", "body": b"elsewhere"})
             return
         if "authorization" in headers:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 307,
-                    "headers": [
-                        (b"location", b"https://other.test/landing"),
-                        tuple(v.encode() for v in receipt_header("on-the-redirect")),
-                    ],
-                }
+            await _redirect(
+                send, 307, b"https://other.test/landing", receipt_header("on-the-redirect")
             )
-            await send({"type": "http.response.body", "body": b""})
             return
         await server(scope, receive, send)
 
-    async with make_async(app, follow_redirects=True) as client:
-        response = await client.get("/paid")
+    # Both hosts are pinned to the loopback server, which answers by Host header.
+    with make(driver, app, base_url="https://api.test", follow_redirects=True) as pay:
+        response = pay.get("/paid")
     assert response.text == "elsewhere"
     record = payment_record(response)
     assert record is not None and record.status == "committed"
@@ -685,13 +832,9 @@ async def test_credential_never_follows_a_redirect() -> None:
     assert "authorization" not in seen[2][1]
 
 
-def test_same_origin_redirect_does_not_resend_the_credential(live: Any) -> None:
+def test_same_origin_redirect_does_not_resend_the_credential(driver: Driver) -> None:
     server = PaidServer({"/paid": "0.25 USD"})
-
-    def inner(seen: Seen, index: int) -> Any:
-        return 200, [], b"landed"
-
-    landing = Scripted(inner)
+    landing = Scripted(lambda seen, i: (200, [], b"landed"))
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["path"] == "/landing":
@@ -699,37 +842,48 @@ def test_same_origin_redirect_does_not_resend_the_credential(live: Any) -> None:
             return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if "authorization" in headers:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 302,
-                    "headers": [(b"location", b"/landing")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
+            await _redirect(send, 302, b"/landing")
             return
         await server(scope, receive, send)
 
-    url = live(app)
-    with make_client(base_url=url, follow_redirects=True) as client:
-        assert client.get("/paid").text == "landed"
+    with make(driver, app, follow_redirects=True) as pay:
+        assert pay.get("/paid").text == "landed"
+    assert len(landing.seen) == 1
     assert "authorization" not in landing.seen[0].headers
+
+
+def test_accept_payment_states_method_preferences(driver: Driver) -> None:
+    class Tempoish(DevWallet):
+        name = "tempo"
+
+    recorder = Recorder(PaidServer({"/paid": "0.25 USD"}))
+    with make(driver, recorder, methods=[Tempoish(), DevWallet()]) as pay:
+        pay.get("/paid")
+    assert recorder.seen[0].headers["accept-payment"] == "tempo/charge, dev/charge;q=0.9"
+    with make(driver, recorder, accept_payment=False) as pay:
+        pay.get("/free")
+    assert "accept-payment" not in recorder.seen[-1].headers
+    with make(driver, recorder, accept_payment="dev/*") as pay:
+        pay.get("/free", headers={"Accept-Payment": "mine/charge"})
+        pay.get("/free")
+    assert recorder.seen[-2].headers["accept-payment"] == "mine/charge"
+    assert recorder.seen[-1].headers["accept-payment"] == "dev/*"
 
 
 # -- secrets never leak -----------------------------------------------------------------
 
 
-def test_no_secret_in_logs_reprs_or_errors(live: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_in_logs_reprs_or_errors(
+    driver: Driver, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("DEBUG")
     seed = bytes(range(32))
     wallet = DevWallet(seed)
-    server = PaidServer({"/paid": "0.25 USD"})
-    recorder = Recorder(server)
-    url = live(recorder)
-    with make_client(base_url=url, methods=[wallet]) as client:
-        response = client.get("/paid")
+    recorder = Recorder(PaidServer({"/paid": "0.25 USD"}))
+    with make(driver, recorder, methods=[wallet]) as pay:
+        response = pay.get("/paid")
         with pytest.raises(PolicyDenied) as denied:
-            client.get("/paid", extensions={"mpp": {"max_amount": "0.01 USD"}})
+            pay.get("/paid", extensions={"mpp": {"max_amount": "0.01 USD"}})
     credential_value = recorder.seen[1].headers["authorization"]
     token = credential_value.split(" ", 1)[1]
     signature = Credential.parse(credential_value).payload["signature"]
@@ -739,8 +893,8 @@ def test_no_secret_in_logs_reprs_or_errors(live: Any, caplog: pytest.LogCaptureF
         repr(record),
         str(record),
         repr(wallet),
-        repr(client),
-        repr(client.payment_auth),
+        repr(pay.client),
+        repr(pay.payment_auth),
         str(denied.value),
         repr(denied.value),
         repr(Credential.parse(credential_value)),
@@ -752,10 +906,9 @@ def test_no_secret_in_logs_reprs_or_errors(live: Any, caplog: pytest.LogCaptureF
     assert "paying 0.25 USD" in caplog.text  # the logs do say what was paid
 
 
-def test_response_history_holds_the_402(live: Any) -> None:
-    url = live(PaidServer({"/paid": "0.25 USD"}))
-    with make_client(base_url=url) as client:
-        response = client.get("/paid")
+def test_response_history_holds_the_402(driver: Driver) -> None:
+    with make(driver, PaidServer({"/paid": "0.25 USD"})) as pay:
+        response = pay.get("/paid")
     assert [r.status_code for r in response.history] == [402]
     assert json.loads(response.history[0].content)["type"].endswith("/payment-required")
 
@@ -763,107 +916,149 @@ def test_response_history_holds_the_402(live: Any) -> None:
 # -- concurrency ------------------------------------------------------------------------
 
 
-def test_threads_never_overspend(live: Any) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
+def test_concurrent_calls_never_overspend(driver: Driver) -> None:
+    """30 calls at once (8 threads for sync, 30 tasks for async) against room for 10."""
     server = PaidServer({"/paid": "0.10 USD"})
-    url = live(server)
     policy = SimplePolicy(max_per_call="1.00 USD", budget="1.00 USD")
     ledger = MemoryLedger()
-    with make_client(base_url=url, policy=policy, ledger=ledger) as client:
-
-        def one(_: int) -> str:
-            try:
-                client.get("/paid")
-                return "paid"
-            except BudgetExceeded:
-                return "refused"
-
-        with ThreadPoolExecutor(8) as pool:
-            outcomes = list(pool.map(one, range(30)))
-    assert outcomes.count("paid") == 10
+    with make(driver, server, policy=policy, ledger=ledger) as pay:
+        results = pay.gather([("GET", "/paid", {})] * 30, threads=8)
+    paid = [r for r in results if isinstance(r, httpx.Response)]
+    refused = [r for r in results if isinstance(r, BudgetExceeded)]
+    assert len(paid) + len(refused) == 30, [r for r in results if isinstance(r, Exception)]
+    assert len(paid) == 10
+    assert all(r.status_code == 200 and payment_record(r) is not None for r in paid)
     assert server.total_received == Amount.parse("1.00 USD")
     assert ledger.spent("USD") == Amount.parse("1.00 USD")
-
-
-async def test_tasks_never_overspend() -> None:
-    import asyncio
-
-    server = PaidServer({"/paid": "0.10 USD"})
-    policy = SimplePolicy(max_per_call="1.00 USD", budget="0.50 USD")
-    async with make_async(server, policy=policy) as client:
-
-        async def one() -> str:
-            try:
-                await client.get("/paid")
-                return "paid"
-            except BudgetExceeded:
-                return "refused"
-
-        outcomes = await asyncio.gather(*(one() for _ in range(25)))
-    assert outcomes.count("paid") == 5
-    assert server.total_received == Amount.parse("0.50 USD")
-
-
-class Tempoish(DevWallet):
-    name = "tempo"
-
-
-async def test_accept_payment_states_method_preferences() -> None:
-    server = PaidServer({"/paid": "0.25 USD"})
-    recorder = Recorder(server)
-    async with make_async(recorder, methods=[Tempoish(), DevWallet()]) as client:
-        await client.get("/paid")
-    assert recorder.seen[0].headers["accept-payment"] == "tempo/charge, dev/charge;q=0.9"
-    async with make_async(recorder, accept_payment=False) as client:
-        await client.get("/free")
-    assert "accept-payment" not in recorder.seen[-1].headers
-    async with make_async(recorder, accept_payment="dev/*") as client:
-        await client.get("/free", headers={"Accept-Payment": "mine/charge"})
-        await client.get("/free")
-    assert recorder.seen[-2].headers["accept-payment"] == "mine/charge"
-    assert recorder.seen[-1].headers["accept-payment"] == "dev/*"
+    assert [r.status for r in ledger.records()] == ["committed"] * 10
 
 
 # -- cancellation -----------------------------------------------------------------------
+# Async only: a sync call cannot be cancelled from outside its thread. The sync
+# analogue, an interruption raised inside the wallet's pay, is
+# test_interrupt_inside_pay_settles_the_reservation_and_goes_on (both drivers).
 
 
 class SlowWallet(DevWallet):
     async def apay(self, challenge: Any) -> Any:
-        import asyncio
-
         await asyncio.sleep(5)
         return await super().apay(challenge)
 
 
-async def test_cancelled_while_paying_releases_the_reservation(tmp_path: Any) -> None:
-    import asyncio
-
+@pytest.mark.parametrize("via", ["asgi", "socket"])
+@pytest.mark.parametrize("driver", ["async"], indirect=True)
+def test_cancelled_while_paying_releases_the_reservation(
+    driver: Driver, via: Via, tmp_path: Any
+) -> None:
     server = PaidServer({"/paid": "0.25 USD"})
     ledger = mpp_client.ledger.SqliteLedger(tmp_path / "l.sqlite3")
-    async with make_async(server, methods=[SlowWallet()], ledger=ledger) as client:
+    with make(driver, server, via=via, methods=[SlowWallet()], ledger=ledger) as pay:
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(client.get("/paid"), timeout=0.5)
+            pay.run(lambda client: asyncio.wait_for(client.get("/paid"), timeout=0.5))
     assert [r.status for r in ledger.records()] == ["released"]
     assert ledger.spent("USD") == Amount(0, "USD")
     assert server.payments == []
 
 
-async def test_cancelled_during_the_paid_retry_stays_counted(tmp_path: Any) -> None:
-    import asyncio
+class HeldReserve(mpp_client.ledger.SqliteLedger):
+    """A SQLite ledger whose reserve, once written, waits for the test to say go."""
 
+    def __init__(self, path: Any) -> None:
+        super().__init__(path)
+        self.reserving = threading.Event()
+        self.go = threading.Event()
+
+    def reserve(self, record: Any, limits: Any) -> Any:
+        held = super().reserve(record, limits)
+        self.reserving.set()
+        self.go.wait(30)
+        return held
+
+
+class CheckpointWallet(DevWallet):
+    """Pays after one event-loop checkpoint, where a pending cancellation lands."""
+
+    async def apay(self, challenge: Any) -> Any:
+        await asyncio.sleep(0)
+        return await super().apay(challenge)
+
+
+# The async driver shields ledger work with anyio.CancelScope(shield=True), which
+# holds off anyio cancel scopes but not asyncio's own task.cancel() (wait_for,
+# asyncio.timeout, TaskGroup): the thread finishes the reservation, and the
+# CancelledError comes out of the Record effect before the loop has the plan, so
+# the loop cannot settle it.
+NATIVE_CANCEL_LEAKS = pytest.mark.xfail(
+    strict=True,
+    reason="async driver: asyncio task.cancel() during a ledger Record (the reservation) "
+    "is not shielded; the reservation stays 'reserved' (held) instead of being released",
+)
+
+
+@pytest.mark.parametrize("cancel", ["anyio", pytest.param("asyncio", marks=NATIVE_CANCEL_LEAKS)])
+@pytest.mark.parametrize("driver", ["async"], indirect=True)
+def test_cancelled_while_reserving_settles_the_reservation(
+    driver: Driver, cancel: str, tmp_path: Any
+) -> None:
+    """The ledger work runs in a thread, shielded: a cancellation cannot lose its result.
+
+    (Sync code has nothing to shield from: see the ``Record`` effect's docstring.)
+    """
     server = PaidServer({"/paid": "0.25 USD"})
+    ledger = HeldReserve(tmp_path / "l.sqlite3")
 
-    async def slow_after_payment(scope: Any, receive: Any, send: Any) -> None:
-        if any(name == b"authorization" for name, _ in scope["headers"]):
-            await asyncio.sleep(5)
+    async def native(client: Any) -> None:
+        task = asyncio.ensure_future(client.get("/paid"))
+        await asyncio.to_thread(ledger.reserving.wait, 30)
+        task.cancel()  # lands while the reservation's thread is still running
+        ledger.go.set()
+        await task
+
+    async def scoped(client: Any) -> bool:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(client.get, "/paid")
+                await anyio.to_thread.run_sync(ledger.reserving.wait, 30)
+                scope.cancel()  # lands while the reservation's thread is still running
+                ledger.go.set()
+        return scope.cancelled_caught
+
+    with make(driver, server, methods=[CheckpointWallet()], ledger=ledger) as pay:
+        if cancel == "asyncio":
+            with pytest.raises(asyncio.CancelledError):
+                pay.run(native)
+        else:
+            assert pay.run(scoped) is True
+    # The reservation made in the thread was not lost: it was settled, nothing was paid.
+    assert ledger.reserving.is_set()
+    assert [r.status for r in ledger.records()] == ["released"]
+    assert ledger.spent("USD") == Amount(0, "USD")
+    assert server.payments == []
+
+
+@pytest.mark.parametrize("via", ["asgi", "socket"])
+@pytest.mark.parametrize("driver", ["async"], indirect=True)
+def test_cancelled_during_the_paid_retry_stays_counted(
+    driver: Driver, via: Via, tmp_path: Any
+) -> None:
+    server = PaidServer({"/paid": "0.25 USD"})
+    reached: list[str] = []
+
+    async def hangs_after_payment(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and any(n == b"authorization" for n, _ in scope["headers"]):
+            # The credential arrived; never answer: wait until the client goes away.
+            await read_body(receive)
+            reached.append(scope["path"])
+            await receive()
+            return
         await server(scope, receive, send)
 
     ledger = mpp_client.ledger.SqliteLedger(tmp_path / "l.sqlite3")
-    async with make_async(slow_after_payment, ledger=ledger) as client:
+    with make(driver, hangs_after_payment, via=via, ledger=ledger) as pay:
         # The cancellation itself comes through (not swallowed by our own error)...
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(client.get("/paid"), timeout=0.5)
+            pay.run(lambda client: asyncio.wait_for(client.get("/paid"), timeout=0.5))
+    assert reached == ["/paid"]
     # ...and the payment, already sent, stays counted as unknown.
     assert [r.status for r in ledger.records()] == ["unknown"]
     assert ledger.spent("USD") == Amount.parse("0.25 USD")

@@ -1,8 +1,9 @@
 """Durable ledgers under crashes and contention, with real processes.
 
 Crash tests: a worker process (``tests/ledger_worker.py``) pays numbered jobs
-through ``mpp_client.Client`` against a ``PaidServer`` served by this process,
-and stops at one step of the flow (inside the reservation's transaction, after
+through ``mpp_client.Client`` or ``mpp_client.AsyncClient`` (the two drivers of
+the one payment loop) against a ``PaidServer`` served by this process, and
+stops at one step of the flow (inside the reservation's transaction, after
 reserve, inside ``pay``, after the paid retry was answered but before commit,
 after commit). The test kills it there with SIGKILL, then checks the books:
 the audit log verifies, every payment the server accepted has exactly one
@@ -10,11 +11,14 @@ ledger record that still counts against the budget, and nothing exceeds the
 cap. Then a restarted worker resumes the jobs under the same budget, the
 reservation the crash left behind is resolved from the server's truth, and a
 last run uses the room a release gave back: never an overspend, never a job
-paid twice.
+paid twice. The crash and the last run use the driver under test; the restart
+uses the other one, so the two drivers are also shown to read the books the
+same way (each crash step runs once per driver).
 
-Concurrency tests: 8 processes of 50 asyncio tasks each pay against one small
-budget, on one SQLite file and on one PostgreSQL prefix, through the real
-``AsyncClient`` flow and straight on the ledger.
+Concurrency tests: processes released at once pay against one small budget
+on one SQLite file and on one PostgreSQL prefix: 4 processes of 50 threads
+sharing one ``Client``, 4 of 50 asyncio tasks sharing one ``AsyncClient``, and
+8 of 50 tasks reserving straight on the ledger.
 
 PostgreSQL tests use ``$MPP_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``) and are skipped when it is not
@@ -47,7 +51,7 @@ from mpp_client import Amount, PaymentError
 from mpp_client.ledger import COUNTED, PaymentRecord, PostgresLedger, SqliteLedger, Status
 from mpp_client.testing import LocalServer, PaidServer
 
-from .ledger_worker import STEPS
+from .ledger_worker import DRIVERS, STEPS
 
 pytestmark = pytest.mark.skipif(
     not hasattr(signal, "SIGKILL"), reason="needs POSIX signals (SIGKILL)"
@@ -133,15 +137,16 @@ def opened(store: Store) -> Iterator[Callable[[], Durable]]:
 class Worker:
     """A ``tests.ledger_worker`` subprocess importing mpp_client from this checkout."""
 
-    def __init__(self, tmp: Path, *args: str) -> None:
+    def __init__(self, tmp: Path, *args: str, barrier: bool = False) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         self._stderr_path = tmp / f"worker-{uuid.uuid4().hex[:8]}.stderr"
         self._stderr = self._stderr_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.ledger_worker", *args],
+            [sys.executable, "-m", "tests.ledger_worker", *args, *(["--barrier"] * barrier)],
             cwd=REPO,
             env=env,
+            stdin=subprocess.PIPE if barrier else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
@@ -181,6 +186,12 @@ class Worker:
             if line == wanted:
                 return
 
+    def go(self) -> None:
+        """Release a ``--barrier`` worker that printed READY."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("GO\n")
+        self.proc.stdin.close()
+
     def result(self, timeout: float = 60.0) -> dict[str, Any]:
         """Wait for the worker to finish; its JSON summary (the last stdout line)."""
         try:
@@ -198,6 +209,10 @@ class Worker:
         # The worker ran this checkout's package, not some installed copy.
         assert Path(summary["package"]).resolve().is_relative_to(REPO)
         return summary
+
+
+def other(driver: str) -> str:
+    return "async" if driver == "sync" else "sync"
 
 
 def crash(tmp: Path, step: str, *args: str) -> None:
@@ -302,15 +317,16 @@ def _outcomes(summary: dict[str, Any], paid: dict[str, str], skipped: set[str]) 
 
 
 @pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("driver_name", DRIVERS)
 def test_crash_then_restart(
-    step: str, store: Store, opened: Callable[[], Durable], tmp_path: Path
+    driver_name: str, step: str, store: Store, opened: Callable[[], Durable], tmp_path: Path
 ) -> None:
     server = PaidServer({"/paid": PRICE})
     with LocalServer(server) as live:
         jobs = [*store.args, "--url", live.url + "/paid", "--budget", str(CAP), "--jobs", "6"]
 
         # 1. Jobs 1 and 2 are paid; job 3 is killed at `step`.
-        crash(tmp_path, step, "jobs", *jobs)
+        crash(tmp_path, step, "jobs", "--driver", driver_name, *jobs)
         if store.path is not None:
             # Killed processes do not checkpoint: the state is in the WAL, and
             # reopening recovers it whole.
@@ -324,9 +340,11 @@ def test_crash_then_restart(
         kinds = Counter(json.loads(line)["event"]["kind"] for line in ledger.export_jsonl())
         assert kinds["reserve"] == len(records)
 
-        # 2. Restart with the same ledger and budget: it resumes the jobs the
-        #    ledger does not count, within what the budget has left.
-        summary = Worker(tmp_path, "jobs", *jobs).result()
+        # 2. Restart with the same ledger and budget, through the other driver:
+        #    it resumes the jobs the ledger does not count, within what the
+        #    budget has left.
+        summary = Worker(tmp_path, "jobs", "--driver", other(driver_name), *jobs).result()
+        assert summary["driver"] == other(driver_name)
         counted_jobs = {job for job, st in statuses.items() if set(st) & COUNTED}
         _outcomes(summary, RESTART[step], counted_jobs)
         records = check_books(ledger, server, CAP)
@@ -359,7 +377,8 @@ def test_crash_then_restart(
 
         # 4. Run again: a release gave room back, and only the released job is
         #    paid with it; otherwise nothing more is paid.
-        summary = Worker(tmp_path, "jobs", *jobs).result()
+        summary = Worker(tmp_path, "jobs", "--driver", driver_name, *jobs).result()
+        assert summary["driver"] == driver_name
         paid_now = {"job-3": "paid"} if RESOLVED.get(step) == "released" else {}
         skipped = {f"job-{n}" for n in range(1, 5)} - set(paid_now)
         _outcomes(summary, paid_now, skipped)
@@ -373,14 +392,19 @@ def test_crash_then_restart(
         sqlite_intact(store.path)
 
 
+@pytest.mark.parametrize("driver_name", DRIVERS)
 def test_kill_inside_reservation_releases_the_write_lock(
-    store: Store, opened: Callable[[], Durable], tmp_path: Path
+    driver_name: str, store: Store, opened: Callable[[], Durable], tmp_path: Path
 ) -> None:
-    """A process killed while holding the write lock does not block the others."""
+    """A process killed while holding the write lock does not block the others.
+
+    The async driver holds it from a worker thread (ledger I/O runs off the
+    event loop), the sync driver from the calling thread.
+    """
     server = PaidServer({"/paid": PRICE})
     with LocalServer(server) as live:
         jobs = [*store.args, "--url", live.url + "/paid", "--budget", str(CAP), "--jobs", "6"]
-        crash(tmp_path, "in-reserve-txn", "jobs", *jobs)
+        crash(tmp_path, "in-reserve-txn", "jobs", "--driver", driver_name, *jobs)
         ledger = opened()
         before = len(list(ledger.export_jsonl()))
         started = time.monotonic()
@@ -407,18 +431,32 @@ def test_kill_inside_reservation_releases_the_write_lock(
 
 # -- concurrency ----------------------------------------------------------------------
 
+#: Processes, and concurrent callers in each, straight on the ledger.
 PROCESSES = 8
 TASKS = 50
+#: Through a client: the test runs once per driver, with half the processes each
+#: (together as many processes and calls as one run of the direct test).
+CLIENT_PROCESSES = PROCESSES // 2
 BUDGET = Amount.coerce("2.00 USD")
 PRICES = [f"0.0{cents} USD" for cents in range(1, 6)]
 
 
-def _stress(store: Store, tmp: Path, mode: str, url: str, attempts: int) -> Counter[str]:
+def _stress(
+    store: Store,
+    tmp: Path,
+    mode: str,
+    url: str,
+    attempts: int,
+    processes: int = PROCESSES,
+    driver: str | None = None,
+) -> Counter[str]:
+    """Run the stress workers, all released at once; their counts added up."""
     workers = [
         Worker(
             tmp,
             "stress",
             *store.args,
+            *(["--driver", driver] if driver is not None else []),
             "--url",
             url,
             "--budget",
@@ -435,26 +473,37 @@ def _stress(store: Store, tmp: Path, mode: str, url: str, attempts: int) -> Coun
             ",".join(PRICES),
             "--seed",
             str(seed),
+            barrier=True,
         )
-        for seed in range(PROCESSES)
+        for seed in range(processes)
     ]
+    # Every worker set up before any pays: the contention is real, not staggered.
+    for worker in workers:
+        worker.wait_for("READY")
+    for worker in workers:
+        worker.go()
     total: Counter[str] = Counter()
     for worker in workers:
-        total.update(worker.result(timeout=60)["counts"])
+        summary = worker.result(timeout=60)
+        assert summary["driver"] == driver
+        total.update(summary["counts"])
     return total
 
 
+@pytest.mark.parametrize("driver_name", DRIVERS)
 def test_concurrent_clients_share_one_budget(
-    store: Store, opened: Callable[[], Durable], tmp_path: Path
+    driver_name: str, store: Store, opened: Callable[[], Durable], tmp_path: Path
 ) -> None:
-    """8 processes x 50 tasks through the real AsyncClient flow, one small budget."""
+    """4 processes x 50 callers (threads on one Client, or tasks on one AsyncClient)."""
     server = PaidServer({f"/p{cents}": price for cents, price in enumerate(PRICES, start=1)})
     started = time.monotonic()
     with LocalServer(server) as live:
-        counts = _stress(store, tmp_path, "client", live.url, attempts=2)
+        counts = _stress(
+            store, tmp_path, "client", live.url, 2, processes=CLIENT_PROCESSES, driver=driver_name
+        )
     elapsed = time.monotonic() - started
     assert set(counts) <= {"paid", "refused"}, counts
-    assert counts.total() == PROCESSES * TASKS * 2
+    assert counts.total() == CLIENT_PROCESSES * TASKS * 2
     assert counts["refused"] > counts["paid"] > 0  # most attempts must be refused
 
     ledger = opened()
