@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .identity import AgentKey
 
 from ._flow._observe import PaymentHook, RefusalHook, UnknownHook
+from ._flow._transport import TRANSPORT_ERROR
 from ._headers import strip_credentials
 from .auth import PaymentAuth
 from .ledger import Ledger, PaymentRecord
@@ -168,6 +169,22 @@ class Client(_PaymentMixin, httpx.Client):
     here or per request) still applies: payments wrap around it.
     """
 
+    def _send_handling_redirects(self, request: httpx.Request, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super()._send_handling_redirects(request, *args, **kwargs)
+        except httpx.TransportError as exc:
+            request.extensions[TRANSPORT_ERROR] = exc  # see _flow._drivers._lost_cause
+            raise
+
 
 class AsyncClient(_PaymentMixin, httpx.AsyncClient):
     """The async twin of :class:`Client`: an ``httpx.AsyncClient`` that pays."""
+
+    async def _send_handling_redirects(
+        self, request: httpx.Request, *args: Any, **kwargs: Any
+    ) -> Any:
+        try:
+            return await super()._send_handling_redirects(request, *args, **kwargs)
+        except httpx.TransportError as exc:
+            request.extensions[TRANSPORT_ERROR] = exc  # see _flow._drivers._lost_cause
+            raise

@@ -138,13 +138,13 @@ class FaultyWallet(DevWallet):
         super().__init__(seed=b"\x07" * 32)
         self.faults = faults
 
-    def pay(self, challenge: Challenge) -> Mapping[str, Any]:
-        payload = super().pay(challenge)
+    def pay(self, challenge: Challenge, quote: Any = None) -> Mapping[str, Any]:
+        payload = super().pay(challenge, quote)
         self.faults.hit("during-pay")
         return payload
 
-    async def apay(self, challenge: Challenge) -> Mapping[str, Any]:
-        return self.pay(challenge)
+    async def apay(self, challenge: Challenge, quote: Any = None) -> Mapping[str, Any]:
+        return self.pay(challenge, quote)
 
 
 def open_store(args: argparse.Namespace, faults: Faults | None = None) -> Ledger:

@@ -9,6 +9,7 @@ event loop), against real loopback sockets unless it says otherwise (see
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -515,19 +516,11 @@ def test_transport_error_on_the_paid_retry_is_outcome_unknown(
     assert "authorization" in calls[1].headers
 
 
-# The async driver learns of the lost retry from the GeneratorExit that httpx's
-# ``await auth_flow.aclose()`` throws in, and CPython (3.11) does not chain the
-# in-flight transport error as that GeneratorExit's __context__ for async
-# generators (it does for sync ones): so the error has no __cause__ there.
-LOST_CAUSE = pytest.mark.xfail(
-    strict=True,
-    reason="async driver: PaymentOutcomeUnknown for a lost paid retry has __cause__ None "
-    "(drive_async reads the cause from GeneratorExit.__context__, which aclose() leaves unset)",
-)
-
-
+# The async driver cannot read the transport error off httpx's GeneratorExit
+# (CPython does not chain it for async generators); Client/AsyncClient leave it
+# on the failed request instead, so both drivers name it as the cause.
 @pytest.mark.parametrize("error", [httpx.ReadTimeout, httpx.ConnectError])
-@pytest.mark.parametrize("driver", ["sync", pytest.param("async", marks=LOST_CAUSE)], indirect=True)
+@pytest.mark.parametrize("driver", ["sync", "async"], indirect=True)
 def test_transport_error_on_the_paid_retry_is_the_cause(
     driver: Driver, error: type[httpx.TransportError]
 ) -> None:
@@ -549,15 +542,18 @@ def test_malformed_receipt_still_commits(driver: Driver, caplog: pytest.LogCaptu
 
 
 class Exploding(DevWallet):
-    def pay(self, challenge: Any) -> Any:
+    def pay(self, challenge: Any, quote: Any = None) -> Any:
         raise RuntimeError("hardware wallet unplugged")
 
-    async def apay(self, challenge: Any) -> Any:
+    async def apay(self, challenge: Any, quote: Any = None) -> Any:
         raise RuntimeError("hardware wallet unplugged")
 
 
 class ExplodingPush(Exploding):
-    moves_funds_on_pay = True
+    """Its quotes say paying moves funds (a broadcast): a failure leaves it unknown."""
+
+    def quote(self, challenge: Any) -> Any:
+        return dataclasses.replace(super().quote(challenge), moves_funds=True)
 
 
 def test_method_failure_releases_the_reservation(driver: Driver) -> None:
@@ -579,15 +575,16 @@ def test_push_method_failure_is_outcome_unknown(driver: Driver) -> None:
 class Interrupted(DevWallet):
     """Ctrl-C lands while the wallet pays: the sync analogue of a cancellation."""
 
-    def pay(self, challenge: Any) -> Any:
+    def pay(self, challenge: Any, quote: Any = None) -> Any:
         raise KeyboardInterrupt
 
-    async def apay(self, challenge: Any) -> Any:
+    async def apay(self, challenge: Any, quote: Any = None) -> Any:
         raise KeyboardInterrupt
 
 
 class InterruptedPush(Interrupted):
-    moves_funds_on_pay = True
+    def quote(self, challenge: Any) -> Any:
+        return dataclasses.replace(super().quote(challenge), moves_funds=True)
 
 
 @pytest.mark.parametrize(
@@ -690,7 +687,7 @@ def never() -> Iterator[threading.Event]:
             ("async-yes", True, None),
             ("sync-no", False, "the approver declined"),
             ("async-no", False, "the approver declined"),
-            ("broken", False, None),
+            ("broken", False, r"the approver failed \(RuntimeError\)"),
             ("silent", False, "no answer from the approver in time"),
             ("none", False, r"approval required .* no approver is configured"),
         ]
@@ -940,9 +937,9 @@ def test_concurrent_calls_never_overspend(driver: Driver) -> None:
 
 
 class SlowWallet(DevWallet):
-    async def apay(self, challenge: Any) -> Any:
+    async def apay(self, challenge: Any, quote: Any = None) -> Any:
         await asyncio.sleep(5)
-        return await super().apay(challenge)
+        return await super().apay(challenge, quote)
 
 
 @pytest.mark.parametrize("via", ["asgi", "socket"])
@@ -978,24 +975,15 @@ class HeldReserve(mpp_client.ledger.SqliteLedger):
 class CheckpointWallet(DevWallet):
     """Pays after one event-loop checkpoint, where a pending cancellation lands."""
 
-    async def apay(self, challenge: Any) -> Any:
+    async def apay(self, challenge: Any, quote: Any = None) -> Any:
         await asyncio.sleep(0)
-        return await super().apay(challenge)
+        return await super().apay(challenge, quote)
 
 
-# The async driver shields ledger work with anyio.CancelScope(shield=True), which
-# holds off anyio cancel scopes but not asyncio's own task.cancel() (wait_for,
-# asyncio.timeout, TaskGroup): the thread finishes the reservation, and the
-# CancelledError comes out of the Record effect before the loop has the plan, so
-# the loop cannot settle it.
-NATIVE_CANCEL_LEAKS = pytest.mark.xfail(
-    strict=True,
-    reason="async driver: asyncio task.cancel() during a ledger Record (the reservation) "
-    "is not shielded; the reservation stays 'reserved' (held) instead of being released",
-)
-
-
-@pytest.mark.parametrize("cancel", ["anyio", pytest.param("asyncio", marks=NATIVE_CANCEL_LEAKS)])
+# Ledger work is shielded from both kinds of cancellation: an anyio cancel
+# scope, and asyncio's own task.cancel() (wait_for, asyncio.timeout, task
+# groups), which a shielded anyio scope alone does not hold off.
+@pytest.mark.parametrize("cancel", ["anyio", "asyncio"])
 @pytest.mark.parametrize("driver", ["async"], indirect=True)
 def test_cancelled_while_reserving_settles_the_reservation(
     driver: Driver, cancel: str, tmp_path: Any

@@ -407,7 +407,6 @@ def test_kill_inside_reservation_releases_the_write_lock(
         crash(tmp_path, "in-reserve-txn", "jobs", "--driver", driver_name, *jobs)
         ledger = opened()
         before = len(list(ledger.export_jsonl()))
-        started = time.monotonic()
         record = PaymentRecord(
             id=uuid.uuid4().hex,
             created_at=datetime.now(UTC),
@@ -422,8 +421,8 @@ def test_kill_inside_reservation_releases_the_write_lock(
             payee="merchant-1",
             challenge_id=uuid.uuid4().hex,
         )
+        # Succeeds rather than waiting out the busy timeout and raising: the lock is free.
         held = ledger.reserve(record, [])
-        assert time.monotonic() - started < 5.0  # not a lock timeout
         ledger.release(held.id, "test")
         assert len(list(ledger.export_jsonl())) == before + 2
         check_books(ledger, server, CAP)
@@ -496,12 +495,10 @@ def test_concurrent_clients_share_one_budget(
 ) -> None:
     """4 processes x 50 callers (threads on one Client, or tasks on one AsyncClient)."""
     server = PaidServer({f"/p{cents}": price for cents, price in enumerate(PRICES, start=1)})
-    started = time.monotonic()
     with LocalServer(server) as live:
         counts = _stress(
             store, tmp_path, "client", live.url, 2, processes=CLIENT_PROCESSES, driver=driver_name
         )
-    elapsed = time.monotonic() - started
     assert set(counts) <= {"paid", "refused"}, counts
     assert counts.total() == CLIENT_PROCESSES * TASKS * 2
     assert counts["refused"] > counts["paid"] > 0  # most attempts must be refused
@@ -516,7 +513,6 @@ def test_concurrent_clients_share_one_budget(
     # Refusals were real: nothing is released here, so once one was refused the
     # room left stayed under that price. The budget is used up to within 0.05.
     assert counted(records) > BUDGET - Amount.coerce(PRICES[-1])
-    assert elapsed < 60, f"took {elapsed:.1f}s"
 
 
 def test_concurrent_reservations_share_one_budget(

@@ -112,3 +112,37 @@ def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "spent 0.92 USD of 1.00 USD; 0.08 USD remains" in out
     assert "exceeds the per-call cap 0.50 USD" in out
     assert "would exceed budget 'total' of 1.00 USD" in out
+
+
+def test_a_method_written_for_the_earlier_hooks_still_pays_with_a_warning() -> None:
+    """``pay(challenge)``, ``credential_source``, ``moves_funds_on_pay`` work until 0.3."""
+    import warnings
+
+    from mpp_client import Amount, PaymentMethod, Quote, charge_terms
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        class OldStyle(PaymentMethod):
+            name = "dev"
+            moves_funds_on_pay = False
+
+            def credential_source(self, challenge: Challenge) -> str:
+                return "did:example:old"
+
+            def quote(self, challenge: Challenge) -> Quote:
+                terms = charge_terms(challenge)
+                return Quote(Amount(terms.amount, "USD", 2), terms.recipient or "", "dev", "charge")
+
+            def pay(self, challenge: Challenge) -> dict[str, str]:
+                return {"old": "yes"}
+
+    messages = [str(w.message) for w in caught if w.category is DeprecationWarning]
+    assert any("OldStyle.pay(challenge) is deprecated" in m for m in messages)
+    assert any("credential_source, moves_funds_on_pay" in m for m in messages)
+    method = OldStyle()
+    challenge = dev_challenge()
+    quote = method._flow_quote(challenge)
+    assert quote.payer == "did:example:old" and quote.moves_funds is False
+    assert method.pay(challenge, quote) == {"old": "yes"}
+    assert method._flow_moved(challenge, quote, {"old": "yes"}) is False

@@ -56,9 +56,19 @@ from ._options import CallOptions
 from ._receipts import ReceiptReading, read_receipt
 from ._transport import UNSAFE_METHODS, check_transport, redact_url
 
-__all__ = ["Call", "DryRun", "Engine", "Offer", "Pending", "Plan", "Target"]
+__all__ = ["ApproverFailed", "Call", "DryRun", "Engine", "Offer", "Pending", "Plan", "Target"]
 
 logger = get_logger("mpp_client")
+
+
+@dataclass(frozen=True, slots=True)
+class ApproverFailed:
+    """The approver raised instead of answering: not an approval (only its type is kept)."""
+
+    kind: str
+
+    def __init__(self, error: BaseException) -> None:
+        object.__setattr__(self, "kind", type(error).__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,16 +361,20 @@ class Call:
         )
 
     def approved(
-        self, pending: Pending, answer: bool | None, response: httpx.Response | None = None
+        self,
+        pending: Pending,
+        answer: bool | ApproverFailed | None,
+        response: httpx.Response | None = None,
     ) -> Plan:
-        """Continue after the approver answered (None: it timed out or failed)."""
+        """Continue after the approver answered (None: no answer in time)."""
         offer, decision = pending.offer, pending.decision
         if answer is not True:
-            why = (
-                "the approver declined"
-                if answer is False
-                else "no answer from the approver in time"
-            )
+            if isinstance(answer, ApproverFailed):
+                why = f"the approver failed ({answer.kind}): not approved"
+            elif answer is False:
+                why = "the approver declined"
+            else:
+                why = "no answer from the approver in time"
             rule = RuleResult("approval", False, why)
             refused = dataclasses.replace(decision, outcome="deny", rules=(*decision.rules, rule))
             refusal = self._refusal(offer, refused, response)

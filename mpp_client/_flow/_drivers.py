@@ -19,12 +19,13 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import httpx
+import sniffio
 
 from .._text import get_logger
 from ..policy import ApprovalRequest, Approver, Decision
-from ._call import Call, Engine
+from ._call import ApproverFailed, Call, Engine
 from ._loop import Ask, Effect, Loop, Pay, Read402, Record, Send, SendLost, payment_loop
-from ._transport import MAX_402_BODY, read_402_limit_error, redact_url
+from ._transport import MAX_402_BODY, TRANSPORT_ERROR, read_402_limit_error, redact_url
 
 __all__ = ["drive_async", "drive_sync"]
 
@@ -63,9 +64,11 @@ def drive_sync(
             if isinstance(effect, Send):
                 step = observer.step(payment, "retry") if effect.paid else None
                 stepper = _SyncInner(inner, effect.request, effect.credential)
+                sent = effect.request
                 try:
                     outgoing: httpx.Request | None = stepper.start()
                     while outgoing is not None:
+                        sent = outgoing
                         outgoing = stepper.feed((yield outgoing))
                 except BaseException as exc:
                     observer.end_step(step, exc)
@@ -75,7 +78,7 @@ def drive_sync(
                     # The credential went out and no response came back (httpx closes
                     # the flow with GeneratorExit when sending failed): the loop records
                     # the payment as unknown and says so, with the transport error as cause.
-                    cause = exc.__context__ if isinstance(exc, GeneratorExit) else exc
+                    cause = _lost_cause(exc, sent)
                     error = _settle_lost_sync(loop, cause)
                     raise error from error.__cause__
                 observer.end_step(step)
@@ -96,6 +99,20 @@ def drive_sync(
         if observer.active:
             observer.end(payment, call.record, ended)
             observer.notify_sync(call.record, ended)
+
+
+def _lost_cause(exc: BaseException, sent: httpx.Request) -> BaseException | None:
+    """The transport error behind a lost paid request.
+
+    httpx closes the flow with ``GeneratorExit`` while handling the error: a
+    sync generator sees the error as that exit's context, an async generator
+    (on CPython 3.11) does not, so ``Client``/``AsyncClient`` also leave it on
+    the request they failed to send (:data:`TRANSPORT_ERROR`).
+    """
+    if not isinstance(exc, GeneratorExit):
+        return exc
+    stashed = sent.extensions.get(TRANSPORT_ERROR)
+    return exc.__context__ or (stashed if isinstance(stashed, BaseException) else None)
 
 
 def _step_name(effect: Effect) -> str | None:
@@ -161,7 +178,7 @@ def _read_402_sync(response: httpx.Response) -> None:
 
 def _ask_sync(
     approver: Approver | None, request: ApprovalRequest, decision: Decision
-) -> bool | None:
+) -> bool | ApproverFailed | None:
     """Ask the approver from sync code, in a worker thread so a timeout can apply."""
     assert approver is not None
 
@@ -179,7 +196,7 @@ def _ask_sync(
         return None
     except Exception as exc:
         logger.warning("the approver failed: %s", type(exc).__name__)
-        return None
+        return ApproverFailed(exc)
     finally:
         pool.shutdown(wait=False)
 
@@ -207,6 +224,7 @@ async def drive_async(
     observer = engine.observer
     payment: Any = None
     ended: BaseException | None = None
+    deferred: BaseException | None = None
     reply: Any = None
     failure: BaseException | None = None
     try:
@@ -214,21 +232,23 @@ async def drive_async(
             try:
                 effect = loop.send(reply) if failure is None else loop.throw(failure)
             except StopIteration:
-                return
+                break
             reply, failure = None, None
             if isinstance(effect, Send):
                 step = observer.step(payment, "retry") if effect.paid else None
                 stepper = _AsyncInner(inner, effect.request, effect.credential)
+                sent = effect.request
                 try:
                     outgoing: httpx.Request | None = await stepper.start()
                     while outgoing is not None:
+                        sent = outgoing
                         outgoing = await stepper.feed((yield outgoing))
                 except BaseException as exc:
                     observer.end_step(step, exc)
                     if not effect.paid:
                         loop.close()
                         raise
-                    cause = exc.__context__ if isinstance(exc, GeneratorExit) else exc
+                    cause = _lost_cause(exc, sent)
                     error = await _settle_lost_async(engine, loop, cause)
                     if isinstance(exc, GeneratorExit) and _being_cancelled():
                         raise  # the record says unknown; the cancellation goes on
@@ -236,11 +256,18 @@ async def drive_async(
                 observer.end_step(step)
                 reply = stepper.response
                 continue
+            if deferred is not None and not isinstance(effect, Record):
+                # Cancelled while the ledger wrote: the loop has the result; now it
+                # settles the interruption instead of going on (no payment starts).
+                failure, deferred = deferred, None
+                continue
             if payment is None and observer.active:
                 payment = observer.begin(redact_url(request.url))
             step = observer.step(payment, _step_name(effect))
             try:
                 reply = await _perform_async(engine, effect)
+            except _Deferred as late:
+                reply, deferred = late.result, late.cancellation
             except BaseException as exc:  # thrown into the loop, which decides
                 failure = exc
             observer.end_step(step, failure)
@@ -251,6 +278,8 @@ async def drive_async(
         if observer.active:
             observer.end(payment, call.record, ended)
             await observer.notify_async(call.record, ended)
+    if deferred is not None:  # the loop finished; the cancellation goes on
+        raise deferred
 
 
 async def _perform_async(engine: Engine, effect: Effect) -> Any:
@@ -267,12 +296,48 @@ async def _perform_async(engine: Engine, effect: Effect) -> Any:
 
 
 async def _record_async(engine: Engine, effect: Record) -> Any:
-    """Ledger work off the event loop when the ledger does I/O, shielded from cancellation."""
+    """Ledger work off the event loop when the ledger does I/O, shielded from cancellation.
+
+    A reservation made in the worker thread must reach the loop even when the
+    task is cancelled meanwhile, or it would stay held with nobody to settle
+    it. Under anyio cancel scopes (and trio) a shielded scope does that; a
+    native asyncio cancellation (``task.cancel()``: ``asyncio.timeout``,
+    ``wait_for``, task groups) is not stopped by it, so on asyncio the work's
+    future is awaited through ``asyncio.shield`` until it is done, and the
+    cancellation is handed back with the result (:class:`_Deferred`) for the
+    loop to settle before it goes on.
+    """
     if not engine.ledger.blocking:
         return effect.work(*effect.args)
     work: Callable[[], Any] = lambda: effect.work(*effect.args)  # noqa: E731
-    with anyio.CancelScope(shield=True):
-        return await anyio.to_thread.run_sync(work)
+    if sniffio.current_async_library() != "asyncio":
+        with anyio.CancelScope(shield=True):
+            return await anyio.to_thread.run_sync(work)
+    future = asyncio.get_running_loop().run_in_executor(None, work)
+    cancelled: BaseException | None = None
+    while True:
+        try:
+            result = await asyncio.shield(future)
+        except asyncio.CancelledError as exc:
+            if not future.done():
+                cancelled = exc  # keep waiting: the ledger is writing
+                continue
+            cancelled = exc
+            result = future.result()  # the work's own error, if it raised, wins
+        break
+    if cancelled is not None:
+        raise _Deferred(result, cancelled)
+    return result
+
+
+class _Deferred(BaseException):
+    """Ledger work finished while the task was being cancelled: its result, and the
+    cancellation, which the driver throws into the loop at its next step."""
+
+    def __init__(self, result: Any, cancellation: BaseException) -> None:
+        super().__init__("cancelled during ledger work")
+        self.result = result
+        self.cancellation = cancellation
 
 
 async def _settle_lost_async(
@@ -283,7 +348,11 @@ async def _settle_lost_async(
         while True:
             if not isinstance(effect, Record):  # pragma: no cover
                 raise TypeError(f"unexpected {effect!r} after a lost request")
-            effect = loop.send(await _record_async(engine, effect))
+            try:
+                result = await _record_async(engine, effect)
+            except _Deferred as late:  # the caller re-raises the cancellation
+                result = late.result
+            effect = loop.send(result)
     except BaseException as error:
         return error
 
@@ -311,7 +380,7 @@ async def _read_402_async(response: httpx.Response) -> None:
 
 async def _ask_async(
     approver: Approver | None, request: ApprovalRequest, decision: Decision
-) -> bool | None:
+) -> bool | ApproverFailed | None:
     """Ask the approver from async code: await it, or run a sync one in a thread."""
     assert approver is not None
     try:
@@ -327,7 +396,7 @@ async def _ask_async(
         return None
     except Exception as exc:
         logger.warning("the approver failed: %s", type(exc).__name__)
-        return None
+        return ApproverFailed(exc)
     return answer is True
 
 

@@ -16,6 +16,7 @@ from .._exceptions import ChallengeError, InsecureTransport
 
 __all__ = [
     "MAX_402_BODY",
+    "TRANSPORT_ERROR",
     "UNSAFE_METHODS",
     "check_transport",
     "is_loopback",
@@ -23,6 +24,9 @@ __all__ = [
     "redact_url",
 ]
 
+#: Where ``Client``/``AsyncClient`` leave a transport error on the request that
+#: failed, for the drivers to name as the cause of a lost paid request.
+TRANSPORT_ERROR = "mpp_client.transport_error"
 #: Methods whose retried request must carry an Idempotency-Key.
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: The most of a 402 body we will read (it only holds a problem detail).
