@@ -250,7 +250,8 @@ class RunningServer:
 @pytest.fixture
 def pympp_server() -> Iterator[RunningServer]:
     state = ServerState()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly, or asyncio leaves Nagle on for the accepted sockets.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     host, port = sock.getsockname()
