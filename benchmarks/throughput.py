@@ -90,7 +90,8 @@ CLIENT = textwrap.dedent(
     def theirs():
         import httpx, importlib.util
         from mpp.client import PaymentTransport
-        spec = importlib.util.spec_from_file_location("peer", {root!r} + "/tests/peers/pympp_client.py")
+        peer_file = {root!r} + "/tests/peers/pympp_client.py"
+        spec = importlib.util.spec_from_file_location("peer", peer_file)
         peer = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(peer)
         method = peer._dev_method({{"seed": "00" * 32}})
