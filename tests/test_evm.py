@@ -575,7 +575,7 @@ REFUSALS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "splits too large",
         {"details": {"splits": [{"recipient": PLATFORM, "amount": str(PRICE)}]}},
         {"split_recipients": "*"},
-        "not strictly less than the amount",
+        "not less than the amount",
     ),
     (
         "split recipient not expected",

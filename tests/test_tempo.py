@@ -370,7 +370,7 @@ def test_configured_chain_id_is_used_when_the_challenge_has_none() -> None:
     ("options", "details", "message"),
     [
         ({}, {"chainId": None}, "names no chain id"),
-        ({}, {"chainId": 1}, "not a Tempo chain the wallet knows"),
+        ({}, {"chainId": 1}, "chain 1, which this wallet does not pay on"),
         ({"chain_id": 4217}, {"chainId": 42431}, "pays on chain 4217"),
         ({}, {"chainId": "4217"}, "positive integer"),
         ({}, {"chainId": True}, "positive integer"),
@@ -399,11 +399,11 @@ OTHER_TOKEN = "0x20c0000000000000000000000000000000000001"
     ("kwargs", "options", "message"),
     [
         ({"request": {"currency": OTHER_TOKEN}}, {}, "not in the wallet's asset registry"),
-        ({"request": {"currency": "usd"}}, {}, "currency is not a 20-byte hex address"),
+        ({"request": {"currency": "usd"}}, {}, "currency must be a 0x-prefixed 20-byte address"),
         ({}, {"payees": [PLATFORM]}, "not one of the expected payees"),
         ({"request": {"recipient": "0x742d35Cc6634C0532925a3b844Bc9e7595f8fE00"}}, {}, "EIP-55"),
         ({"request": {"recipient": "0x" + "00" * 20}}, {}, "zero address"),
-        ({"request": {"recipient": "bob"}}, {}, "recipient is not a 20-byte hex address"),
+        ({"request": {"recipient": "bob"}}, {}, "recipient must be a 0x-prefixed 20-byte address"),
         ({"memo": "0x1234"}, {}, "bytes32"),
         ({"feePayer": "yes"}, {}, "feePayer must be a boolean"),
         ({"splits": []}, {"split_recipients": "*"}, "non-empty list"),

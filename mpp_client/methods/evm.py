@@ -67,7 +67,6 @@ import itertools
 import json
 import math
 import os
-import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -86,19 +85,17 @@ try:
     from eth_utils.address import to_checksum_address
     from eth_utils.crypto import keccak
 
-    from ._eth import (
-        HEX_ADDRESS,
-        ZERO_ADDRESS,
-        EthWallet,
-        RpcError,
+    from ._chain._addresses import (
+        checked_address,
         did_pkh,
         is_address,
         parse_did_pkh,
-        rpc_body,
-        rpc_result,
         same_address,
         to_hex,
     )
+    from ._chain._terms import UINT256_MAX, Split, chain_charge, primary_amount, text_memo
+    from ._chain._wallet import EthWallet
+    from ._eth import RpcError, rpc_body, rpc_result
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
         f"the evm payment method needs eth-account ({exc.name} is missing): "
@@ -116,7 +113,7 @@ from .._text import get_logger
 from ..identity import read_keystore, write_keystore
 from ..money import Amount, AssetEntry, AssetRegistry
 from ..protocol import Challenge
-from ._base import Quote, charge_terms
+from ._base import Quote
 
 __all__ = [
     "CHALLENGE_BINDINGS",
@@ -155,8 +152,6 @@ PERMIT2_WITNESS_TYPE_STRING = (
     "TokenPermissions(address token,uint256 amount)"
 )
 PAYMENT_WITNESS_TYPE = "PaymentWitness(bytes32 challengeHash, string externalId)"
-MAX_SPLITS = 10
-MAX_MEMO = 256
 
 TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
@@ -179,9 +174,6 @@ _TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak(
     text="TransferWithAuthorization(address from,address to,uint256 value,"
     "uint256 validAfter,uint256 validBefore,bytes32 nonce)"
 )
-_UNITS = re.compile(r"0|[1-9][0-9]{0,77}")
-_UINT256_MAX = 2**256 - 1
-_MAX_UINT256 = _UINT256_MAX
 
 #: EIP-712 domains (name, version) of EIP-3009 tokens the wallet knows without
 #: asking the chain. Other tokens: pass ``token_domains`` or an RPC URL.
@@ -192,15 +184,6 @@ TOKEN_DOMAINS: Mapping[tuple[int, str], tuple[str, str]] = {
 
 
 # -- addresses and identifiers ---------------------------------------------------
-
-
-def _address(value: object, what: str) -> str:
-    """``value`` as an EIP-55 address, or ChallengeError naming ``what``."""
-    if not isinstance(value, str) or HEX_ADDRESS.fullmatch(value) is None:
-        raise ChallengeError(f"{what} must be a 0x-prefixed 20-byte address, got {value!r:.50}")
-    if not is_address(value):
-        raise ChallengeError(f"{what} {value} fails its EIP-55 checksum (a mistyped address?)")
-    return to_checksum_address(value)
 
 
 #: How a challenge is hashed into the 32 bytes a signature commits to.
@@ -281,15 +264,6 @@ def challenge_binding(challenge: Challenge) -> ChallengeBinding:
 
 
 @dataclass(frozen=True, slots=True)
-class Split:
-    """One ``methodDetails.splits`` entry: ``amount`` base units to ``recipient``."""
-
-    recipient: str
-    amount: int
-    memo: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class EvmTerms:
     """An ``evm`` charge request, validated (addresses EIP-55, amounts as ints)."""
 
@@ -301,7 +275,7 @@ class EvmTerms:
     credential_types: tuple[str, ...] | None
     permit2_address: str
     decimals: int | None
-    splits: tuple[Split, ...]
+    splits: tuple[Split[str], ...]
     external_id: str | None
     #: The Permit2 spender the server named (``methodDetails.spender``), if any.
     spender: str | None
@@ -310,7 +284,7 @@ class EvmTerms:
     @property
     def primary_amount(self) -> int:
         """What the primary recipient receives: the amount less every split."""
-        return self.amount - sum(split.amount for split in self.splits)
+        return primary_amount(self.amount, self.splits)
 
     @property
     def offered_types(self) -> tuple[str, ...]:
@@ -320,35 +294,20 @@ class EvmTerms:
         return self.credential_types
 
 
-def _units(value: object, what: str) -> int:
-    if not isinstance(value, str) or _UNITS.fullmatch(value) is None:
-        raise ChallengeError(f"{what} must be a string of base-unit digits, got {value!r:.40}")
-    number = int(value)
-    if number > _UINT256_MAX:
-        raise ChallengeError(f"{what} does not fit in a uint256")
-    return number
-
-
 def evm_terms(challenge: Challenge) -> EvmTerms:
-    """Read and check an ``evm`` charge request. Raises :class:`ChallengeError`."""
-    terms = charge_terms(challenge)
-    amount = terms.amount
-    if amount <= 0:
-        raise ChallengeError("evm charge amount must be positive")
-    if amount > _UINT256_MAX:
-        raise ChallengeError("evm charge amount does not fit in a uint256")
-    currency = _address(terms.currency, "evm charge currency")
-    if terms.recipient is None:
-        raise ChallengeError("evm charge request has no 'recipient'")
-    recipient = _address(terms.recipient, "evm charge recipient")
-    if same_address(recipient, ZERO_ADDRESS):
-        raise ChallengeError("evm charge recipient is the zero address")
-    details = terms.method_details
-    chain_id = details.get("chainId")
-    if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0:
-        raise ChallengeError("evm charge request needs a positive integer methodDetails.chainId")
+    """Read and check an ``evm`` charge request. Raises :class:`ChallengeError`.
+
+    The shared fields (amount, token, recipient, chain id, splits with text
+    memos) are read by :func:`~mpp_client.methods._chain._terms.chain_charge`;
+    the ``evm`` ones (Permit2, decimals, credential types, spender) here.
+    """
+    charge = chain_charge(
+        challenge, "evm", positive_amount=True, chain_required=True, split_memo=text_memo
+    )
+    assert charge.chain_id is not None  # chain_required
+    details = charge.details
     permit2_raw = details.get("permit2Address", PERMIT2_ADDRESS)
-    permit2 = _address(permit2_raw, "methodDetails.permit2Address")
+    permit2 = checked_address(permit2_raw, "methodDetails.permit2Address")
     decimals = details.get("decimals")
     if decimals is not None and (
         isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 36
@@ -369,51 +328,21 @@ def evm_terms(challenge: Challenge) -> EvmTerms:
                 f"known: {', '.join(CREDENTIAL_TYPES)})"
             )
         credential_types = known
-    splits = _splits(details.get("splits"), amount, currency)
     spender_raw = details.get("spender")
-    spender = _address(spender_raw, "methodDetails.spender") if spender_raw is not None else None
+    spender = None if spender_raw is None else checked_address(spender_raw, "methodDetails.spender")
     return EvmTerms(
-        amount=amount,
-        currency=currency,
-        recipient=recipient,
-        chain_id=chain_id,
+        amount=charge.amount,
+        currency=charge.currency,
+        recipient=charge.recipient,
+        chain_id=charge.chain_id,
         credential_types=credential_types,
         permit2_address=permit2,
         decimals=decimals,
-        splits=splits,
-        external_id=terms.external_id,
+        splits=charge.splits,
+        external_id=charge.external_id,
         spender=spender,
-        expires=terms.expires,
+        expires=charge.expires,
     )
-
-
-def _splits(raw: object, amount: int, currency: str) -> tuple[Split, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not raw:
-        raise ChallengeError("methodDetails.splits must be a non-empty list when present")
-    if len(raw) > MAX_SPLITS:
-        raise ChallengeError(f"methodDetails.splits has {len(raw)} entries, over {MAX_SPLITS}")
-    out: list[Split] = []
-    for index, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            raise ChallengeError(f"split {index} must be an object")
-        recipient = _address(entry.get("recipient"), f"split {index} recipient")
-        if same_address(recipient, ZERO_ADDRESS):
-            raise ChallengeError(f"split {index} recipient is the zero address")
-        value = _units(entry.get("amount"), f"split {index} amount")
-        if value == 0:
-            raise ChallengeError(f"split {index} amount must be positive")
-        memo = entry.get("memo")
-        if memo is not None and (not isinstance(memo, str) or len(memo) > MAX_MEMO):
-            raise ChallengeError(f"split {index} memo must be a string of at most {MAX_MEMO}")
-        out.append(Split(recipient, value, memo))
-    total = sum(split.amount for split in out)
-    if total >= amount:
-        raise ChallengeError(
-            f"splits add up to {total} base units, not strictly less than the amount {amount}"
-        )
-    return tuple(out)
 
 
 # -- hashing and encoding (shared with the server side) ----------------------------
@@ -755,12 +684,7 @@ class EvmWallet(EthWallet):
 
     def _plan(self, challenge: Challenge) -> _Plan:
         terms = evm_terms(challenge)
-        chain = terms.chain_id
-        if chain not in self.chain_ids:
-            raise ChallengeError(
-                f"evm charge is on chain {chain}, which this wallet does not pay on "
-                f"(allowed: {', '.join(map(str, sorted(self.chain_ids)))})"
-            )
+        chain = self._pay_chain(terms.chain_id, self.chain_ids)
         asset = self._asset(terms.currency, chain)
         if terms.decimals is not None and terms.decimals != asset.decimals:
             raise ChallengeError(
@@ -1081,14 +1005,14 @@ class EvmWallet(EthWallet):
         return tx_hash
 
     def approve_permit2(
-        self, chain_id: int, token: str, amount: int = _MAX_UINT256, *, permit2: str | None = None
+        self, chain_id: int, token: str, amount: int = UINT256_MAX, *, permit2: str | None = None
     ) -> str:
         """Approve Permit2 to move ``token`` for this wallet (one transaction, once per token).
 
         Needs an RPC URL for ``chain_id``; returns the mined transaction's hash.
         """
-        token = _address(token, "token")
-        spender = _address(permit2 or PERMIT2_ADDRESS, "permit2")
+        token = checked_address(token, "token")
+        spender = checked_address(permit2 or PERMIT2_ADDRESS, "permit2")
         data = _selector("approve(address,uint256)") + abi_encode(
             ["address", "uint256"], [spender, amount]
         )

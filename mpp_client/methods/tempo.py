@@ -98,16 +98,10 @@ try:
     from pytempo import Signature, TempoTransaction  # type: ignore[import-untyped]
     from pytempo.contracts import TIP20  # type: ignore[import-untyped]
 
-    from ._eth import (
-        HEX_ADDRESS,
-        EthWallet,
-        RpcError,
-        did_pkh,
-        is_address,
-        rpc_body,
-        rpc_result,
-        to_hex,
-    )
+    from ._chain._addresses import HEX_ADDRESS, did_pkh, to_hex
+    from ._chain._terms import ChainCharge, Split, chain_charge, memo32, primary_amount
+    from ._chain._wallet import EthWallet
+    from ._eth import RpcError, rpc_body, rpc_result
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
         f"the tempo payment method needs pytempo ({exc.name} is missing): "
@@ -125,7 +119,7 @@ from .._exceptions import (
 from .._text import get_logger
 from ..money import Amount, AssetEntry, AssetRegistry
 from ..protocol import Challenge
-from ._base import Quote, charge_terms
+from ._base import Quote
 
 __all__ = [
     "ATTRIBUTION_TAG",
@@ -169,15 +163,12 @@ TRANSACTION_TYPE = 0x76
 FEE_PAYER_ENVELOPE_TYPE = 0x78
 #: The nonce lane of expiring nonces: U256::MAX, with nonce 0 and a ``validBefore``.
 EXPIRING_NONCE_KEY = 2**256 - 1
-MAX_SPLITS = 10
 MODES: tuple[str, ...] = ("pull", "push")
 #: The first 4 bytes of keccak256("mpp"): the tag that opens an MPP attribution memo.
 ATTRIBUTION_TAG = keccak(b"mpp")[:4]
 #: The attribution memo layout this module writes and reads.
 ATTRIBUTION_VERSION = 1
 
-_BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
-_UNITS = re.compile(r"[1-9][0-9]{0,77}")
 _DOMAIN_TYPE = [
     {"name": "name", "type": "string"},
     {"name": "version", "type": "string"},
@@ -302,41 +293,12 @@ def proof_typed_data(
     }
 
 
-def _address(value: object, what: str) -> str:
-    """A 20-byte address, EIP-55 checked when mixed-case. Returns it as written."""
-    if not isinstance(value, str) or HEX_ADDRESS.fullmatch(value) is None:
-        raise ChallengeError(f"tempo charge {what} is not a 20-byte hex address: {value!r:.60}")
-    if not is_address(value):
-        raise ChallengeError(f"tempo charge {what} {value} fails its EIP-55 checksum")
-    return value
-
-
-def _memo(value: object, what: str) -> bytes | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or _BYTES32.fullmatch(value) is None:
-        raise ChallengeError(f"tempo charge {what} must be a 0x-prefixed bytes32 hex string")
-    return bytes.fromhex(value[2:])
-
-
-def _chain_id(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**64:
-        raise ChallengeError(
-            f"tempo charge methodDetails.chainId must be a positive integer, got {value!r:.40}"
-        )
-    return value
-
-
 # -- terms -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    """One TIP-20 transfer of a charge: ``amount`` base units to ``recipient``."""
-
-    recipient: str
-    amount: int
-    memo: bytes | None = None
+#: One TIP-20 transfer of a charge: ``amount`` base units to ``recipient``, with a
+#: ``bytes32`` memo or none (the shared :class:`~mpp_client.methods._chain._terms.Split`).
+Transfer = Split
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +311,7 @@ class TempoTerms:
     chain_id: int | None
     fee_payer: bool
     memo: bytes | None
-    splits: tuple[Transfer, ...]
+    splits: tuple[Split[bytes], ...]
     #: The non-zero modes the server accepts (both when it does not say).
     modes: tuple[str, ...]
     expires: datetime | None
@@ -358,12 +320,12 @@ class TempoTerms:
     @property
     def primary_amount(self) -> int:
         """What the recipient receives: ``amount`` minus the splits."""
-        return self.amount - sum(split.amount for split in self.splits)
+        return primary_amount(self.amount, self.splits)
 
     @property
-    def transfers(self) -> tuple[Transfer, ...]:
+    def transfers(self) -> tuple[Split[bytes], ...]:
         """Every transfer, in the order the wallet emits them: primary, then the splits."""
-        return (Transfer(self.recipient, self.primary_amount, self.memo), *self.splits)
+        return (Split(self.recipient, self.primary_amount, self.memo), *self.splits)
 
 
 def tempo_terms(challenge: Challenge) -> TempoTerms:
@@ -376,19 +338,14 @@ def tempo_terms(challenge: Challenge) -> TempoTerms:
     """
     if challenge.intent != "charge":
         raise ChallengeError(f"tempo intent {challenge.intent!r} is not supported (only charge)")
-    terms = charge_terms(challenge)
-    currency = _address(terms.currency, "currency")
-    if terms.recipient is None:
-        raise ChallengeError("tempo charge request has no 'recipient'")
-    recipient = _address(terms.recipient, "recipient")
-    details = terms.method_details
-    chain = details.get("chainId")
-    chain_id = None if chain is None else _chain_id(chain)
+    charge: ChainCharge[bytes] = chain_charge(
+        challenge, "tempo", positive_amount=False, chain_required=False, split_memo=memo32
+    )
+    details = charge.details
     fee_payer = details.get("feePayer", False)
     if not isinstance(fee_payer, bool):
         raise ChallengeError("tempo charge methodDetails.feePayer must be a boolean")
-    memo = _memo(details.get("memo"), "methodDetails.memo")
-    splits = _splits(details.get("splits"), terms.amount)
+    memo = memo32(details.get("memo"), "tempo charge methodDetails.memo")
     modes = details.get("supportedModes")
     if modes is None:
         accepted: tuple[str, ...] = MODES
@@ -403,47 +360,17 @@ def tempo_terms(challenge: Challenge) -> TempoTerms:
                 "tempo charge methodDetails.supportedModes names neither 'pull' nor 'push'"
             )
     return TempoTerms(
-        amount=terms.amount,
-        currency=currency,
-        recipient=recipient,
-        chain_id=chain_id,
+        amount=charge.amount,
+        currency=charge.currency,
+        recipient=charge.recipient,
+        chain_id=charge.chain_id,
         fee_payer=fee_payer,
         memo=memo,
-        splits=splits,
+        splits=charge.splits,
         modes=accepted,
-        expires=terms.expires,
-        external_id=terms.external_id,
+        expires=charge.expires,
+        external_id=charge.external_id,
     )
-
-
-def _splits(value: object, amount: int) -> tuple[Transfer, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not value:
-        raise ChallengeError("tempo charge methodDetails.splits must be a non-empty list")
-    if len(value) > MAX_SPLITS:
-        raise ChallengeError(
-            f"tempo charge has {len(value)} splits; the wallet pays at most {MAX_SPLITS}"
-        )
-    splits: list[Transfer] = []
-    for index, entry in enumerate(value):
-        if not isinstance(entry, dict):
-            raise ChallengeError(f"tempo charge split {index} is not an object")
-        units = entry.get("amount")
-        if not isinstance(units, str) or _UNITS.fullmatch(units) is None:
-            raise ChallengeError(
-                f"tempo charge split {index} amount must be a positive base-unit digit string"
-            )
-        recipient = _address(entry.get("recipient"), f"split {index} recipient")
-        memo = _memo(entry.get("memo"), f"split {index} memo")
-        splits.append(Transfer(recipient, int(units), memo))
-    total = sum(split.amount for split in splits)
-    if total >= amount:
-        raise ChallengeError(
-            f"tempo charge splits add up to {total}, not less than the amount {amount}: "
-            "the recipient would receive nothing"
-        )
-    return tuple(splits)
 
 
 # -- the node --------------------------------------------------------------------
@@ -475,7 +402,7 @@ class _Plan:
     valid_before: int
     #: What the transaction pays: the primary transfer (with the request's memo
     #: or the attribution memo), then the splits with their own memos.
-    transfers: tuple[Transfer, ...]
+    transfers: tuple[Split[bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -624,7 +551,7 @@ class TempoWallet(EthWallet):
             mode = "pull" if usable[0] == "pull" else "push"
         return _Plan(terms, chain, asset, mode, valid_before, transfers)
 
-    def _transfers(self, challenge: Challenge, terms: TempoTerms) -> tuple[Transfer, ...]:
+    def _transfers(self, challenge: Challenge, terms: TempoTerms) -> tuple[Split[bytes], ...]:
         """The transfers to sign: the primary carries a memo bound to this challenge.
 
         The request's own memo is used as given. Without one, the primary
@@ -650,27 +577,14 @@ class TempoWallet(EthWallet):
         primary_memo = terms.memo
         if primary_memo is None:
             primary_memo = attribution_memo(challenge.id, challenge.realm, self.client_id)
-        return (Transfer(terms.recipient, terms.primary_amount, primary_memo), *terms.splits)
+        return (Split(terms.recipient, terms.primary_amount, primary_memo), *terms.splits)
 
     def _resolve_chain(self, chain: int | None) -> int:
         if self.chain_id is not None:
-            if chain is not None and chain != self.chain_id:
-                raise ChallengeError(
-                    f"tempo charge is on chain {chain}; the wallet pays on chain {self.chain_id}"
-                )
-            return self.chain_id
-        if chain is None:
-            raise ChallengeError(
-                "tempo charge names no chain id and the wallet has none configured "
-                "(pass chain_id=; the drafts disagree on a default, so none is assumed)"
-            )
-        if chain not in self._known_chains:
-            raise ChallengeError(
-                f"tempo charge is on chain {chain}, which is not a Tempo chain the wallet "
-                f"knows (known: {', '.join(map(str, sorted(self._known_chains)))}; "
-                "pass chain_id= to pay on another)"
-            )
-        return chain
+            return self._pay_chain(chain, (self.chain_id,), default=self.chain_id)
+        return self._pay_chain(
+            chain, self._known_chains, hint="; pass chain_id= to pay on another Tempo chain"
+        )
 
     def _valid_before(self, terms: TempoTerms) -> int:
         now = self._clock()
@@ -717,7 +631,7 @@ class TempoWallet(EthWallet):
             method=self.name,
             intent=challenge.intent,
             expires=terms.expires,
-            currency=terms.currency,
+            currency=challenge.request.get("currency", terms.currency),
             chain_id=plan.chain_id,
             details=details,
             payer=self.source_for(plan.chain_id),

@@ -462,7 +462,9 @@ class EvmVerifier:
         self.token_domain = token_domain
         self.decimals = decimals
         self.permit2 = to_checksum_address(permit2)
-        self.splits = tuple(Split(to_checksum_address(r), int(a)) for r, a in splits)
+        self.splits: tuple[Split[str], ...] = tuple(
+            Split(to_checksum_address(r), int(a)) for r, a in splits
+        )
         self.advertise_spender = advertise_spender
         self.challenge_hash_scheme = cast(
             Literal["either", "concat", "json-array"],

@@ -1,0 +1,135 @@
+""":class:`EthWallet`: what the ``evm`` and ``tempo`` wallets share.
+
+One secp256k1 key on eip155 chains: the key's address and ``did:pkh`` per
+chain, the chains it pays on, the payee and split-recipient allowlists, the
+asset lookup and the refusal to be pickled. Each rail's wallet subclasses it
+and adds its own terms and credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, NoReturn
+
+from eth_account.signers.local import LocalAccount
+
+from ..._exceptions import ChallengeError
+from ...money import BUILTIN_ASSETS, AssetEntry, AssetRegistry
+from .._base import PaymentMethod
+from .._eth import as_account
+from ._addresses import ZERO_ADDRESS, did_pkh, same_address
+
+__all__ = ["EthWallet"]
+
+
+class EthWallet(PaymentMethod):
+    """A wallet with one secp256k1 key that pays on eip155 chains.
+
+    Holds the key (never shown: not in ``repr()``, and the wallet refuses to
+    be pickled), the asset registry and the payee and split-recipient
+    allowlists. Its quotes name the payer as its ``did:pkh`` on the
+    challenge's chain (:meth:`source_for`).
+    """
+
+    #: How errors name the key (``"an EVM private key"``).
+    key_label: ClassVar[str] = "a private key"
+
+    def __init__(
+        self,
+        key: LocalAccount | str | bytes,
+        *,
+        assets: AssetRegistry | Iterable[AssetEntry] | None,
+        payees: Iterable[str] | None,
+        split_recipients: Iterable[str] | Literal["*"],
+        clock: Callable[[], datetime] | None,
+    ) -> None:
+        self._account = as_account(key, self.key_label)
+        if isinstance(assets, AssetRegistry):
+            self.assets = assets
+        else:
+            self.assets = AssetRegistry(BUILTIN_ASSETS if assets is None else assets)
+        self.payees = None if payees is None else frozenset(p.lower() for p in payees)
+        if split_recipients == "*":
+            self._split_recipients: frozenset[str] | None = None
+        else:
+            self._split_recipients = frozenset(r.lower() for r in split_recipients)
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # -- identity -----------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The payer's EIP-55 address."""
+        return str(self._account.address)
+
+    def source_for(self, chain_id: int) -> str:
+        """The payer's ``did:pkh`` on ``chain_id``."""
+        return did_pkh(chain_id, self.address)
+
+    # -- checking -----------------------------------------------------------------
+
+    def _pay_chain(
+        self,
+        requested: int | None,
+        allowed: Iterable[int],
+        *,
+        default: int | None = None,
+        hint: str = "",
+    ) -> int:
+        """The chain to pay ``requested`` on: one the wallet pays on, or ChallengeError.
+
+        ``allowed`` are the wallet's chains; ``default`` is used when the
+        challenge names none (no default: the challenge must name one).
+        ``hint`` ends the refusal (how to configure another chain).
+        """
+        chains = sorted(set(allowed))
+        if requested is None:
+            if default is not None:
+                return default
+            raise ChallengeError(
+                f"{self.name} charge names no chain id and the wallet has none configured "
+                "(pass chain_id=; the drafts disagree on a default, so none is assumed)"
+            )
+        if requested not in chains:
+            raise ChallengeError(
+                f"{self.name} charge is on chain {requested}, which this wallet does not pay on "
+                f"(it pays on chain {', '.join(map(str, chains))}{hint})"
+            )
+        return requested
+
+    def _asset(self, currency: str, chain: int) -> AssetEntry:
+        asset = self.assets.lookup(self.name, currency, chain)
+        if asset is None:
+            raise ChallengeError(
+                f"token {currency} on chain {chain} is not in the wallet's asset registry"
+            )
+        return asset
+
+    def _check_recipients(self, recipient: str, splits: Sequence[str]) -> None:
+        """The recipient is an expected payee, and every split goes to an expected recipient.
+
+        (The terms never name the zero address: :func:`chain_charge` refuses it.)
+        """
+        if self.payees is not None and recipient.lower() not in self.payees:
+            raise ChallengeError(f"recipient {recipient} is not one of the expected payees")
+        for index, split in enumerate(splits):
+            if same_address(split, ZERO_ADDRESS) or (
+                self._split_recipients is not None and split.lower() not in self._split_recipients
+            ):
+                raise ChallengeError(
+                    f"split {index} pays {split}, who is not an expected split recipient"
+                )
+
+    # -- hygiene ------------------------------------------------------------------
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise TypeError(
+            f"{type(self).__name__} cannot be pickled: that would write its key in the clear"
+        )
+
+    def __reduce__(self) -> NoReturn:
+        self.__reduce_ex__(None)
+
+    def __getstate__(self) -> NoReturn:
+        self.__reduce_ex__(None)
