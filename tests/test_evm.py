@@ -75,6 +75,7 @@ from .chain.tooling import (
     start_world,
 )
 from .helpers import pay_now
+from .rails import Answer, HeldKey
 
 CHAIN = 31337
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -480,7 +481,7 @@ def test_digests_match_a_generic_eip712_encoder(monkeypatch: pytest.MonkeyPatch)
             },
         }
     )
-    import mpp_client.methods.evm as evm
+    import mpp_client.methods._chain._eip712 as evm
 
     monkeypatch.setattr(
         evm,
@@ -767,7 +768,7 @@ def assert_no_key(text: str) -> None:
 
 def test_key_never_in_repr_str_errors_or_pickles() -> None:
     wallet = wallet_for()
-    for text in (repr(wallet), str(wallet), repr(wallet.__dict__.get("_account"))):
+    for text in (repr(wallet), str(wallet), repr(wallet.signer)):
         assert_no_key(text)
     assert ADDRESS in repr(wallet)
     with pytest.raises(TypeError, match="cannot be pickled"):
@@ -820,6 +821,66 @@ def test_keystore_round_trip_and_refusals(tmp_path: Path) -> None:
     (tmp_path / "eth.json").write_text(json.dumps(Account.encrypt(KEY, "pw", iterations=2)))
     os.chmod(tmp_path / "eth.json", 0o600)
     assert EvmWallet.from_keystore(tmp_path / "eth.json", "pw", chain_ids=[1]).address == ADDRESS
+
+
+# -- the signer seam -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", ["vrs", "vrs-0/1", "bytes", "object", "high-s", "wrong-parity"])
+def test_a_signer_that_is_not_a_local_account_signs_every_credential(answer: Answer) -> None:
+    held = HeldKey(bytes.fromhex(KEY[2:]), answer=answer)
+    wallet = wallet_for(held, split_recipients=[PLATFORM])
+    assert wallet.address == ADDRESS and wallet.signer is held
+    assert wallet.signer.hardware and wallet.signer.location == "pkcs11"  # type: ignore[attr-defined]
+    ch = challenge()
+    assert wallet.quote(ch).payer == f"did:pkh:eip155:{CHAIN}:{ADDRESS}"
+    authorization = pay_now(wallet, ch)
+    digest = authorization_digest(
+        eip3009_domain_separator(TOKEN_NAME, TOKEN_VERSION, CHAIN, TOKEN),
+        sender=ADDRESS,
+        to=MERCHANT,
+        value=PRICE,
+        valid_after=0,
+        valid_before=int(authorization["validBefore"]),
+        nonce=bytes.fromhex(authorization["nonce"][2:]),
+    )
+    # Whatever shape the signer answered in, the credential carries one canonical
+    # signature (v 27/28, low s) that recovers to the signer's address.
+    assert recover_signer(digest, authorization["signature"]) == ADDRESS
+    assert authorization == pay_now(wallet_for(), ch)  # as a LocalAccount signs it
+    split = challenge(
+        amount="300000",
+        details={
+            "credentialTypes": ["permit2"],
+            "splits": [{"recipient": PLATFORM, "amount": "50000"}],
+        },
+    )
+    assert pay_now(wallet, split) == pay_now(wallet_for(split_recipients=[PLATFORM]), split)
+    assert held.signed == 2
+
+
+def test_a_signer_that_lies_or_fails_pays_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    other = Account.create().address
+    liar = wallet_for(HeldKey(bytes.fromhex(KEY[2:]), claims=other))
+    assert liar.quote(challenge()).payer == f"did:pkh:eip155:{CHAIN}:{other}"
+    with pytest.raises(PaymentFailed, match="signed with another key than its address"):
+        pay_now(liar, challenge())
+    broken = wallet_for(HeldKey(fail=True))
+    with pytest.raises(PaymentFailed, match=r"signer failed \(RuntimeError\)") as caught:
+        pay_now(broken, challenge())
+    for text in (str(caught.value), repr(caught.value), caplog.text):
+        assert "PIN" not in text and "123456" not in text
+    with pytest.raises(ValueError, match="not a 20-byte EIP-55 address"):
+        wallet_for(HeldKey(claims="merchant-1"))
+    with pytest.raises(TypeError, match="key must be a hex string"):
+        wallet_for(object())
+
+
+def test_an_external_signers_key_cannot_be_exported(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="cannot be exported"):
+        wallet_for(HeldKey()).save_keystore(tmp_path / "k.json", "pw", iterations=2)
+    assert not (tmp_path / "k.json").exists()
 
 
 # -- on a real chain ----------------------------------------------------------
@@ -948,6 +1009,25 @@ def test_client_pays_each_credential_type_on_chain(world: World, live: Any, kind
     assert "payment-receipt" not in replay.headers
     assert world.balance(shop.merchant) == PRICE
     assert shop.verifier.settled == [receipt.reference]
+
+
+@pytest.mark.parametrize("kind", ["transaction", "hash", "permit2"])
+def test_a_key_held_outside_eth_account_pays_on_chain(world: World, live: Any, kind: str) -> None:
+    # EIP-1559 transactions (the transfer, and the Permit2 approval) and the
+    # Permit2 typed data, all signed through the seam by a key that is no LocalAccount.
+    payer = world.funded_account(tokens=1_000_000)
+    held = HeldKey(bytes(payer.key), answer="high-s")
+    shop = Shop(world, [kind])
+    wallet = chain_wallet(world, held)  # type: ignore[arg-type]
+    if kind == "permit2":
+        assert world.receipt(wallet.approve_permit2(world.chain_id, world.token))["status"] == "0x1"
+    response = pay_once(world, shop, wallet, live)
+    receipt = assert_settled(world, response, shop)
+    assert transfers_in(world.receipt(receipt.reference), world.token) == [
+        (payer.address, shop.merchant, PRICE)
+    ]
+    assert world.balance(payer.address) == 1_000_000 - PRICE
+    assert held.signed >= 1
 
 
 def _sent_credential(response: httpx.Response) -> str:

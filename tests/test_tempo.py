@@ -76,6 +76,7 @@ from mpp_client.testing import PaidServer
 from mpp_client.testing.tempo import Movement, TempoChain, TempoVerifier, movements_in
 
 from .helpers import apay_now, pay_now, pay_unquoted
+from .rails import Answer, HeldKey
 
 pytest_plugins = ["tests.chain.tempo_chain"]
 
@@ -206,22 +207,24 @@ class Decoded:
 
 
 class Spy:
-    """Wraps the wallet's account and counts signatures."""
+    """Wraps the wallet's signer (its one way to the key) and counts signatures."""
 
-    def __init__(self, account: Any) -> None:
-        self.account = account
+    def __init__(self, signer: Any) -> None:
+        self.signer = signer
         self.signed = 0
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.account, name)
-        if name in ("unsafe_sign_hash", "sign_message", "sign_transaction"):
-            self.signed += 1
-        return attribute
+    @property
+    def address(self) -> str:
+        return str(self.signer.address)
+
+    def sign_digest(self, digest: bytes) -> Any:
+        self.signed += 1
+        return self.signer.sign_digest(digest)
 
 
 def spied(w: TempoWallet) -> Spy:
-    spy = Spy(w._account)
-    w._account = spy  # type: ignore[assignment]
+    spy = Spy(w.signer)
+    w._signer = spy
     return spy
 
 
@@ -703,6 +706,40 @@ def test_keys_are_accepted_as_hex_bytes_or_local_account() -> None:
     assert "zz" not in str(info.value)
     with pytest.raises(ValueError, match="not a valid secp256k1"):
         TempoWallet("0x" + "00" * 32)
+
+
+@pytest.mark.parametrize("answer", ["vrs", "bytes", "object", "high-s", "wrong-parity"])
+def test_a_signer_that_is_not_a_local_account_signs_transactions_and_proofs(
+    answer: Answer,
+) -> None:
+    held = HeldKey(bytes.fromhex(KEY[2:]), answer=answer)
+    w = TempoWallet(held, max_fee_per_gas=20 * GWEI, split_recipients="*")
+    assert w.address == ADDRESS and w.signer is held
+    for ch in (
+        challenge(),
+        challenge(feePayer=True, splits=[{"amount": "5", "recipient": PLATFORM}]),
+    ):
+        tx = Decoded(pay_now(w, ch)["signature"])
+        assert tx.sender() == ADDRESS  # recovered here from the draft's signing payload
+    proof = challenge("0", id="c-1", chainId=4217)
+    typed = proof_typed_data(chain_id=4217, challenge_id="c-1", realm="api.example.com")
+    assert _recover_proof(pay_now(w, proof)["signature"], typed) == ADDRESS
+    assert held.signed == 3
+
+
+def test_a_signer_that_lies_or_fails_signs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    liar = TempoWallet(
+        HeldKey(claims=Account.create().address), max_fee_per_gas=20 * GWEI, chain_id=4217
+    )
+    for ch in (challenge(), challenge("0")):
+        with pytest.raises(PaymentFailed, match="signed with another key than its address"):
+            pay_now(liar, ch)
+    broken = TempoWallet(HeldKey(fail=True), max_fee_per_gas=20 * GWEI)
+    with pytest.raises(PaymentFailed, match="signer failed") as caught:
+        pay_now(broken, challenge())
+    for text in (str(caught.value), caplog.text):
+        assert "PIN" not in text
 
 
 # -- the zero-amount proof in the flow (no chain: nothing moves) ----------------------
@@ -1200,6 +1237,28 @@ def test_a_refusal_after_paying_is_unknown_before_it_is_released(
         assert tempo_chain.balance(payer.address, ALPHA_USD) == FUNDS
         assert tempo_chain.balance(shop.merchant, ALPHA_USD) == 0
     assert shop.verifier.settled == []
+
+
+@FLAVOURS
+@pytest.mark.parametrize(("mode", "fee_payer"), [("pull", True), ("push", False)])
+def test_a_key_held_outside_eth_account_pays_on_the_tempo_chain(
+    tempo_chain: TempoChain,
+    tempo_policy: Policy,
+    live: Any,
+    flavour: str,
+    mode: str,
+    fee_payer: bool,
+) -> None:
+    shop = Shop(tempo_chain, fee_payer=fee_payer)
+    payer = tempo_chain.funded_account(FUNDS)
+    held = HeldKey(bytes(payer.key), answer="bytes")
+    wallet = chain_wallet(tempo_chain, held, modes=(mode,))
+    response = get(flavour, tempo_policy, wallet, live(shop.server) + "/paid")
+    on_chain = settled(response, shop)
+    paid = [m for m in movements_in(on_chain, TOKEN) if m.recipient == shop.merchant]
+    assert [(m.sender, m.amount) for m in paid] == [(payer.address, PRICE)]
+    assert tempo_chain.balance(shop.merchant) == PRICE
+    assert held.signed == 1
 
 
 def test_a_reverted_push_fails_without_paying(

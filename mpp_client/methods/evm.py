@@ -81,7 +81,6 @@ try:
     from eth_abi.abi import encode as abi_encode
     from eth_account import Account
     from eth_account.signers.local import LocalAccount
-    from eth_typing import Hash32
     from eth_utils.address import to_checksum_address
     from eth_utils.crypto import keccak
 
@@ -92,6 +91,20 @@ try:
         parse_did_pkh,
         same_address,
         to_hex,
+    )
+    from ._chain._eip712 import (
+        PERMIT2_WITNESS_TYPE_STRING,
+        authorization_digest,
+        eip3009_domain_separator,
+        payment_witness_hash,
+        permit2_digest,
+    )
+    from ._chain._signing import (
+        DigestSigner,
+        Eip1559Transaction,
+        LocalSigner,
+        sign,
+        sign_eip1559,
     )
     from ._chain._terms import UINT256_MAX, Split, chain_charge, primary_amount, text_memo
     from ._chain._wallet import EthWallet
@@ -146,35 +159,8 @@ logger = get_logger("mpp_client.evm")
 PERMIT2_ADDRESS = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
 #: The credential types of draft-evm-charge-00.
 CREDENTIAL_TYPES: tuple[str, ...] = ("permit2", "authorization", "transaction", "hash")
-#: The draft's witness type string, exactly (it is hashed, so every byte counts).
-PERMIT2_WITNESS_TYPE_STRING = (
-    "PaymentWitness witness)PaymentWitness(bytes32 challengeHash, string externalId)"
-    "TokenPermissions(address token,uint256 amount)"
-)
-PAYMENT_WITNESS_TYPE = "PaymentWitness(bytes32 challengeHash, string externalId)"
-
 TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
-_SINGLE_STUB = (
-    "PermitWitnessTransferFrom(TokenPermissions permitted,address spender,"
-    "uint256 nonce,uint256 deadline,"
-)
-_BATCH_STUB = (
-    "PermitBatchWitnessTransferFrom(TokenPermissions[] permitted,address spender,"
-    "uint256 nonce,uint256 deadline,"
-)
-_TOKEN_PERMISSIONS_TYPEHASH = keccak(text="TokenPermissions(address token,uint256 amount)")
-_PERMIT2_DOMAIN_TYPEHASH = keccak(
-    text="EIP712Domain(string name,uint256 chainId,address verifyingContract)"
-)
-_EIP3009_DOMAIN_TYPEHASH = keccak(
-    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-)
-_TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak(
-    text="TransferWithAuthorization(address from,address to,uint256 value,"
-    "uint256 validAfter,uint256 validBefore,bytes32 nonce)"
-)
-
 #: EIP-712 domains (name, version) of EIP-3009 tokens the wallet knows without
 #: asking the chain. Other tokens: pass ``token_domains`` or an RPC URL.
 TOKEN_DOMAINS: Mapping[tuple[int, str], tuple[str, str]] = {
@@ -345,102 +331,7 @@ def evm_terms(challenge: Challenge) -> EvmTerms:
     )
 
 
-# -- hashing and encoding (shared with the server side) ----------------------------
-
-
-def eip3009_domain_separator(name: str, version: str, chain_id: int, token: str) -> bytes:
-    """The EIP-712 domain separator of a token's EIP-3009 authorizations."""
-    return keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-            [
-                _EIP3009_DOMAIN_TYPEHASH,
-                keccak(text=name),
-                keccak(text=version),
-                chain_id,
-                to_checksum_address(token),
-            ],
-        )
-    )
-
-
-def authorization_digest(
-    domain_separator: bytes,
-    *,
-    sender: str,
-    to: str,
-    value: int,
-    valid_after: int,
-    valid_before: int,
-    nonce: bytes,
-) -> bytes:
-    """The EIP-712 digest a ``transferWithAuthorization`` signature signs."""
-    struct = keccak(
-        abi_encode(
-            ["bytes32", "address", "address", "uint256", "uint256", "uint256", "bytes32"],
-            [
-                _TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
-                to_checksum_address(sender),
-                to_checksum_address(to),
-                value,
-                valid_after,
-                valid_before,
-                nonce,
-            ],
-        )
-    )
-    return keccak(b"\x19\x01" + domain_separator + struct)
-
-
-def payment_witness_hash(chash: bytes, external_id: str) -> bytes:
-    """The struct hash of the draft's ``PaymentWitness`` (Permit2's ``witness``)."""
-    return keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "bytes32"],
-            [keccak(text=PAYMENT_WITNESS_TYPE), chash, keccak(text=external_id)],
-        )
-    )
-
-
-def permit2_digest(
-    *,
-    chain_id: int,
-    permit2: str,
-    permitted: Sequence[tuple[str, int]],
-    spender: str,
-    nonce: int,
-    deadline: int,
-    witness: bytes,
-) -> bytes:
-    """The EIP-712 digest of a Permit2 witness transfer (batch form for >1 permission)."""
-    domain = keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "uint256", "address"],
-            [_PERMIT2_DOMAIN_TYPEHASH, keccak(text="Permit2"), chain_id, permit2],
-        )
-    )
-    hashes = [
-        keccak(
-            abi_encode(
-                ["bytes32", "address", "uint256"],
-                [_TOKEN_PERMISSIONS_TYPEHASH, to_checksum_address(token), amount],
-            )
-        )
-        for token, amount in permitted
-    ]
-    if len(hashes) == 1:
-        typehash = keccak(text=_SINGLE_STUB + PERMIT2_WITNESS_TYPE_STRING)
-        permissions = hashes[0]
-    else:
-        typehash = keccak(text=_BATCH_STUB + PERMIT2_WITNESS_TYPE_STRING)
-        permissions = keccak(b"".join(hashes))
-    struct = keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "address", "uint256", "uint256", "bytes32"],
-            [typehash, permissions, to_checksum_address(spender), nonce, deadline, witness],
-        )
-    )
-    return keccak(b"\x19\x01" + domain + struct)
+# -- call data ---------------------------------------------------------------------
 
 
 def transfer_calldata(to: str, amount: int) -> bytes:
@@ -565,7 +456,7 @@ class EvmWallet(EthWallet):
 
     def __init__(
         self,
-        key: LocalAccount | str | bytes,
+        key: LocalAccount | DigestSigner | str | bytes,
         *,
         chain_ids: Iterable[int] = (),
         rpc_urls: Mapping[int, str] | None = None,
@@ -668,7 +559,11 @@ class EvmWallet(EthWallet):
         """Write the key as an encrypted Web3 Secret Storage keystore (scrypt, mode 0600)."""
         if not isinstance(passphrase, str) or not passphrase:
             raise ValueError("refusing to encrypt a key under an empty passphrase")
-        document = Account.encrypt(self._account.key, passphrase, iterations=iterations)
+        if not isinstance(self._signer, LocalSigner):
+            raise TypeError(
+                "this wallet signs through an external signer: its key cannot be exported"
+            )
+        document = Account.encrypt(self._signer.account.key, passphrase, iterations=iterations)
         write_keystore(path, document, overwrite=overwrite)
 
     # -- choosing -----------------------------------------------------------------
@@ -813,8 +708,7 @@ class EvmWallet(EthWallet):
         return {"type": "hash", "hash": self._broadcast(plan, raw, tx_hash)}
 
     def _sign(self, digest: bytes) -> str:
-        signed = self._account.unsafe_sign_hash(Hash32(digest))
-        return to_hex(bytes(signed.signature))
+        return to_hex(sign(self._signer, digest).to_bytes())
 
     def _chash(self, challenge: Challenge) -> bytes:
         rule = self.binding_for(challenge)
@@ -959,19 +853,17 @@ class EvmWallet(EthWallet):
         if gas > self.max_gas:
             raise PaymentFailed(f"the transfer needs {gas} gas, over max_gas {self.max_gas}")
         limit = min(self.max_gas, gas + gas // 5)
-        transaction = {
-            "type": 2,
-            "chainId": chain_id,
-            "nonce": nonce,
-            "to": to_checksum_address(to),
-            "value": 0,
-            "data": to_hex(data),
-            "gas": limit,
-            "maxPriorityFeePerGas": tip,
-            "maxFeePerGas": 2 * base_fee + tip,
-        }
-        signed = self._account.sign_transaction(cast(Any, transaction))
-        return bytes(signed.raw_transaction), to_hex(bytes(signed.hash))
+        transaction = Eip1559Transaction(
+            chain_id=chain_id,
+            nonce=nonce,
+            max_priority_fee_per_gas=tip,
+            max_fee_per_gas=2 * base_fee + tip,
+            gas=limit,
+            to=to,
+            value=0,
+            data=data,
+        )
+        return sign_eip1559(self._signer, transaction)
 
     def _broadcast(self, plan: _Plan, raw: bytes, tx_hash: str) -> str:
         """Send a signed transfer and wait until it is mined successfully."""

@@ -88,17 +88,16 @@ from typing import Any, ClassVar, Literal
 import httpx
 
 try:
-    import attrs
-    import rlp  # type: ignore[import-untyped]
-    from eth_account.messages import encode_typed_data
     from eth_account.signers.local import LocalAccount
-    from eth_typing import Hash32
     from eth_utils.address import to_checksum_address
     from eth_utils.crypto import keccak
-    from pytempo import Signature, TempoTransaction  # type: ignore[import-untyped]
+    from pytempo import TempoTransaction  # type: ignore[import-untyped]
     from pytempo.contracts import TIP20  # type: ignore[import-untyped]
 
     from ._chain._addresses import HEX_ADDRESS, did_pkh, to_hex
+    from ._chain._eip712 import PROOF_VERSIONS, proof_digest, proof_typed_data
+    from ._chain._signing import DigestSigner, sign
+    from ._chain._tempo_tx import FEE_PAYER_ENVELOPE_TYPE, fee_payer_envelope, sign_as_sender
     from ._chain._terms import ChainCharge, Split, chain_charge, memo32, primary_amount
     from ._chain._wallet import EthWallet
     from ._eth import RpcError, rpc_body, rpc_result
@@ -159,8 +158,6 @@ KNOWN_CHAINS: Mapping[int, str] = {
 PATH_USD = "0x20c0000000000000000000000000000000000000"
 #: EIP-2718 type of a Tempo transaction.
 TRANSACTION_TYPE = 0x76
-#: Type byte of the fee-payer hand-off envelope (and of the fee payer's signing domain).
-FEE_PAYER_ENVELOPE_TYPE = 0x78
 #: The nonce lane of expiring nonces: U256::MAX, with nonce 0 and a ``validBefore``.
 EXPIRING_NONCE_KEY = 2**256 - 1
 MODES: tuple[str, ...] = ("pull", "push")
@@ -168,22 +165,6 @@ MODES: tuple[str, ...] = ("pull", "push")
 ATTRIBUTION_TAG = keccak(b"mpp")[:4]
 #: The attribution memo layout this module writes and reads.
 ATTRIBUTION_VERSION = 1
-
-_DOMAIN_TYPE = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-]
-_PROOF_TYPES: Mapping[int, list[dict[str, str]]] = {
-    1: [{"name": "challengeId", "type": "string"}],
-    2: [{"name": "challengeId", "type": "string"}, {"name": "realm", "type": "string"}],
-    3: [
-        {"name": "account", "type": "address"},
-        {"name": "challengeId", "type": "string"},
-        {"name": "realm", "type": "string"},
-    ],
-}
-
 
 # -- the attribution memo --------------------------------------------------------
 
@@ -255,42 +236,6 @@ def memo_binds(memo: bytes, challenge_id: str, realm: str) -> bool:
     """True when ``memo`` is an attribution memo bound to this challenge and realm."""
     parsed = parse_attribution_memo(memo)
     return parsed is not None and parsed.binds(challenge_id, realm)
-
-
-# -- helpers ---------------------------------------------------------------------
-
-
-def proof_typed_data(
-    *,
-    chain_id: int,
-    challenge_id: str,
-    realm: str,
-    account: str | None = None,
-    version: int = 2,
-) -> dict[str, Any]:
-    """The EIP-712 typed data a zero-amount ``proof`` signs (see the module notes).
-
-    ``version`` 1 is draft-tempo-charge-00 (``challengeId``), 2 the conformance
-    vector (``challengeId``, ``realm``), 3 mppx 0.11 (``account``,
-    ``challengeId``, ``realm``; ``account`` is then required). Returns the
-    ``domain``/``types``/``primaryType``/``message`` object without the
-    implicit ``EIP712Domain`` type.
-    """
-    if version not in _PROOF_TYPES:
-        raise ValueError(f"proof version must be 1, 2 or 3, not {version!r}")
-    message: dict[str, Any] = {"challengeId": challenge_id}
-    if version >= 2:
-        message["realm"] = realm
-    if version == 3:
-        if account is None:
-            raise ValueError("a version 3 proof names the payer's account")
-        message = {"account": to_checksum_address(account), **message}
-    return {
-        "domain": {"name": "MPP", "version": str(version), "chainId": chain_id},
-        "types": {"Proof": [dict(field) for field in _PROOF_TYPES[version]]},
-        "primaryType": "Proof",
-        "message": message,
-    }
 
 
 # -- terms -----------------------------------------------------------------------
@@ -458,7 +403,7 @@ class TempoWallet(EthWallet):
 
     def __init__(
         self,
-        key: LocalAccount | str | bytes,
+        key: LocalAccount | DigestSigner | str | bytes,
         *,
         chain_id: int | None = None,
         rpc_url: str | None = None,
@@ -516,7 +461,7 @@ class TempoWallet(EthWallet):
         if not 0 < valid_for <= 300:
             raise ValueError("valid_for must be between 0 and 300 seconds")
         self.valid_for = valid_for
-        if proof_version not in _PROOF_TYPES:
+        if proof_version not in PROOF_VERSIONS:
             raise ValueError("proof_version must be 1, 2 or 3")
         self.proof_version = proof_version
         if client_id is not None and not isinstance(client_id, str):
@@ -800,15 +745,9 @@ class TempoWallet(EthWallet):
             calls=calls,
         )
         # pytempo builds the sender's signing payload (0x76, with the fee-payer
-        # placeholder when sponsored); the account signs its hash here so the
-        # key never leaves the LocalAccount.
-        signed = self._account.unsafe_sign_hash(Hash32(tx.get_signing_hash(for_fee_payer=False)))
-        tx = attrs.evolve(
-            tx,
-            sender_signature=Signature(r=signed.r, s=signed.s, v=signed.v),
-            sender_address=self.address,
-        )
-        raw = _fee_payer_envelope(tx) if sponsored else bytes(tx.encode())
+        # placeholder when sponsored); the signer signs its digest.
+        tx = sign_as_sender(self._signer, tx)
+        raw = fee_payer_envelope(tx) if sponsored else bytes(tx.encode())
         return raw, to_hex(keccak(raw))
 
     def _pulled(self, plan: _Plan, raw: bytes) -> dict[str, Any]:
@@ -875,41 +814,12 @@ class TempoWallet(EthWallet):
             account=self.address,
             version=self.proof_version,
         )
-        full = {**typed, "types": {"EIP712Domain": _DOMAIN_TYPE, **typed["types"]}}
-        signed = self._account.sign_message(encode_typed_data(full_message=full))
+        signature = sign(self._signer, proof_digest(typed))
         logger.info("tempo: signed a zero-amount proof on chain %s", plan.chain_id)
-        return {"type": "proof", "signature": to_hex(bytes(signed.signature))}
+        return {"type": "proof", "signature": to_hex(signature.to_bytes())}
 
     # -- hygiene ------------------------------------------------------------------
 
     def __repr__(self) -> str:
         chain = "any known" if self.chain_id is None else str(self.chain_id)
         return f"<TempoWallet address={self.address} chain={chain} modes={'/'.join(self.modes)}>"
-
-
-def _fee_payer_envelope(tx: Any) -> bytes:
-    """``0x78 || rlp([...])``: the sender-signed fields, the sender in the fee-payer slot.
-
-    The fields are those of the ``0x76`` transaction with ``feeToken`` empty
-    (the fee payer picks it), the sender's 20-byte address where the fee
-    payer's signature goes, and the sender's 65-byte signature last. The
-    fee payer rebuilds the ``0x76`` signing payload (``feeToken`` empty,
-    ``0x00`` placeholder) to recover the sender, then co-signs.
-    """
-    fields = [
-        tx.chain_id,
-        tx.max_priority_fee_per_gas,
-        tx.max_fee_per_gas,
-        tx.gas_limit,
-        [call.as_rlp_list() for call in tx.calls],
-        [],  # access list
-        tx.nonce_key,
-        tx.nonce,
-        b"" if tx.valid_before is None else tx.valid_before,
-        b"" if tx.valid_after is None else tx.valid_after,
-        b"",  # fee token: chosen by the fee payer
-        bytes(tx.sender_address),
-        [],  # Tempo authorization list
-        tx.sender_signature.to_bytes(),
-    ]
-    return bytes([FEE_PAYER_ENVELOPE_TYPE]) + bytes(rlp.encode(fields))

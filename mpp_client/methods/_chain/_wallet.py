@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NoReturn
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 
 from ..._exceptions import ChallengeError
 from ...money import BUILTIN_ASSETS, AssetEntry, AssetRegistry
 from .._base import PaymentMethod
-from .._eth import as_account
 from ._addresses import ZERO_ADDRESS, did_pkh, same_address
+from ._signing import DigestSigner, as_signer
 
 __all__ = ["EthWallet"]
 
@@ -26,7 +27,9 @@ __all__ = ["EthWallet"]
 class EthWallet(PaymentMethod):
     """A wallet with one secp256k1 key that pays on eip155 chains.
 
-    Holds the key (never shown: not in ``repr()``, and the wallet refuses to
+    Holds the key through a :class:`~._signing.DigestSigner` (a hex key, 32
+    bytes, a ``LocalAccount`` or any object with ``address`` and
+    ``sign_digest``; never shown: not in ``repr()``, and the wallet refuses to
     be pickled), the asset registry and the payee and split-recipient
     allowlists. Its quotes name the payer as its ``did:pkh`` on the
     challenge's chain (:meth:`source_for`).
@@ -37,14 +40,14 @@ class EthWallet(PaymentMethod):
 
     def __init__(
         self,
-        key: LocalAccount | str | bytes,
+        key: LocalAccount | DigestSigner | str | bytes,
         *,
         assets: AssetRegistry | Iterable[AssetEntry] | None,
         payees: Iterable[str] | None,
         split_recipients: Iterable[str] | Literal["*"],
         clock: Callable[[], datetime] | None,
     ) -> None:
-        self._account = as_account(key, self.key_label)
+        self._signer = as_signer(key, self.key_label)
         if isinstance(assets, AssetRegistry):
             self.assets = assets
         else:
@@ -61,7 +64,17 @@ class EthWallet(PaymentMethod):
     @property
     def address(self) -> str:
         """The payer's EIP-55 address."""
-        return str(self._account.address)
+        return str(to_checksum_address(self._signer.address))
+
+    @property
+    def signer(self) -> DigestSigner:
+        """The seam every signature of this wallet goes through (see :mod:`._signing`).
+
+        A :class:`~._signing.LocalSigner` for a hex key, bytes or a
+        ``LocalAccount``; the object handed in otherwise. Its ``location``
+        and ``hardware`` attributes, when it has them, say where the key lives.
+        """
+        return self._signer
 
     def source_for(self, chain_id: int) -> str:
         """The payer's ``did:pkh`` on ``chain_id``."""
