@@ -34,6 +34,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from web3 import AsyncWeb3, Web3
 
 from mpp_client import (
     AsyncClient,
@@ -75,7 +76,7 @@ from .chain.tooling import (
     start_world,
 )
 from .helpers import pay_now
-from .rails import Answer, HeldKey
+from .rails import Answer, CountingAsync, Faulty, HeldKey
 
 CHAIN = 31337
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -1028,6 +1029,132 @@ def test_a_key_held_outside_eth_account_pays_on_chain(world: World, live: Any, k
     ]
     assert world.balance(payer.address) == 1_000_000 - PRICE
     assert held.signed >= 1
+
+
+def web3_wallet(world: World, account: Any, web3: Any, **options: Any) -> EvmWallet:
+    """A wallet whose only way to the chain is the ``web3`` handed in (no RPC URL)."""
+    options.setdefault("credential_types", ("hash",))
+    return EvmWallet(
+        account,
+        chain_ids=[world.chain_id],
+        web3=web3,
+        assets=[AssetEntry("evm", world.token, "USD", TOKEN_DECIMALS, world.chain_id, "TUSD")],
+        **options,
+    )
+
+
+@pytest.mark.parametrize("form", ["Web3", "provider"])
+def test_a_users_web3_carries_every_request_and_the_broadcast_once(
+    world: World, live: Any, form: str
+) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    provider = Faulty(world.url)
+    given = Web3(provider) if form == "Web3" else provider
+    shop = Shop(world, ["hash"])
+    response = pay_once(world, shop, web3_wallet(world, payer, given), live)
+    assert_settled(world, response, shop)
+    assert world.balance(shop.merchant) == PRICE
+    # Every chain request of the payment went through the user's provider: the
+    # node's chain checked before signing; the broadcast sent once.
+    if form == "provider":  # wrapped without middleware: exactly the wallet's requests
+        assert provider.count("eth_chainId") == 1
+    else:  # the user's Web3 keeps its middleware, whose validation asks for the chain id too
+        assert provider.count("eth_chainId") > 1
+    assert provider.count("eth_sendRawTransaction") == 1
+    assert provider.count("eth_getTransactionReceipt") >= 1
+
+
+async def test_the_async_flow_uses_the_users_async_web3(world: World, live: Any) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    sync, async_ = Faulty(world.url), CountingAsync(world.url)
+    wallet = web3_wallet(world, payer, (Web3(sync), AsyncWeb3(async_)))
+    shop = Shop(world, ["hash"])
+    async with AsyncClient(
+        methods=[wallet], policy=policy_for(world), ledger="memory:", allow_insecure_localhost=True
+    ) as client:
+        response = await client.get(live(shop.server) + "/paid")
+    assert_settled(world, response, shop)
+    assert "eth_sendRawTransaction" in async_.calls
+    assert sync.calls == []  # the sync Web3 was not used by the async flow
+
+
+def test_an_async_web3_alone_cannot_serve_a_sync_payment(world: World, live: Any) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    wallet = web3_wallet(world, payer, AsyncWeb3(CountingAsync(world.url)))
+    with pytest.raises(PaymentFailed, match="only an AsyncWeb3: pay with AsyncClient"):
+        pay_once(world, Shop(world, ["hash"]), wallet, live)
+    assert world.balance(payer.address) == 1_000_000
+
+
+def test_reads_and_receipts_are_retried_and_the_broadcast_is_not(world: World, live: Any) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    provider = Faulty(
+        world.url,
+        {
+            "eth_getTransactionCount": ["refused", "refused"],  # a flaky network: retried
+            "eth_getTransactionReceipt": ["pending", "pending"],  # not yet mined: polled
+        },
+    )
+    shop = Shop(world, ["hash"])
+    response = pay_once(world, shop, web3_wallet(world, payer, provider), live)
+    assert_settled(world, response, shop)
+    assert provider.count("eth_getTransactionCount") == 3
+    assert provider.count("eth_getTransactionReceipt") >= 3
+    assert provider.count("eth_sendRawTransaction") == 1
+    assert world.balance(shop.merchant) == PRICE
+
+
+def test_a_lost_broadcast_answer_is_an_unknown_outcome_never_a_resend(world: World) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    provider = Faulty(world.url, {"eth_sendRawTransaction": ["lost"]})
+    wallet = web3_wallet(world, payer, provider)
+    ch = challenge(
+        recipient=MERCHANT,
+        currency=world.token,
+        details={"chainId": world.chain_id, "credentialTypes": ["hash"]},
+    )
+    with pytest.raises(PaymentOutcomeUnknown, match="may still be mined"):
+        pay_now(wallet, ch)
+    assert provider.count("eth_sendRawTransaction") == 1
+    assert world.balance(MERCHANT) >= PRICE  # it was mined: the money did move
+
+
+def test_a_broadcast_the_provider_resent_is_not_taken_for_a_refusal(
+    world: World, live: Any
+) -> None:
+    # web3's default HTTPProvider re-sends eth_sendRawTransaction after a timeout; the
+    # node then answers "nonce too low" for a transaction it has already mined.
+    payer = world.funded_account(tokens=1_000_000)
+    provider = Faulty(world.url, {"eth_sendRawTransaction": ["resend"]})
+    shop = Shop(world, ["hash"])
+    response = pay_once(world, shop, web3_wallet(world, payer, provider), live)
+    assert_settled(world, response, shop)
+    assert provider.count("eth_getTransactionByHash") == 1  # the refusal was checked
+    assert world.balance(shop.merchant) == PRICE
+    assert world.balance(payer.address) == 1_000_000 - PRICE
+
+
+def test_a_refused_connection_at_the_broadcast_sends_nothing(world: World) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    provider = Faulty(world.url, {"eth_sendRawTransaction": ["refused"]})
+    ch = challenge(
+        recipient=MERCHANT,
+        currency=world.token,
+        details={"chainId": world.chain_id, "credentialTypes": ["hash"]},
+    )
+    before = world.balance(MERCHANT)
+    with pytest.raises(PaymentFailed, match="nothing was sent"):
+        pay_now(web3_wallet(world, payer, provider), ch)
+    assert world.balance(payer.address) == 1_000_000
+    assert world.balance(MERCHANT) == before
+
+
+def test_json_rpc_is_the_chain_client_under_its_old_name() -> None:
+    import mpp_client.methods.evm as evm
+
+    with pytest.warns(DeprecationWarning, match="JsonRpc is deprecated: it is ChainRpc"):
+        old = evm.JsonRpc
+    assert old is evm.ChainRpc
 
 
 def _sent_credential(response: httpx.Response) -> str:

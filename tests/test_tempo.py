@@ -49,6 +49,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_keys import keys
 from eth_utils import keccak, to_checksum_address
+from web3 import AsyncWeb3, Web3
 
 from mpp_client import (
     AsyncClient,
@@ -76,7 +77,7 @@ from mpp_client.testing import PaidServer
 from mpp_client.testing.tempo import Movement, TempoChain, TempoVerifier, movements_in
 
 from .helpers import apay_now, pay_now, pay_unquoted
-from .rails import Answer, HeldKey
+from .rails import Answer, CountingAsync, Faulty, HeldKey
 
 pytest_plugins = ["tests.chain.tempo_chain"]
 
@@ -1259,6 +1260,64 @@ def test_a_key_held_outside_eth_account_pays_on_the_tempo_chain(
     assert [(m.sender, m.amount) for m in paid] == [(payer.address, PRICE)]
     assert tempo_chain.balance(shop.merchant) == PRICE
     assert held.signed == 1
+
+
+def test_push_through_the_users_web3_and_async_web3(
+    tempo_chain: TempoChain, tempo_policy: Policy, live: Any
+) -> None:
+    # The sync flow uses the Web3, the async flow the AsyncWeb3; each sends once.
+    sync, async_ = Faulty(tempo_chain.url), CountingAsync(tempo_chain.url)
+    for flavour in ("sync", "async"):
+        shop = Shop(tempo_chain)
+        payer = tempo_chain.funded_account(FUNDS)
+        wallet = TempoWallet(
+            payer,
+            chain_id=tempo_chain.chain_id,
+            web3=(Web3(sync), AsyncWeb3(async_)),
+            assets=[tempo_chain.asset()],
+            modes=("push",),
+        )
+        settled(get(flavour, tempo_policy, wallet, live(shop.server) + "/paid"), shop)
+        assert tempo_chain.balance(shop.merchant) == PRICE
+    assert sync.count("eth_sendRawTransactionSync") == 1
+    assert async_.calls.count("eth_sendRawTransactionSync") == 1
+    assert "eth_gasPrice" in sync.calls and "eth_gasPrice" in async_.calls
+
+
+def test_a_refused_connection_at_the_push_sends_nothing(tempo_chain: TempoChain) -> None:
+    payer = tempo_chain.funded_account(FUNDS)
+    provider = Faulty(tempo_chain.url, {"eth_sendRawTransactionSync": ["refused"]})
+    wallet = TempoWallet(
+        payer,
+        chain_id=tempo_chain.chain_id,
+        web3=provider,
+        assets=[tempo_chain.asset()],
+        modes=("push",),
+    )
+    ch = challenge(str(PRICE), chainId=tempo_chain.chain_id)
+    with pytest.raises(PaymentFailed, match="nothing was sent"):
+        pay_now(wallet, ch)
+    assert provider.count("eth_sendRawTransactionSync") == 1
+    assert tempo_chain.balance(payer.address) == FUNDS
+
+
+def test_a_lost_push_answer_is_unknown_and_the_transfer_counted(
+    tempo_chain: TempoChain,
+) -> None:
+    payer = tempo_chain.funded_account(FUNDS)
+    provider = Faulty(tempo_chain.url, {"eth_sendRawTransactionSync": ["lost"]})
+    wallet = TempoWallet(
+        payer,
+        chain_id=tempo_chain.chain_id,
+        web3=provider,
+        assets=[tempo_chain.asset()],
+        modes=("push",),
+    )
+    before = tempo_chain.balance(RECIPIENT)
+    with pytest.raises(PaymentOutcomeUnknown, match="may still be included"):
+        pay_now(wallet, challenge(str(PRICE), chainId=tempo_chain.chain_id))
+    assert provider.count("eth_sendRawTransactionSync") == 1  # never re-sent
+    assert tempo_chain.balance(RECIPIENT) == before + PRICE  # it was mined: money moved
 
 
 def test_a_reverted_push_fails_without_paying(

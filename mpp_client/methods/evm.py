@@ -63,18 +63,14 @@ logs, and the wallet refuses to be pickled.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
-import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, cast
-
-import httpx
 
 try:
     from eth_abi.abi import decode as abi_decode
@@ -99,6 +95,23 @@ try:
         payment_witness_hash,
         permit2_digest,
     )
+    from ._chain._rpc import (
+        ChainFlow,
+        ChainRpc,
+        ChainTransportError,
+        MaybeSent,
+        NotSent,
+        RpcError,
+        Web3Arg,
+        eth_call,
+        expect_chain,
+        nodes_from,
+        quantity,
+        read,
+        returned_data,
+        run_offline,
+        send_transaction,
+    )
     from ._chain._signing import (
         DigestSigner,
         Eip1559Transaction,
@@ -108,10 +121,9 @@ try:
     )
     from ._chain._terms import UINT256_MAX, Split, chain_charge, primary_amount, text_memo
     from ._chain._wallet import EthWallet
-    from ._eth import RpcError, rpc_body, rpc_result
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
-        f"the evm payment method needs eth-account ({exc.name} is missing): "
+        f"the evm payment method needs its extra ({exc.name} is missing): "
         'pip install "mpp-client[evm]"'
     ) from exc
 
@@ -133,10 +145,10 @@ __all__ = [
     "CREDENTIAL_TYPES",
     "PERMIT2_ADDRESS",
     "PERMIT2_WITNESS_TYPE_STRING",
+    "ChainRpc",
     "ChallengeBinding",
     "EvmTerms",
     "EvmWallet",
-    "JsonRpc",
     "RpcError",
     "Split",
     "authorization_digest",
@@ -347,53 +359,6 @@ def decode_transfer_calldata(data: bytes) -> tuple[str, int]:
     return to_checksum_address(to), int(amount)
 
 
-# -- JSON-RPC --------------------------------------------------------------------
-
-
-class JsonRpc:
-    """A small synchronous Ethereum JSON-RPC client over httpx.
-
-    Transport failures raise ``httpx.HTTPError`` (the call may or may not have
-    reached the node); node errors raise :class:`RpcError`. The URL may hold an
-    API key, so ``repr()`` shows only its host.
-    """
-
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
-        self._url = url
-        self._client = httpx.Client(timeout=timeout)
-        self._ids = itertools.count(1)
-
-    def call(self, method: str, *params: Any) -> Any:
-        response = self._client.post(self._url, json=rpc_body(method, params, next(self._ids)))
-        return rpc_result(method, response)
-
-    def eth_call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
-        request: dict[str, str] = {"to": to, "data": to_hex(data)}
-        if sender is not None:
-            request["from"] = sender
-        result = self.call("eth_call", request, "latest")
-        return bytes.fromhex(str(result)[2:])
-
-    def wait_for_receipt(self, tx_hash: str, timeout: float = 60.0) -> dict[str, Any] | None:
-        """The transaction's receipt once mined, or None after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            receipt = self.call("eth_getTransactionReceipt", tx_hash)
-            if isinstance(receipt, dict):
-                return receipt
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __repr__(self) -> str:
-        return f"<JsonRpc host={httpx.URL(self._url).host!r}>"
-
-
 def _selector(signature: str) -> bytes:
     return keccak(text=signature)[:4]
 
@@ -460,6 +425,7 @@ class EvmWallet(EthWallet):
         *,
         chain_ids: Iterable[int] = (),
         rpc_urls: Mapping[int, str] | None = None,
+        web3: Web3Arg = None,
         assets: AssetRegistry | Iterable[AssetEntry] | None = None,
         credential_types: Sequence[str] = ("permit2", "authorization", "transaction"),
         prefer: Literal["server", "wallet"] = "server",
@@ -478,8 +444,14 @@ class EvmWallet(EthWallet):
         super().__init__(
             key, assets=assets, payees=payees, split_recipients=split_recipients, clock=clock
         )
-        self._rpc_urls = dict(rpc_urls or {})
-        chains = {*chain_ids, *self._rpc_urls}
+        named = {*chain_ids, *(rpc_urls or {})}
+        self._nodes = nodes_from(
+            rpc_urls=dict(rpc_urls or {}),
+            web3=web3,
+            single_chain=next(iter(named)) if len(named) == 1 else None,
+            timeout=rpc_timeout,
+        )
+        chains = {*named, *self._nodes}
         if not chains or not all(
             isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in chains
         ):
@@ -513,8 +485,6 @@ class EvmWallet(EthWallet):
         )
         self.max_gas = max_gas
         self.receipt_timeout = receipt_timeout
-        self._rpc_timeout = rpc_timeout
-        self._rpcs: dict[int, JsonRpc] = {}
 
     # -- keys ---------------------------------------------------------------------
 
@@ -568,15 +538,6 @@ class EvmWallet(EthWallet):
 
     # -- choosing -----------------------------------------------------------------
 
-    def _rpc(self, chain_id: int) -> JsonRpc | None:
-        url = self._rpc_urls.get(chain_id)
-        if url is None:
-            return None
-        rpc = self._rpcs.get(chain_id)
-        if rpc is None:
-            rpc = self._rpcs[chain_id] = JsonRpc(url, timeout=self._rpc_timeout)
-        return rpc
-
     def _plan(self, challenge: Challenge) -> _Plan:
         terms = evm_terms(challenge)
         chain = self._pay_chain(terms.chain_id, self.chain_ids)
@@ -626,10 +587,10 @@ class EvmWallet(EthWallet):
             return None
         if kind == "authorization":
             known = (chain, terms.currency.lower()) in self._token_domains
-            if not known and chain not in self._rpc_urls:
+            if not known and chain not in self._nodes:
                 return "the token's EIP-712 domain is unknown (pass token_domains or an RPC URL)"
             return None
-        if chain not in self._rpc_urls:
+        if chain not in self._nodes:
             return f"needs an RPC URL for chain {chain}"
         return None
 
@@ -676,36 +637,84 @@ class EvmWallet(EthWallet):
 
     # -- paying -------------------------------------------------------------------
 
+    def _prepared(self, challenge: Challenge, quote: Quote) -> _Plan:
+        return quote.prepared if isinstance(quote.prepared, _Plan) else self._plan(challenge)
+
     def pay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
-        plan = quote.prepared if isinstance(quote.prepared, _Plan) else self._plan(challenge)
+        plan = self._prepared(challenge, quote)
+        node = self._nodes.get(plan.terms.chain_id)
+        try:
+            rpc = None if node is None else node.rpc()
+            offline = (
+                None if node is not None else f"needs an RPC URL for chain {plan.terms.chain_id}"
+            )
+        except ChainTransportError as exc:
+            rpc, offline = None, exc.cause
         skipped = list(plan.skipped)
         for kind in plan.types:
+            flow = self._make(kind, challenge, plan, offline, "" if node is None else node.where)
             try:
-                payload = self._make(kind, challenge, plan)
+                payload = run_offline(flow) if rpc is None else rpc.run(flow)
             except _Skip as exc:
                 skipped.append(f"{kind}: {exc}")
                 continue
-            logger.info(
-                "evm: %s credential for %s base units of %s on chain %s to %s (challenge hash: %s)",
-                kind,
-                plan.terms.amount,
-                plan.terms.currency,
-                plan.terms.chain_id,
-                plan.terms.recipient,
-                self.binding_for(challenge),
-            )
-            return payload
+            return self._made(kind, challenge, plan, payload)
         raise PaymentFailed(f"no evm credential could be made: {'; '.join(skipped)}")
 
-    def _make(self, kind: str, challenge: Challenge, plan: _Plan) -> dict[str, Any]:
+    async def apay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
+        """:meth:`pay`, with the node reached through an ``AsyncWeb3`` (the one given, or
+        one built from the RPC URL for this payment)."""
+        plan = self._prepared(challenge, quote)
+        node = self._nodes.get(plan.terms.chain_id)
+        if node is None:
+            return self.pay(challenge, quote)  # signing only: nothing to await
+        skipped = list(plan.skipped)
+        async with node.arpc() as rpc:
+            for kind in plan.types:
+                try:
+                    payload = await rpc.run(self._make(kind, challenge, plan, None, node.where))
+                except _Skip as exc:
+                    skipped.append(f"{kind}: {exc}")
+                    continue
+                return self._made(kind, challenge, plan, payload)
+        raise PaymentFailed(f"no evm credential could be made: {'; '.join(skipped)}")
+
+    def _made(
+        self, kind: str, challenge: Challenge, plan: _Plan, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        logger.info(
+            "evm: %s credential for %s base units of %s on chain %s to %s (challenge hash: %s)",
+            kind,
+            plan.terms.amount,
+            plan.terms.currency,
+            plan.terms.chain_id,
+            plan.terms.recipient,
+            self.binding_for(challenge),
+        )
+        return payload
+
+    def _make(
+        self, kind: str, challenge: Challenge, plan: _Plan, offline: str | None, where: str
+    ) -> ChainFlow[dict[str, Any]]:
+        """The credential of type ``kind``; ``offline`` says why there is no node (if none)."""
+        terms = plan.terms
         if kind == "authorization":
-            return self._authorization(challenge, plan)
+            name, version = yield from self._token_domain(terms, offline, where)
+            return self._authorization(challenge, plan, name, version)
         if kind == "permit2":
+            if offline is None:
+                yield from self._check_permit2_allowance(terms, where)
             return self._permit2_payload(challenge, plan)
-        raw, tx_hash = self._signed_transfer(plan)
+        if offline is not None:
+            raise _Skip(offline)
+        data = transfer_calldata(terms.recipient, terms.amount)
+        raw, tx_hash = yield from self._sign_transaction(
+            terms.chain_id, terms.currency, data, where
+        )
         if kind == "transaction":
             return {"type": "transaction", "signature": to_hex(raw)}
-        return {"type": "hash", "hash": self._broadcast(plan, raw, tx_hash)}
+        yield from self._broadcast(terms.chain_id, raw, tx_hash)
+        return {"type": "hash", "hash": tx_hash}
 
     def _sign(self, digest: bytes) -> str:
         return to_hex(sign(self._signer, digest).to_bytes())
@@ -723,9 +732,10 @@ class EvmWallet(EthWallet):
             return challenge_binding(challenge)
         return self.challenge_hash_scheme
 
-    def _authorization(self, challenge: Challenge, plan: _Plan) -> dict[str, Any]:
+    def _authorization(
+        self, challenge: Challenge, plan: _Plan, name: str, version: str
+    ) -> dict[str, Any]:
         terms = plan.terms
-        name, version = self._token_domain(terms)
         nonce = self._chash(challenge)
         digest = authorization_digest(
             eip3009_domain_separator(name, version, terms.chain_id, terms.currency),
@@ -747,17 +757,24 @@ class EvmWallet(EthWallet):
             "signature": self._sign(digest),
         }
 
-    def _token_domain(self, terms: EvmTerms) -> tuple[str, str]:
+    def _token_domain(
+        self, terms: EvmTerms, offline: str | None, where: str
+    ) -> ChainFlow[tuple[str, str]]:
+        """The token's EIP-712 (name, version): configured, known, or read from the chain once."""
         known = self._token_domains.get((terms.chain_id, terms.currency.lower()))
         if known is not None:
             return known
-        rpc = self._rpc(terms.chain_id)
-        if rpc is None:
+        if offline is not None:
             raise _Skip("the token's EIP-712 domain is unknown")
         try:
-            name = _decode_string(rpc.eth_call(terms.currency, _selector("name()")))
-            version = _decode_string(rpc.eth_call(terms.currency, _selector("version()")))
-        except (RpcError, httpx.HTTPError, ValueError) as exc:
+            yield from expect_chain(terms.chain_id, where)
+            name = _decode_string(
+                returned_data((yield eth_call(terms.currency, _selector("name()"))))
+            )
+            version = _decode_string(
+                returned_data((yield eth_call(terms.currency, _selector("version()"))))
+            )
+        except (RpcError, ChainTransportError, ValueError) as exc:
             raise _Skip(f"could not read the token's EIP-712 name and version ({exc})") from None
         self._token_domains[(terms.chain_id, terms.currency.lower())] = (name, version)
         return name, version
@@ -767,9 +784,6 @@ class EvmWallet(EthWallet):
         transfers = [(terms.recipient, terms.primary_amount)] + [
             (split.recipient, split.amount) for split in terms.splits
         ]
-        rpc = self._rpc(terms.chain_id)
-        if rpc is not None:
-            self._check_permit2_allowance(rpc, terms)
         chash = self._chash(challenge)
         nonce = int.from_bytes(chash, "big")
         external_id = terms.external_id or ""
@@ -802,13 +816,16 @@ class EvmWallet(EthWallet):
             "signature": self._sign(digest),
         }
 
-    def _check_permit2_allowance(self, rpc: JsonRpc, terms: EvmTerms) -> None:
+    def _check_permit2_allowance(self, terms: EvmTerms, where: str) -> ChainFlow[None]:
         data = _selector("allowance(address,address)") + abi_encode(
             ["address", "address"], [self.address, terms.permit2_address]
         )
         try:
-            (allowance,) = abi_decode(["uint256"], rpc.eth_call(terms.currency, data))
-        except (RpcError, httpx.HTTPError, ValueError) as exc:
+            yield from expect_chain(terms.chain_id, where)
+            (allowance,) = abi_decode(
+                ["uint256"], returned_data((yield eth_call(terms.currency, data)))
+            )
+        except (RpcError, ChainTransportError, ValueError) as exc:
             raise _Skip(f"could not read the Permit2 allowance ({exc})") from None
         if allowance < terms.amount:
             raise _Skip(
@@ -816,29 +833,23 @@ class EvmWallet(EthWallet):
                 f"{terms.amount}: approve Permit2 once with approve_permit2()"
             )
 
-    def _require_rpc(self, chain_id: int) -> JsonRpc:
-        rpc = self._rpc(chain_id)
-        if rpc is None:
-            raise _Skip(f"needs an RPC URL for chain {chain_id}")
-        return rpc
-
-    def _signed_transfer(self, plan: _Plan) -> tuple[bytes, str]:
-        terms = plan.terms
-        data = transfer_calldata(terms.recipient, terms.amount)
-        return self._sign_transaction(terms.chain_id, terms.currency, data)
-
-    def _sign_transaction(self, chain_id: int, to: str, data: bytes) -> tuple[bytes, str]:
-        rpc = self._require_rpc(chain_id)
+    def _sign_transaction(
+        self, chain_id: int, to: str, data: bytes, where: str
+    ) -> ChainFlow[tuple[bytes, str]]:
+        """A signed EIP-1559 call of ``to`` with ``data``: nonce, gas and fees from the node."""
         try:
-            nonce = int(rpc.call("eth_getTransactionCount", self.address, "pending"), 16)
-            gas = int(
-                rpc.call("eth_estimateGas", {"from": self.address, "to": to, "data": to_hex(data)}),
-                16,
+            yield from expect_chain(chain_id, where)
+            nonce = quantity(
+                (yield read("eth_getTransactionCount", self.address, "pending")),
+                "eth_getTransactionCount",
             )
-            block = rpc.call("eth_getBlockByNumber", "latest", False)
-            base_fee = int(block.get("baseFeePerGas", "0x0"), 16) if block else 0
+            estimate = {"from": self.address, "to": to, "data": to_hex(data)}
+            gas = quantity((yield read("eth_estimateGas", estimate)), "eth_estimateGas")
+            block = yield read("eth_getBlockByNumber", "latest", False)
+            fee = block.get("baseFeePerGas", "0x0") if isinstance(block, dict) else "0x0"
+            base_fee = quantity(fee, "eth_getBlockByNumber")
             try:
-                tip = int(rpc.call("eth_maxPriorityFeePerGas"), 16)
+                tip = quantity((yield read("eth_maxPriorityFeePerGas")), "eth_maxPriorityFeePerGas")
             except RpcError:
                 tip = 10**9
         except RpcError as exc:
@@ -846,86 +857,74 @@ class EvmWallet(EthWallet):
                 f"the transfer cannot be prepared on chain {chain_id}: {exc.rpc_message}; "
                 "nothing was sent"
             ) from None
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
+        except ChainTransportError as exc:
             raise PaymentFailed(
-                f"the RPC for chain {chain_id} failed ({type(exc).__name__}); nothing was sent"
+                f"the RPC for chain {chain_id} failed ({exc.cause}); nothing was sent"
             ) from None
         if gas > self.max_gas:
             raise PaymentFailed(f"the transfer needs {gas} gas, over max_gas {self.max_gas}")
-        limit = min(self.max_gas, gas + gas // 5)
         transaction = Eip1559Transaction(
             chain_id=chain_id,
             nonce=nonce,
             max_priority_fee_per_gas=tip,
             max_fee_per_gas=2 * base_fee + tip,
-            gas=limit,
+            gas=min(self.max_gas, gas + gas // 5),
             to=to,
             value=0,
             data=data,
         )
         return sign_eip1559(self._signer, transaction)
 
-    def _broadcast(self, plan: _Plan, raw: bytes, tx_hash: str) -> str:
-        """Send a signed transfer and wait until it is mined successfully."""
-        chain = plan.terms.chain_id
-        rpc = self._require_rpc(chain)
+    def _broadcast(self, chain: int, raw: bytes, tx_hash: str) -> ChainFlow[None]:
+        """Send a signed transaction once and wait until it is mined successfully."""
         try:
-            rpc.call("eth_sendRawTransaction", to_hex(raw))
-        except RpcError as exc:
+            mined = yield from send_transaction(raw, tx_hash, wait=self.receipt_timeout)
+        except NotSent as exc:
             raise PaymentFailed(
-                f"chain {chain} refused the transfer: {exc.rpc_message}; nothing was sent"
+                f"chain {chain} did not take the transfer: {exc}; nothing was sent"
             ) from None
-        except httpx.HTTPError as exc:
+        except MaybeSent as exc:
             raise PaymentOutcomeUnknown(
-                f"broadcasting transaction {tx_hash} failed ({type(exc).__name__}); "
-                "it may still be mined"
+                f"transaction {tx_hash} was sent; {exc}: it may still be mined"
             ) from None
-        try:
-            receipt = rpc.wait_for_receipt(tx_hash, self.receipt_timeout)
-        except (RpcError, httpx.HTTPError) as exc:
-            raise PaymentOutcomeUnknown(
-                f"transaction {tx_hash} was sent; reading its receipt failed ({type(exc).__name__})"
-            ) from None
-        if receipt is None:
-            raise PaymentOutcomeUnknown(
-                f"transaction {tx_hash} was sent but not mined within {self.receipt_timeout:g} s"
-            )
-        if receipt.get("status") != "0x1":
+        if mined.get("status") != "0x1":
             raise PaymentFailed(
                 f"transaction {tx_hash} reverted: no tokens moved (its gas was spent)"
             )
-        return tx_hash
 
     def approve_permit2(
         self, chain_id: int, token: str, amount: int = UINT256_MAX, *, permit2: str | None = None
     ) -> str:
         """Approve Permit2 to move ``token`` for this wallet (one transaction, once per token).
 
-        Needs an RPC URL for ``chain_id``; returns the mined transaction's hash.
+        Needs a node for ``chain_id`` (an RPC URL or a ``Web3``); returns the
+        mined transaction's hash.
         """
         token = checked_address(token, "token")
         spender = checked_address(permit2 or PERMIT2_ADDRESS, "permit2")
         data = _selector("approve(address,uint256)") + abi_encode(
             ["address", "uint256"], [spender, amount]
         )
+        node = self._nodes.get(chain_id)
+        if node is None:
+            raise PaymentFailed(f"approving Permit2 needs an RPC URL for chain {chain_id}")
+
+        def approval() -> ChainFlow[str]:
+            raw, tx_hash = yield from self._sign_transaction(chain_id, token, data, node.where)
+            yield from self._broadcast(chain_id, raw, tx_hash)
+            return tx_hash
+
         try:
-            raw, tx_hash = self._sign_transaction(chain_id, token, data)
-        except _Skip as exc:
-            raise PaymentFailed(str(exc)) from None
-        rpc = self._require_rpc(chain_id)
-        rpc.call("eth_sendRawTransaction", to_hex(raw))
-        receipt = rpc.wait_for_receipt(tx_hash, self.receipt_timeout)
-        if receipt is None or receipt.get("status") != "0x1":
-            raise PaymentFailed(f"the Permit2 approval {tx_hash} did not succeed")
-        return tx_hash
+            return node.rpc().run(approval())
+        except PaymentOutcomeUnknown as exc:
+            raise PaymentFailed(f"the Permit2 approval did not succeed: {exc.message}") from None
 
     # -- hygiene ------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the RPC connections."""
-        for rpc in self._rpcs.values():
-            rpc.close()
-        self._rpcs.clear()
+        """Close the RPC connections the wallet opened."""
+        for node in self._nodes.values():
+            node.close()
 
     def __repr__(self) -> str:
         chains = ",".join(map(str, sorted(self.chain_ids)))
@@ -937,3 +936,15 @@ def _decode_string(data: bytes) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("empty string")
     return value
+
+
+def __getattr__(name: str) -> Any:
+    if name == "JsonRpc":
+        warnings.warn(
+            "mpp_client.methods.evm.JsonRpc is deprecated: it is ChainRpc (on web3.py), "
+            "which takes the same URL; the old name is removed in 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ChainRpc
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -79,13 +79,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
-
-import httpx
 
 try:
     from eth_account.signers.local import LocalAccount
@@ -96,11 +93,25 @@ try:
 
     from ._chain._addresses import HEX_ADDRESS, did_pkh, to_hex
     from ._chain._eip712 import PROOF_VERSIONS, proof_digest, proof_typed_data
+    from ._chain._rpc import (
+        ChainFlow,
+        ChainTransportError,
+        MaybeSent,
+        Node,
+        NotSent,
+        RpcError,
+        Web3Arg,
+        expect_chain,
+        nodes_from,
+        quantity,
+        read,
+        run_offline,
+        send_transaction,
+    )
     from ._chain._signing import DigestSigner, sign
     from ._chain._tempo_tx import FEE_PAYER_ENVELOPE_TYPE, fee_payer_envelope, sign_as_sender
     from ._chain._terms import ChainCharge, Split, chain_charge, memo32, primary_amount
     from ._chain._wallet import EthWallet
-    from ._eth import RpcError, rpc_body, rpc_result
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
         f"the tempo payment method needs pytempo ({exc.name} is missing): "
@@ -318,23 +329,6 @@ def tempo_terms(challenge: Challenge) -> TempoTerms:
     )
 
 
-# -- the node --------------------------------------------------------------------
-
-
-def _quantity(value: object, what: str) -> int:
-    if not isinstance(value, str) or re.fullmatch(r"0x[0-9a-fA-F]{1,64}", value) is None:
-        raise RpcError(what, None, f"not a hex quantity: {value!r:.40}")
-    return int(value, 16)
-
-
-def _host(url: str) -> str:
-    # An RPC URL may hold an API key in its path or query: name only the host.
-    try:
-        return httpx.URL(url).host or "?"
-    except Exception:
-        return "?"
-
-
 # -- the wallet ------------------------------------------------------------------
 
 
@@ -408,6 +402,7 @@ class TempoWallet(EthWallet):
         chain_id: int | None = None,
         rpc_url: str | None = None,
         rpc_urls: Mapping[int, str] | None = None,
+        web3: Web3Arg = None,
         assets: AssetRegistry | Iterable[AssetEntry] | None = None,
         modes: Sequence[str] = ("pull",),
         payees: Iterable[str] | None = None,
@@ -430,12 +425,15 @@ class TempoWallet(EthWallet):
         ):
             raise ValueError("chain_id must be a positive integer")
         self.chain_id = chain_id
-        self._rpc_urls = dict(rpc_urls or {})
+        urls = dict(rpc_urls or {})
         if rpc_url is not None:
             if chain_id is None:
                 raise ValueError("rpc_url needs chain_id (or pass rpc_urls={chain: url})")
-            self._rpc_urls[chain_id] = rpc_url
-        self._known_chains = frozenset(KNOWN_CHAINS) | frozenset(self._rpc_urls)
+            urls[chain_id] = rpc_url
+        self._nodes = nodes_from(
+            rpc_urls=urls, web3=web3, single_chain=chain_id, timeout=rpc_timeout
+        )
+        self._known_chains = frozenset(KNOWN_CHAINS) | frozenset(self._nodes)
         chosen = tuple(modes)
         if (
             not chosen
@@ -606,82 +604,79 @@ class TempoWallet(EthWallet):
 
     def pay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
         plan = self._plan_to_pay(challenge, quote)
-        if plan.mode == "proof":
-            return self._proof(challenge, plan)
-        rpc_url = (
-            self._rpc_url(plan) if plan.mode == "push" or self.max_fee_per_gas is None else None
-        )
-        if rpc_url is None:
-            fees = self._fees_from(None)
-        else:
-            try:
-                with httpx.Client(timeout=self._rpc_timeout) as client:
-                    node_chain = client.post(rpc_url, json=rpc_body("eth_chainId", []))
-                    gas_price = (
-                        client.post(rpc_url, json=rpc_body("eth_gasPrice", []))
-                        if self.max_fee_per_gas is None
-                        else None
-                    )
-                    fees = self._check_node(plan, rpc_url, node_chain, gas_price)
-            except (httpx.HTTPError, RpcError, ValueError) as exc:
-                raise self._node_unusable(rpc_url, exc) from None
-        raw, tx_hash = self._sign_transfer(plan, fees)
-        if plan.mode == "pull":
-            return self._pulled(plan, raw)
-        assert rpc_url is not None
+        node = self._node(plan)
+        if node is None:
+            return run_offline(self._flow(challenge, plan, ""))
         try:
-            with httpx.Client(timeout=self._rpc_timeout + 30) as client:
-                response = client.post(
-                    rpc_url, json=rpc_body("eth_sendRawTransactionSync", [to_hex(raw)])
-                )
-                receipt = rpc_result("eth_sendRawTransactionSync", response)
-        except Exception as exc:
-            raise self._broadcast_failed(plan, tx_hash, exc) from None
-        return self._pushed(plan, tx_hash, receipt)
+            rpc = node.rpc()
+        except ChainTransportError as exc:
+            raise self._node_unusable(node, exc) from None
+        return rpc.run(self._flow(challenge, plan, node.where))
 
     async def apay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
+        """:meth:`pay`, with the node reached through an ``AsyncWeb3`` (the one given, or
+        one built from the RPC URL for this payment)."""
         plan = self._plan_to_pay(challenge, quote)
-        if plan.mode == "proof":
-            return self._proof(challenge, plan)
-        rpc_url = (
-            self._rpc_url(plan) if plan.mode == "push" or self.max_fee_per_gas is None else None
-        )
-        if rpc_url is None:
-            fees = self._fees_from(None)
-        else:
-            try:
-                async with httpx.AsyncClient(timeout=self._rpc_timeout) as client:
-                    node_chain = await client.post(rpc_url, json=rpc_body("eth_chainId", []))
-                    gas_price = (
-                        await client.post(rpc_url, json=rpc_body("eth_gasPrice", []))
-                        if self.max_fee_per_gas is None
-                        else None
-                    )
-                    fees = self._check_node(plan, rpc_url, node_chain, gas_price)
-            except (httpx.HTTPError, RpcError, ValueError) as exc:
-                raise self._node_unusable(rpc_url, exc) from None
-        raw, tx_hash = self._sign_transfer(plan, fees)
-        if plan.mode == "pull":
-            return self._pulled(plan, raw)
-        assert rpc_url is not None
-        try:
-            async with httpx.AsyncClient(timeout=self._rpc_timeout + 30) as client:
-                response = await client.post(
-                    rpc_url, json=rpc_body("eth_sendRawTransactionSync", [to_hex(raw)])
-                )
-                receipt = rpc_result("eth_sendRawTransactionSync", response)
-        except Exception as exc:
-            raise self._broadcast_failed(plan, tx_hash, exc) from None
-        return self._pushed(plan, tx_hash, receipt)
+        node = self._node(plan)
+        if node is None:
+            return run_offline(self._flow(challenge, plan, ""))
+        async with node.arpc() as rpc:
+            return await rpc.run(self._flow(challenge, plan, node.where))
 
-    def _rpc_url(self, plan: _Plan) -> str:
-        url = self._rpc_urls.get(plan.chain_id) or KNOWN_CHAINS.get(plan.chain_id)
-        if url is None:
+    def _node(self, plan: _Plan) -> Node | None:
+        """The node this payment needs (push mode, or no ``max_fee_per_gas``), if it needs one."""
+        if plan.mode == "proof" or (plan.mode == "pull" and self.max_fee_per_gas is not None):
+            return None
+        node = self._nodes.get(plan.chain_id)
+        if node is None and plan.chain_id in KNOWN_CHAINS:
+            node = Node(url=KNOWN_CHAINS[plan.chain_id], timeout=self._rpc_timeout)
+            self._nodes[plan.chain_id] = node
+        if node is None:
             raise TermsRefused(
                 f"no RPC URL for chain {plan.chain_id}: pass rpc_url= (needed for push mode "
                 "and to read the gas price when max_fee_per_gas is not set)"
             )
-        return url
+        return node
+
+    def _flow(self, challenge: Challenge, plan: _Plan, where: str) -> ChainFlow[dict[str, Any]]:
+        """The payment, written once: the node checked, the fees, the signature, the push."""
+        if plan.mode == "proof":
+            return self._proof(challenge, plan)
+        gas_price: int | None = None
+        if where:
+            try:
+                yield from expect_chain(plan.chain_id, where)
+                if self.max_fee_per_gas is None:
+                    gas_price = quantity((yield read("eth_gasPrice")), "eth_gasPrice")
+            except (RpcError, ChainTransportError) as exc:
+                raise PaymentFailed(
+                    f"could not prepare the tempo transaction: {where} failed "
+                    f"({type(exc).__name__}); nothing was signed"
+                ) from None
+        raw, tx_hash = self._sign_transfer(plan, self._fees_from(gas_price))
+        if plan.mode == "pull":
+            return self._pulled(plan, raw)
+        try:
+            mined = yield from send_transaction(
+                raw, tx_hash, wait=self._rpc_timeout + 30, sync=True, timeout=self._rpc_timeout + 30
+            )
+        except NotSent as exc:
+            raise PaymentFailed(
+                f"the tempo node did not take the transaction ({exc}); nothing was sent"
+            ) from None
+        except MaybeSent as exc:
+            raise PaymentOutcomeUnknown(
+                f"broadcast of tempo transaction {tx_hash} on chain {plan.chain_id} failed "
+                f"({exc}); it may still be included until validBefore {plan.valid_before}: "
+                "check the transaction before resolving"
+            ) from None
+        return self._pushed(plan, tx_hash, mined)
+
+    def _node_unusable(self, node: Node, exc: ChainTransportError) -> PaymentFailed:
+        return PaymentFailed(
+            f"could not prepare the tempo transaction: {node.where} cannot be used "
+            f"({exc.cause}); nothing was signed"
+        )
 
     def _fees_from(self, gas_price: int | None) -> _Fees:
         """The configured fees, or the node's gas price (read when none is configured)."""
@@ -694,32 +689,6 @@ class TempoWallet(EthWallet):
             # the caps fee sponsors apply (pympp: 10 gwei on mainnet).
             priority = max_fee // 10
         return _Fees(max_fee, min(priority, max_fee))
-
-    def _check_node(
-        self,
-        plan: _Plan,
-        url: str,
-        chain_response: httpx.Response,
-        gas_response: httpx.Response | None,
-    ) -> _Fees:
-        node_chain = _quantity(rpc_result("eth_chainId", chain_response), "eth_chainId")
-        if node_chain != plan.chain_id:
-            raise TermsRefused(
-                f"the node at {_host(url)} serves chain {node_chain}, "
-                f"not the charge's chain {plan.chain_id}"
-            )
-        gas_price = None
-        if gas_response is not None:
-            gas_price = _quantity(rpc_result("eth_gasPrice", gas_response), "eth_gasPrice")
-        return self._fees_from(gas_price)
-
-    def _node_unusable(self, url: str, exc: BaseException) -> PaymentFailed:
-        if isinstance(exc, PaymentFailed):
-            return exc
-        return PaymentFailed(
-            f"could not prepare the tempo transaction: the node at {_host(url)} failed "
-            f"({type(exc).__name__}); nothing was signed"
-        )
 
     def _sign_transfer(self, plan: _Plan, fees: _Fees) -> tuple[bytes, str]:
         """The signed transaction's wire bytes (0x76, or the 0x78 envelope) and its hash."""
@@ -761,31 +730,7 @@ class TempoWallet(EthWallet):
         )
         return {"type": "transaction", "signature": to_hex(raw)}
 
-    def _broadcast_failed(self, plan: _Plan, tx_hash: str, exc: BaseException) -> Exception:
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-            # The connection was never made: the transaction was not sent.
-            return PaymentFailed(
-                f"could not reach the tempo node to broadcast ({type(exc).__name__}); "
-                "nothing was sent"
-            )
-        return PaymentOutcomeUnknown(
-            f"broadcast of tempo transaction {tx_hash} on chain {plan.chain_id} failed "
-            f"({type(exc).__name__}); it may still be included until validBefore "
-            f"{plan.valid_before}: check the transaction before resolving"
-        )
-
-    def _pushed(self, plan: _Plan, tx_hash: str, receipt: Any) -> dict[str, Any]:
-        if not isinstance(receipt, dict):
-            raise PaymentOutcomeUnknown(
-                f"the node returned no receipt for tempo transaction {tx_hash}; "
-                "check the transaction before resolving"
-            )
-        got = receipt.get("transactionHash")
-        if not isinstance(got, str) or got.lower() != tx_hash.lower():
-            raise PaymentOutcomeUnknown(
-                f"the node's receipt names transaction {got!r:.80}, not {tx_hash}; "
-                "check the transaction before resolving"
-            )
+    def _pushed(self, plan: _Plan, tx_hash: str, receipt: dict[str, Any]) -> dict[str, Any]:
         status = receipt.get("status")
         if status == "0x0":
             raise PaymentFailed(

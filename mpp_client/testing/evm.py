@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self, cast
 
-import httpx
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
@@ -39,6 +38,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 
+from ..methods._chain._rpc import ChainRpc, ChainTransportError
 from ..methods.evm import (
     CHALLENGE_BINDINGS,
     CREDENTIAL_TYPES,
@@ -47,7 +47,6 @@ from ..methods.evm import (
     TRANSFER_TOPIC,
     ChallengeBinding,
     EvmTerms,
-    JsonRpc,
     RpcError,
     Split,
     _binding_name,
@@ -149,7 +148,7 @@ class Anvil:
         self.extra_args = tuple(extra_args)
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
-        self._rpc: JsonRpc | None = None
+        self._rpc: ChainRpc | None = None
         self._log: Any = None
 
     @property
@@ -157,7 +156,7 @@ class Anvil:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def rpc(self) -> JsonRpc:
+    def rpc(self) -> ChainRpc:
         if self._rpc is None:
             raise RuntimeError("anvil is not running")
         return self._rpc
@@ -185,7 +184,7 @@ class Anvil:
             self._process = subprocess.Popen(  # noqa: S603 - a fixed argument list
                 args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
             )
-            self._rpc = JsonRpc(self.url, timeout=10.0)
+            self._rpc = ChainRpc(self.url, timeout=10.0, attempts=1)
             if self._wait_ready():
                 return self
             self._log.seek(0)
@@ -201,7 +200,7 @@ class Anvil:
             try:
                 if int(self.rpc.call("eth_chainId"), 16) == self.chain_id:
                     return True
-            except (httpx.HTTPError, RpcError):
+            except (ChainTransportError, RpcError):
                 pass
             time.sleep(0.05)
         return False
@@ -252,9 +251,9 @@ class ChainClient:
     """
 
     def __init__(
-        self, rpc: JsonRpc | str, account: LocalAccount | None = None, *, timeout: float = 30.0
+        self, rpc: ChainRpc | str, account: LocalAccount | None = None, *, timeout: float = 30.0
     ) -> None:
-        self.rpc = rpc if isinstance(rpc, JsonRpc) else JsonRpc(rpc)
+        self.rpc = rpc if isinstance(rpc, ChainRpc) else ChainRpc(rpc)
         self.account = account
         self.timeout = timeout
         self._lock = threading.Lock()
@@ -437,7 +436,7 @@ class EvmVerifier:
 
     def __init__(
         self,
-        rpc: JsonRpc | str,
+        rpc: ChainRpc | str,
         *,
         token: str,
         submitter: LocalAccount | str,
@@ -631,7 +630,7 @@ class EvmVerifier:
                 return self.chain.transact(to, data)
             except RpcError as exc:
                 raise _fail(f"the node refused the settlement: {exc.rpc_message}") from None
-            except (httpx.HTTPError, TimeoutError) as exc:
+            except (ChainTransportError, TimeoutError) as exc:
                 raise VerificationFailed(
                     "verification-failed",
                     f"settlement outcome unknown ({type(exc).__name__})",
@@ -838,7 +837,7 @@ class EvmVerifier:
                 return self.chain.send_raw(raw, tx_hash)
             except RpcError as exc:
                 raise _fail(f"the node refused the transaction: {exc.rpc_message}") from None
-            except (httpx.HTTPError, TimeoutError) as exc:
+            except (ChainTransportError, TimeoutError) as exc:
                 raise VerificationFailed(
                     "verification-failed",
                     f"broadcast outcome unknown ({type(exc).__name__})",

@@ -50,7 +50,6 @@ from types import TracebackType
 from typing import Any, Self, cast
 
 import attrs
-import httpx
 import rlp  # type: ignore[import-untyped]
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
@@ -65,7 +64,8 @@ from pytempo import Signature as PySignature
 from pytempo.contracts import TIP20  # type: ignore[import-untyped]
 
 from .._exceptions import ChallengeError
-from ..methods.evm import TRANSFER_TOPIC, JsonRpc, RpcError, did_pkh, parse_did_pkh, same_address
+from ..methods._chain._rpc import ChainRpc, ChainTransportError, RpcError
+from ..methods.evm import TRANSFER_TOPIC, did_pkh, parse_did_pkh, same_address
 from ..methods.tempo import (
     PATH_USD,
     TempoTerms,
@@ -139,7 +139,7 @@ class TempoChain:
         return self.anvil.url
 
     @property
-    def rpc(self) -> JsonRpc:
+    def rpc(self) -> ChainRpc:
         return self.anvil.rpc
 
     def start(self) -> Self:
@@ -467,7 +467,7 @@ class TempoVerifier:
 
     def __init__(
         self,
-        rpc: JsonRpc | str,
+        rpc: ChainRpc | str,
         *,
         token: str = PATH_USD,
         fee_payer: LocalAccount | str | None = None,
@@ -479,7 +479,7 @@ class TempoVerifier:
         max_fee_per_gas: int = 100 * 10**9,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.rpc = rpc if isinstance(rpc, JsonRpc) else JsonRpc(rpc, timeout=40.0)
+        self.rpc = rpc if isinstance(rpc, ChainRpc) else ChainRpc(rpc, timeout=40.0)
         self.chain_id = int(self.rpc.call("eth_chainId"), 16)
         self.token = to_checksum_address(token)
         self.fee_payer: LocalAccount | None = (
@@ -712,7 +712,7 @@ class TempoVerifier:
         self._match(challenge, terms, moved, exact=True)
         try:
             balance = self.balance(sender)
-        except (RpcError, httpx.HTTPError) as exc:
+        except (RpcError, ChainTransportError) as exc:
             detail = f"the node could not be asked ({type(exc).__name__}); nothing was broadcast"
             raise _fail(detail) from None
         if balance < terms.amount:
@@ -731,7 +731,7 @@ class TempoVerifier:
                 receipt = self.rpc.call("eth_sendRawTransactionSync", "0x" + final.hex())
             except RpcError as exc:
                 raise _fail(f"the node refused the transaction: {exc.rpc_message}") from None
-            except httpx.HTTPError as exc:
+            except ChainTransportError as exc:
                 raise _unknown(f"broadcast outcome unknown ({type(exc).__name__})") from None
             if (
                 not isinstance(receipt, dict)
@@ -808,7 +808,7 @@ class TempoVerifier:
             raise _fail("this transaction hash was already used", "invalid-challenge")
         try:
             receipt = self.rpc.call("eth_getTransactionReceipt", tx_hash)
-        except (RpcError, httpx.HTTPError) as exc:
+        except (RpcError, ChainTransportError) as exc:
             raise _unknown(f"the node could not be asked ({type(exc).__name__})") from None
         if not isinstance(receipt, dict):
             raise _fail("no mined transaction has this hash")
