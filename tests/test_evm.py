@@ -1265,6 +1265,33 @@ def test_tampered_authorization_is_refused_and_nothing_moves(world: World, live:
     assert shop.verifier.settled == []
 
 
+def test_the_verifier_does_not_share_a_wallet_digest_bug(
+    world: World, live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wallet signs a digest with validAfter and validBefore swapped; the verifier
+    # recomputes the EIP-712 digest with a generic encoder, so it refuses, and nothing moves.
+    import mpp_client.methods.evm as evm
+
+    honest = evm.authorization_digest
+
+    def swapped(domain: bytes, **fields: Any) -> bytes:
+        fields["valid_after"], fields["valid_before"] = (
+            fields["valid_before"],
+            fields["valid_after"],
+        )
+        return honest(domain, **fields)
+
+    monkeypatch.setattr(evm, "authorization_digest", swapped)
+    payer = world.funded_account(tokens=1_000_000)
+    shop = Shop(world, ["authorization"])
+    with pytest.raises(PaymentRejected) as caught:
+        pay_once(world, shop, chain_wallet(world, payer), live)
+    assert caught.value.problem is not None
+    assert "signature is not the payer's" in str(caught.value.problem.detail)
+    assert world.balance(payer.address) == 1_000_000
+    assert shop.verifier.settled == []
+
+
 def test_transfer_that_would_revert_is_not_paid(world: World, live: Any) -> None:
     payer = world.funded_account(tokens=PRICE - 1)  # one base unit short
     shop = Shop(world, ["transaction"])

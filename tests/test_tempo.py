@@ -743,6 +743,15 @@ def test_a_signer_that_lies_or_fails_signs_nothing(caplog: pytest.LogCaptureFixt
         assert "PIN" not in text
 
 
+def test_the_key_round_trips_through_a_keystore(tmp_path: Any) -> None:
+    # The keystore belongs to the key both rails share, so a Tempo wallet has one too.
+    path = tmp_path / "tempo.json"
+    wallet().save_keystore(path, "correct horse", iterations=2)
+    assert KEY[2:] not in path.read_text().lower()
+    loaded = TempoWallet.from_keystore(path, "correct horse", chain_id=4217)
+    assert loaded.address == ADDRESS and loaded.chain_id == 4217
+
+
 # -- the zero-amount proof in the flow (no chain: nothing moves) ----------------------
 
 
@@ -1318,6 +1327,43 @@ def test_a_lost_push_answer_is_unknown_and_the_transfer_counted(
         pay_now(wallet, challenge(str(PRICE), chainId=tempo_chain.chain_id))
     assert provider.count("eth_sendRawTransactionSync") == 1  # never re-sent
     assert tempo_chain.balance(RECIPIENT) == before + PRICE  # it was mined: money moved
+
+
+def test_the_verifier_does_not_share_a_wallet_signing_bug(
+    tempo_chain: TempoChain, tempo_policy: Policy, live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wallet signs the payload of another transaction than the one it sends (a gas
+    # limit off by one): the verifier rebuilds the sender's payload from the decoded
+    # fields, recovers someone else than the payer, and refuses before broadcasting.
+    import attrs
+
+    import mpp_client.methods.tempo as tempo
+    from mpp_client.methods._chain._signing import sign
+
+    def wrong_payload(signer: Any, tx: Any) -> Any:
+        other = attrs.evolve(tx, gas_limit=tx.gas_limit + 1)
+        signature = sign(signer, bytes(other.get_signing_hash(for_fee_payer=False)))
+        return attrs.evolve(
+            tx,
+            sender_signature=tempo_signature(signature),
+            sender_address=signer.address,
+        )
+
+    monkeypatch.setattr(tempo, "sign_as_sender", wrong_payload)
+    shop = Shop(tempo_chain)
+    payer = tempo_chain.funded_account(FUNDS)
+    with pytest.raises(PaymentRejected) as caught:
+        get("sync", tempo_policy, chain_wallet(tempo_chain, payer), live(shop.server) + "/paid")
+    assert caught.value.problem is not None
+    assert "not the transaction's sender" in str(caught.value.problem.detail)
+    assert tempo_chain.balance(payer.address) == FUNDS
+    assert shop.verifier.settled == []
+
+
+def tempo_signature(signature: Any) -> Any:
+    from pytempo import Signature
+
+    return Signature(r=signature.r, s=signature.s, v=signature.v)
 
 
 def test_a_reverted_push_fails_without_paying(

@@ -52,20 +52,31 @@ that submits the transfer) is; the wallet uses ``methodDetails.spender`` when
 the server sends one and the ``recipient`` otherwise. The permit ``nonce`` is
 the challenge hash read as a number, so at most one permit per challenge can
 ever settle. The witness type string is the draft's, byte for byte (with its
-space after the comma), so the typed-data hash is computed here rather than by
-a generic EIP-712 encoder, which would drop that space.
+space after the comma), so the typed-data hash is computed field by field
+(:func:`permit2_digest`) rather than by a generic EIP-712 encoder, which would
+drop that space.
 
-Needs the ``evm`` extra (``eth-account``). Keys: pass a hex private key or an
-``eth_account`` ``LocalAccount``, or load a Web3 Secret Storage keystore with
-:meth:`EvmWallet.from_keystore`. The key never appears in ``repr()``, errors or
-logs, and the wallet refuses to be pickled.
+The chain. ``transaction`` and ``hash`` need a node, and ``authorization`` and
+``permit2`` use one when there is one (to read a token's EIP-712 domain, to
+check the Permit2 allowance): ``rpc_urls={chain: url}``, or your own web3.py
+``Web3`` / ``AsyncWeb3`` / provider with ``web3=``. ``pay`` uses the ``Web3``
+(or one built from the URL), ``apay`` the ``AsyncWeb3`` (or one built from the
+URL for that payment). The node's chain id is checked before anything is
+signed with what it says; reads are retried on transport errors, a broadcast
+is sent once (:mod:`~mpp_client.methods._chain._rpc`).
+
+Needs the ``evm`` extra (eth-account, web3). Keys: a hex private key, 32
+bytes, an ``eth_account`` ``LocalAccount``, a Web3 Secret Storage keystore
+(:meth:`EvmWallet.from_keystore`), or any signer object with ``address`` and
+``sign_digest(digest)`` (a key held in a token, say): every signature goes
+through that one seam (:mod:`~mpp_client.methods._chain._signing`). The key
+never appears in ``repr()``, errors or logs, and the wallet refuses to be
+pickled.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,10 +86,7 @@ from typing import Any, ClassVar, Literal, cast
 try:
     from eth_abi.abi import decode as abi_decode
     from eth_abi.abi import encode as abi_encode
-    from eth_account import Account
     from eth_account.signers.local import LocalAccount
-    from eth_utils.address import to_checksum_address
-    from eth_utils.crypto import keccak
 
     from ._chain._addresses import (
         checked_address,
@@ -95,31 +103,43 @@ try:
         payment_witness_hash,
         permit2_digest,
     )
+    from ._chain._evm_charge import (
+        CHALLENGE_BINDINGS,
+        CREDENTIAL_TYPES,
+        PERMIT2_ADDRESS,
+        ChallengeBinding,
+        EvmTerms,
+        binding_name,
+        challenge_binding,
+        challenge_hash,
+        evm_terms,
+        selector,
+        transfer_calldata,
+    )
+    from ._chain._nodes import (
+        MaybeSent,
+        NotSent,
+        Web3Arg,
+        expect_chain,
+        nodes_from,
+        prepare_eip1559,
+        run_offline,
+        send_transaction,
+    )
     from ._chain._rpc import (
         ChainFlow,
         ChainRpc,
         ChainTransportError,
-        MaybeSent,
-        NotSent,
         RpcError,
-        Web3Arg,
         eth_call,
-        expect_chain,
-        nodes_from,
-        quantity,
-        read,
         returned_data,
-        run_offline,
-        send_transaction,
     )
     from ._chain._signing import (
         DigestSigner,
-        Eip1559Transaction,
-        LocalSigner,
         sign,
         sign_eip1559,
     )
-    from ._chain._terms import UINT256_MAX, Split, chain_charge, primary_amount, text_memo
+    from ._chain._terms import UINT256_MAX, Split
     from ._chain._wallet import EthWallet
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
@@ -130,12 +150,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 from .._exceptions import (
     ChallengeError,
     ChallengeExpired,
-    KeystoreError,
     PaymentFailed,
     PaymentOutcomeUnknown,
 )
 from .._text import get_logger
-from ..identity import read_keystore, write_keystore
 from ..money import Amount, AssetEntry, AssetRegistry
 from ..protocol import Challenge
 from ._base import Quote
@@ -167,200 +185,12 @@ __all__ = [
 
 logger = get_logger("mpp_client.evm")
 
-#: Uniswap's Permit2, at the same address on every chain it is deployed on.
-PERMIT2_ADDRESS = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
-#: The credential types of draft-evm-charge-00.
-CREDENTIAL_TYPES: tuple[str, ...] = ("permit2", "authorization", "transaction", "hash")
-TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
-TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 #: EIP-712 domains (name, version) of EIP-3009 tokens the wallet knows without
 #: asking the chain. Other tokens: pass ``token_domains`` or an RPC URL.
 TOKEN_DOMAINS: Mapping[tuple[int, str], tuple[str, str]] = {
     (8453, "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"): ("USD Coin", "2"),  # Base USDC
     (84532, "0x036cbd53842c5426634e7929541ec2318f3dcf7e"): ("USDC", "2"),  # Base Sepolia USDC
 }
-
-
-# -- addresses and identifiers ---------------------------------------------------
-
-
-#: How a challenge is hashed into the 32 bytes a signature commits to.
-ChallengeBinding = Literal["concat", "json-array"]
-#: The rules, the draft's first.
-CHALLENGE_BINDINGS: tuple[ChallengeBinding, ...] = ("concat", "json-array")
-#: Names of earlier releases. "mppx" named the JSON-array rule, which mppx does
-#: not use (pympp does); "draft" named the concatenation.
-_OLD_BINDING_NAMES: Mapping[str, ChallengeBinding] = {"draft": "concat", "mppx": "json-array"}
-#: pympp's marks on the challenges it issues (see :func:`challenge_binding`).
-_PYMPP_REQUEST_MARK = "_mppx_scope"
-_PYMPP_OPAQUE_MARK = "_mpp_nonce"
-
-
-def _binding_name(name: object, *, extra: tuple[str, ...] = ()) -> str:
-    """``name`` as a current rule name (or one of ``extra``); old names warn."""
-    if isinstance(name, str):
-        if name in CHALLENGE_BINDINGS or name in extra:
-            return name
-        if name in _OLD_BINDING_NAMES:
-            new = _OLD_BINDING_NAMES[name]
-            warnings.warn(
-                f"challenge hash scheme {name!r} is deprecated: it is the {new!r} rule; "
-                f"pass {new!r}",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            return new
-    known = ", ".join(repr(n) for n in (*extra, *CHALLENGE_BINDINGS))
-    raise ValueError(f"unknown challenge hash scheme {name!r:.40} (known: {known})")
-
-
-def challenge_hash(
-    challenge_id: str,
-    realm: str,
-    scheme: ChallengeBinding | Literal["draft", "mppx"] = "concat",
-) -> bytes:
-    """The 32-byte hash that binds a signature to one challenge.
-
-    ``"concat"``: ``keccak256`` of the id's UTF-8 bytes followed by the realm's,
-    the draft's ``abi.encodePacked(id, realm)`` and mppx's rule.
-    ``"json-array"``: ``keccak256`` of the compact JSON array ``[id, realm]``
-    (``json.dumps(..., separators=(",", ":"), ensure_ascii=False)``, which is
-    also what ``JSON.stringify`` writes), pympp's rule. The old names
-    ``"draft"`` and ``"mppx"`` still work, with a ``DeprecationWarning``.
-    ``ValueError`` for an unknown scheme or a string that is not valid Unicode.
-    """
-    rule = _binding_name(scheme)
-    try:
-        if rule == "concat":
-            return keccak(challenge_id.encode("utf-8") + realm.encode("utf-8"))
-        text = json.dumps([challenge_id, realm], separators=(",", ":"), ensure_ascii=False)
-        return keccak(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValueError("the challenge id or realm is not valid Unicode") from None
-
-
-def challenge_binding(challenge: Challenge) -> ChallengeBinding:
-    """The rule the server that issued ``challenge`` hashes it with, as far as it shows.
-
-    pympp 0.16 writes its route scope into every challenge's ``request`` as
-    ``_mppx_scope`` (an object), and by default an issuance nonce into
-    ``opaque`` as ``_mpp_nonce``; its servers hash with ``"json-array"``.
-    mppx 0.11 keeps ``request`` to the method's schema (its own scope, when
-    set, travels in ``opaque`` as a string) and hashes with ``"concat"``, as
-    the draft does. A challenge with neither pympp mark gets the draft's rule.
-    Both marks sit under the challenge's HMAC-bound id, so they are what the
-    server issued.
-    """
-    if isinstance(challenge.request.get(_PYMPP_REQUEST_MARK), Mapping):
-        return "json-array"
-    if challenge.opaque is not None and _PYMPP_OPAQUE_MARK in challenge.opaque:
-        return "json-array"
-    return "concat"
-
-
-# -- the request -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EvmTerms:
-    """An ``evm`` charge request, validated (addresses EIP-55, amounts as ints)."""
-
-    amount: int
-    currency: str
-    recipient: str
-    chain_id: int
-    #: ``methodDetails.credentialTypes`` as listed (known types only); None if absent.
-    credential_types: tuple[str, ...] | None
-    permit2_address: str
-    decimals: int | None
-    splits: tuple[Split[str], ...]
-    external_id: str | None
-    #: The Permit2 spender the server named (``methodDetails.spender``), if any.
-    spender: str | None
-    expires: datetime | None
-
-    @property
-    def primary_amount(self) -> int:
-        """What the primary recipient receives: the amount less every split."""
-        return primary_amount(self.amount, self.splits)
-
-    @property
-    def offered_types(self) -> tuple[str, ...]:
-        """The types the server accepts; the draft's default when it lists none."""
-        if self.credential_types is None:
-            return ("transaction", "hash")
-        return self.credential_types
-
-
-def evm_terms(challenge: Challenge) -> EvmTerms:
-    """Read and check an ``evm`` charge request. Raises :class:`ChallengeError`.
-
-    The shared fields (amount, token, recipient, chain id, splits with text
-    memos) are read by :func:`~mpp_client.methods._chain._terms.chain_charge`;
-    the ``evm`` ones (Permit2, decimals, credential types, spender) here.
-    """
-    charge = chain_charge(
-        challenge, "evm", positive_amount=True, chain_required=True, split_memo=text_memo
-    )
-    assert charge.chain_id is not None  # chain_required
-    details = charge.details
-    permit2_raw = details.get("permit2Address", PERMIT2_ADDRESS)
-    permit2 = checked_address(permit2_raw, "methodDetails.permit2Address")
-    decimals = details.get("decimals")
-    if decimals is not None and (
-        isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 36
-    ):
-        raise ChallengeError("methodDetails.decimals must be an integer from 0 to 36")
-    types = details.get("credentialTypes")
-    credential_types: tuple[str, ...] | None = None
-    if types is not None:
-        if not isinstance(types, list) or not all(isinstance(t, str) for t in types) or not types:
-            raise ChallengeError(
-                "methodDetails.credentialTypes must be a non-empty list of strings"
-            )
-        known = tuple(dict.fromkeys(t for t in types if t in CREDENTIAL_TYPES))
-        if not known:
-            raise ChallengeError(
-                f"methodDetails.credentialTypes lists no supported type "
-                f"(offered {', '.join(str(t)[:20] for t in types[:5])}; "
-                f"known: {', '.join(CREDENTIAL_TYPES)})"
-            )
-        credential_types = known
-    spender_raw = details.get("spender")
-    spender = None if spender_raw is None else checked_address(spender_raw, "methodDetails.spender")
-    return EvmTerms(
-        amount=charge.amount,
-        currency=charge.currency,
-        recipient=charge.recipient,
-        chain_id=charge.chain_id,
-        credential_types=credential_types,
-        permit2_address=permit2,
-        decimals=decimals,
-        splits=charge.splits,
-        external_id=charge.external_id,
-        spender=spender,
-        expires=charge.expires,
-    )
-
-
-# -- call data ---------------------------------------------------------------------
-
-
-def transfer_calldata(to: str, amount: int) -> bytes:
-    """ERC-20 ``transfer(to, amount)`` call data."""
-    return TRANSFER_SELECTOR + abi_encode(["address", "uint256"], [to_checksum_address(to), amount])
-
-
-def decode_transfer_calldata(data: bytes) -> tuple[str, int]:
-    """``(to, amount)`` of ERC-20 ``transfer`` call data; ValueError otherwise."""
-    if len(data) != 68 or data[:4] != TRANSFER_SELECTOR:
-        raise ValueError("call data is not transfer(address,uint256)")
-    to, amount = abi_decode(["address", "uint256"], data[4:])
-    return to_checksum_address(to), int(amount)
-
-
-def _selector(signature: str) -> bytes:
-    return keccak(text=signature)[:4]
 
 
 # -- the wallet ------------------------------------------------------------------
@@ -398,9 +228,12 @@ class EvmWallet(EthWallet):
     token not in it for that chain is refused, and its entry gives the asset
     and decimals of the quote. ``credential_types`` are the types the wallet
     may use, in its order of preference (``"hash"`` is opt-in: it moves money
-    before the server answers). ``rpc_urls`` are needed for ``transaction``
-    and ``hash``, and are used to check Permit2 allowances and to read an
-    EIP-3009 token's EIP-712 domain when ``token_domains`` does not give it.
+    before the server answers). A node per chain (``rpc_urls``, or ``web3``:
+    a ``Web3``, ``AsyncWeb3`` or provider, a sync and async pair, or a mapping
+    of chain id to those; a single one serves a wallet on one chain) is needed
+    for ``transaction`` and ``hash``, and is used to check Permit2 allowances
+    and to read an EIP-3009 token's EIP-712 domain when ``token_domains`` does
+    not give it.
 
     ``payees``: when given, the only recipients paid. ``split_recipients``:
     who may receive a split (``"*"`` for anyone; none by default).
@@ -481,60 +314,10 @@ class EvmWallet(EthWallet):
         self.default_validity = default_validity
         self.challenge_hash_scheme = cast(
             Literal["auto", "concat", "json-array"],
-            _binding_name(challenge_hash_scheme, extra=("auto",)),
+            binding_name(challenge_hash_scheme, extra=("auto",)),
         )
         self.max_gas = max_gas
         self.receipt_timeout = receipt_timeout
-
-    # -- keys ---------------------------------------------------------------------
-
-    @classmethod
-    def from_keystore(
-        cls, path: str | os.PathLike[str], passphrase: str, **options: Any
-    ) -> EvmWallet:
-        """A wallet whose key is read from a Web3 Secret Storage (v3) JSON keystore.
-
-        The format geth, Foundry (``cast wallet``) and eth-account write.
-        :class:`~mpp_client.KeystoreError` when the file cannot be read, is
-        accessible by group or others, or the passphrase is wrong.
-        """
-        if not isinstance(passphrase, str):
-            raise TypeError("passphrase must be a str")
-        name = repr(os.fspath(path))
-        raw = read_keystore(path, 64 * 1024)
-        try:
-            document = json.loads(raw)
-        except ValueError:
-            raise KeystoreError(f"keystore {name} is not JSON") from None
-        if not isinstance(document, dict) or document.get("version") != 3:
-            raise KeystoreError(f"keystore {name} is not a Web3 Secret Storage v3 keystore")
-        try:
-            secret = Account.decrypt(document, passphrase)
-        except ValueError:
-            raise KeystoreError(
-                f"cannot decrypt keystore {name}: wrong passphrase, or the file was altered"
-            ) from None
-        except Exception:
-            raise KeystoreError(f"keystore {name} is malformed") from None
-        return cls(bytes(secret), **options)
-
-    def save_keystore(
-        self,
-        path: str | os.PathLike[str],
-        passphrase: str,
-        *,
-        overwrite: bool = False,
-        iterations: int | None = None,
-    ) -> None:
-        """Write the key as an encrypted Web3 Secret Storage keystore (scrypt, mode 0600)."""
-        if not isinstance(passphrase, str) or not passphrase:
-            raise ValueError("refusing to encrypt a key under an empty passphrase")
-        if not isinstance(self._signer, LocalSigner):
-            raise TypeError(
-                "this wallet signs through an external signer: its key cannot be exported"
-            )
-        document = Account.encrypt(self._signer.account.key, passphrase, iterations=iterations)
-        write_keystore(path, document, overwrite=overwrite)
 
     # -- choosing -----------------------------------------------------------------
 
@@ -769,10 +552,10 @@ class EvmWallet(EthWallet):
         try:
             yield from expect_chain(terms.chain_id, where)
             name = _decode_string(
-                returned_data((yield eth_call(terms.currency, _selector("name()"))))
+                returned_data((yield eth_call(terms.currency, selector("name()"))))
             )
             version = _decode_string(
-                returned_data((yield eth_call(terms.currency, _selector("version()"))))
+                returned_data((yield eth_call(terms.currency, selector("version()"))))
             )
         except (RpcError, ChainTransportError, ValueError) as exc:
             raise _Skip(f"could not read the token's EIP-712 name and version ({exc})") from None
@@ -817,7 +600,7 @@ class EvmWallet(EthWallet):
         }
 
     def _check_permit2_allowance(self, terms: EvmTerms, where: str) -> ChainFlow[None]:
-        data = _selector("allowance(address,address)") + abi_encode(
+        data = selector("allowance(address,address)") + abi_encode(
             ["address", "address"], [self.address, terms.permit2_address]
         )
         try:
@@ -839,19 +622,7 @@ class EvmWallet(EthWallet):
         """A signed EIP-1559 call of ``to`` with ``data``: nonce, gas and fees from the node."""
         try:
             yield from expect_chain(chain_id, where)
-            nonce = quantity(
-                (yield read("eth_getTransactionCount", self.address, "pending")),
-                "eth_getTransactionCount",
-            )
-            estimate = {"from": self.address, "to": to, "data": to_hex(data)}
-            gas = quantity((yield read("eth_estimateGas", estimate)), "eth_estimateGas")
-            block = yield read("eth_getBlockByNumber", "latest", False)
-            fee = block.get("baseFeePerGas", "0x0") if isinstance(block, dict) else "0x0"
-            base_fee = quantity(fee, "eth_getBlockByNumber")
-            try:
-                tip = quantity((yield read("eth_maxPriorityFeePerGas")), "eth_maxPriorityFeePerGas")
-            except RpcError:
-                tip = 10**9
+            tx = yield from prepare_eip1559(self.address, chain_id, to, data, max_gas=self.max_gas)
         except RpcError as exc:
             raise PaymentFailed(
                 f"the transfer cannot be prepared on chain {chain_id}: {exc.rpc_message}; "
@@ -861,19 +632,7 @@ class EvmWallet(EthWallet):
             raise PaymentFailed(
                 f"the RPC for chain {chain_id} failed ({exc.cause}); nothing was sent"
             ) from None
-        if gas > self.max_gas:
-            raise PaymentFailed(f"the transfer needs {gas} gas, over max_gas {self.max_gas}")
-        transaction = Eip1559Transaction(
-            chain_id=chain_id,
-            nonce=nonce,
-            max_priority_fee_per_gas=tip,
-            max_fee_per_gas=2 * base_fee + tip,
-            gas=min(self.max_gas, gas + gas // 5),
-            to=to,
-            value=0,
-            data=data,
-        )
-        return sign_eip1559(self._signer, transaction)
+        return sign_eip1559(self._signer, tx)
 
     def _broadcast(self, chain: int, raw: bytes, tx_hash: str) -> ChainFlow[None]:
         """Send a signed transaction once and wait until it is mined successfully."""
@@ -902,7 +661,7 @@ class EvmWallet(EthWallet):
         """
         token = checked_address(token, "token")
         spender = checked_address(permit2 or PERMIT2_ADDRESS, "permit2")
-        data = _selector("approve(address,uint256)") + abi_encode(
+        data = selector("approve(address,uint256)") + abi_encode(
             ["address", "uint256"], [spender, amount]
         )
         node = self._nodes.get(chain_id)

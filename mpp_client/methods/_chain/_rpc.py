@@ -30,14 +30,15 @@ Three kinds of request (:class:`Request`), three retry rules:
 A web3 ``HTTPProvider`` built here has web3's own retries off (by default
 web3 re-sends ``eth_sendRawTransaction`` up to five times on a timeout) and
 no middleware (the default stack asks for ``eth_chainId`` before every
-``eth_call``). A provider you hand in keeps its configuration; the wallets
-then ask the chain before reading a broadcast refusal as "nothing was sent".
+``eth_call`` and ``eth_estimateGas``). A ``Web3`` you hand in keeps its
+configuration; the wallets then ask the chain before reading a broadcast
+refusal as "nothing was sent" (:func:`._nodes.send_transaction`).
 
 A wallet's chain access is a :class:`ChainFlow`: a generator that yields
 :class:`Request`s and receives their results (errors are thrown into it at
 the ``yield``), written once and run by :meth:`ChainRpc.run` or
-:meth:`AsyncChainRpc.run`. Before the first request of a flow, the runner
-checks that the node serves the chain the flow is for.
+:meth:`AsyncChainRpc.run`; the steps both rails take, and how a wallet
+reaches each of its chains, are in :mod:`._nodes`.
 
 Errors never carry the RPC URL (it may hold an API key): messages name the
 node's host only.
@@ -45,9 +46,8 @@ node's host only.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self, TypeAlias, TypeVar, cast
@@ -71,8 +71,6 @@ from web3.exceptions import BadResponseFormat, ProviderConnectionError, Web3RPCE
 from web3.providers import AsyncBaseProvider, AsyncHTTPProvider, BaseProvider, HTTPProvider
 from web3.types import RPCEndpoint
 
-from ..._exceptions import TermsRefused
-
 __all__ = [
     "BROADCASTS",
     "READ_ATTEMPTS",
@@ -80,34 +78,19 @@ __all__ = [
     "ChainFlow",
     "ChainRpc",
     "ChainTransportError",
-    "MaybeSent",
-    "Node",
-    "NotSent",
     "Request",
     "RpcError",
-    "Web3Arg",
-    "Web3Like",
     "broadcast",
     "eth_call",
-    "expect_chain",
-    "nodes_from",
+    "host",
     "quantity",
     "read",
     "receipt",
     "returned_data",
-    "run_offline",
-    "send_transaction",
 ]
 
 T = TypeVar("T")
 
-#: One way to reach a chain through web3.py: an instance or a provider.
-Web3Like: TypeAlias = Web3 | AsyncWeb3[Any] | BaseProvider | AsyncBaseProvider
-#: A wallet's ``web3=``: one :data:`Web3Like` (for a wallet on one chain), a pair
-#: of one sync and one async, or a mapping of chain id to either.
-Web3Arg: TypeAlias = (
-    Web3Like | Sequence[Web3Like] | Mapping[int, Web3Like | Sequence[Web3Like]] | None
-)
 #: Attempts of a read before its transport error is final.
 READ_ATTEMPTS = 3
 #: Methods that send a transaction: never retried.
@@ -200,82 +183,6 @@ def returned_data(result: object) -> bytes:
     raise ChainTransportError("eth_call", "the result is not hex data", reached=True)
 
 
-def expect_chain(chain_id: int, where: str) -> ChainFlow[None]:
-    """The first step of a flow that will sign with what the node says: the node's chain.
-
-    :class:`~mpp_client.TermsRefused` when the node serves another chain than
-    ``chain_id`` (``where`` names the node in the message).
-    """
-    served = quantity((yield read("eth_chainId")), "eth_chainId")
-    if served != chain_id:
-        raise TermsRefused(f"{where} serves chain {served}, not the charge's chain {chain_id}")
-
-
-class NotSent(Exception):
-    """A broadcast that certainly did not happen: refused by the node, or never sent."""
-
-
-class MaybeSent(Exception):
-    """A broadcast whose fate is unclear: it may be mined, now or later."""
-
-
-def send_transaction(
-    raw: bytes, tx_hash: str, *, wait: float, sync: bool = False, timeout: float | None = None
-) -> ChainFlow[dict[str, Any]]:
-    """Broadcast a signed transaction once and return its mined receipt (any status).
-
-    ``sync``: one ``eth_sendRawTransactionSync`` (Tempo), whose answer is the
-    receipt; else ``eth_sendRawTransaction`` then the receipt polled for
-    ``wait`` seconds. ``timeout`` is the broadcast's HTTP timeout.
-
-    :class:`NotSent` when the connection was never made, or the node refused
-    the transaction and does not know it (a provider that re-sent it after a
-    timeout gets "already known" for a transaction that is in fact in the
-    pool, so a refusal is checked against ``eth_getTransactionByHash``);
-    :class:`MaybeSent` for everything else that is not a receipt of this
-    transaction: it may still be mined.
-    """
-    method = "eth_sendRawTransactionSync" if sync else "eth_sendRawTransaction"
-    answer: Any = None
-    try:
-        answer = yield broadcast(method, "0x" + raw.hex(), timeout=timeout)
-    except ChainTransportError as exc:
-        if not exc.reached:
-            raise NotSent(f"the node could not be reached ({exc.cause})") from None
-        raise MaybeSent(exc.cause) from None
-    except RpcError as exc:
-        try:
-            known = yield read("eth_getTransactionByHash", tx_hash)
-        except (RpcError, ChainTransportError):
-            raise MaybeSent(f"the node answered {exc.rpc_message!r:.120}") from None
-        if known is None:
-            raise NotSent(f"the node refused it: {exc.rpc_message}") from None
-        answer = None  # the node has it after all: wait for its receipt
-    if not sync or answer is None:
-        try:
-            answer = yield receipt(tx_hash, wait)
-        except (RpcError, ChainTransportError) as exc:
-            raise MaybeSent(f"reading its receipt failed ({type(exc).__name__})") from None
-        if answer is None:
-            raise MaybeSent(f"it was not mined within {wait:g} s")
-    if not isinstance(answer, dict):
-        raise MaybeSent("the node returned no receipt")
-    got = answer.get("transactionHash")
-    if not isinstance(got, str) or got.lower() != tx_hash.lower():
-        raise MaybeSent(f"the node's receipt names transaction {got!r:.80}, not {tx_hash}")
-    return answer
-
-
-def run_offline(flow: ChainFlow[T]) -> T:
-    """Run a flow that needs no node (it must not yield a request)."""
-    try:
-        request = next(flow)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-    flow.close()
-    raise RuntimeError(f"this payment needs a node ({request.method}) and has none")
-
-
 # -- what went wrong -------------------------------------------------------------
 
 #: Exceptions a transport can raise for a request that got no usable answer.
@@ -342,7 +249,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _host(url: str | None) -> str:
+def host(url: str | None) -> str:
     # An RPC URL may hold an API key in its path or query: name only the host.
     if url is None:
         return "the given web3 provider"
@@ -417,7 +324,7 @@ class ChainRpc:
     @property
     def where(self) -> str:
         """How messages name this node (its host, never its URL)."""
-        return _host(self._url)
+        return host(self._url)
 
     # -- requests -----------------------------------------------------------------
 
@@ -549,7 +456,7 @@ class AsyncChainRpc:
 
     @property
     def where(self) -> str:
-        return self._sync.where if self._sync is not None else _host(self._url)
+        return self._sync.where if self._sync is not None else host(self._url)
 
     async def _once(self, method: str, params: Sequence[Any], timeout: float | None = None) -> Any:
         if self._sync is not None:
@@ -639,127 +546,3 @@ class AsyncChainRpc:
 
     def __repr__(self) -> str:
         return f"<AsyncChainRpc {self.where}>"
-
-
-# -- how a wallet reaches each chain -----------------------------------------------
-
-
-class Node:
-    """How a wallet reaches one chain: an RPC URL, the user's ``Web3`` and/or ``AsyncWeb3``.
-
-    The sync path (:meth:`rpc`) uses the ``Web3`` when given, else a client
-    built from the URL (kept for the wallet's life). The async path
-    (:meth:`arpc`) uses the ``AsyncWeb3`` when given, else one built from the
-    URL for the payment's duration (aiohttp sessions belong to one event
-    loop), else the ``Web3`` in a worker thread. An ``AsyncWeb3`` alone
-    cannot serve ``pay``: that is a :class:`ChainTransportError` that
-    reached nothing.
-    """
-
-    def __init__(
-        self,
-        *,
-        url: str | None = None,
-        web3: Web3 | None = None,
-        async_web3: AsyncWeb3[Any] | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        if url is None and web3 is None and async_web3 is None:
-            raise ValueError("a node needs an RPC URL, a Web3 or an AsyncWeb3")
-        self.url = url
-        self.web3 = web3
-        self.async_web3 = async_web3
-        self.timeout = timeout
-        self._rpc: ChainRpc | None = None
-
-    @property
-    def where(self) -> str:
-        return _host(self.url) if self.web3 is None and self.async_web3 is None else _host(None)
-
-    def rpc(self) -> ChainRpc:
-        """The sync client (see the class notes)."""
-        if self._rpc is None:
-            if self.web3 is not None:
-                self._rpc = ChainRpc(self.web3, timeout=self.timeout)
-            elif self.url is not None:
-                self._rpc = ChainRpc(self.url, timeout=self.timeout)
-            else:
-                raise ChainTransportError(
-                    "connect",
-                    "this chain has only an AsyncWeb3: pay with AsyncClient, or also pass a "
-                    "Web3 or an RPC URL",
-                    reached=False,
-                )
-        return self._rpc
-
-    @contextlib.asynccontextmanager
-    async def arpc(self) -> AsyncIterator[AsyncChainRpc]:
-        """The async client for one payment (see the class notes)."""
-        if self.async_web3 is not None:
-            yield AsyncChainRpc(self.async_web3, timeout=self.timeout)
-        elif self.url is not None:
-            async with AsyncChainRpc(self.url, timeout=self.timeout) as rpc:
-                yield rpc
-        else:
-            yield AsyncChainRpc(self.rpc(), timeout=self.timeout)
-
-    def close(self) -> None:
-        if self._rpc is not None:
-            self._rpc.close()
-            self._rpc = None
-
-    def __repr__(self) -> str:
-        return f"<Node {self.where}>"
-
-
-def _sorted_web3(value: object, what: str) -> tuple[Web3 | None, AsyncWeb3[Any] | None]:
-    """A ``web3=`` value (one instance or provider, or a pair) as (sync, async)."""
-    items: Sequence[object] = value if isinstance(value, list | tuple) else (value,)
-    sync: Web3 | None = None
-    async_: AsyncWeb3[Any] | None = None
-    for item in items:
-        if isinstance(item, Web3) and sync is None:
-            sync = item
-        elif isinstance(item, AsyncWeb3) and async_ is None:
-            async_ = item
-        elif isinstance(item, BaseProvider) and sync is None:
-            sync = Web3(item, middleware=[])
-        elif isinstance(item, AsyncBaseProvider) and async_ is None:
-            async_ = AsyncWeb3(item, middleware=[])
-        else:
-            raise TypeError(
-                f"{what} must be a web3 Web3, AsyncWeb3 or provider (or one sync and one async)"
-            )
-    return sync, async_
-
-
-def nodes_from(
-    *,
-    rpc_urls: Mapping[int, str],
-    web3: Web3Arg,
-    single_chain: int | None,
-    timeout: float,
-) -> dict[int, Node]:
-    """The wallet's nodes per chain, from its ``rpc_urls`` and ``web3`` arguments.
-
-    ``web3`` is None, one value (for ``single_chain``; ValueError without
-    one) or a mapping of chain id to value; a value is a ``Web3``, an
-    ``AsyncWeb3``, a provider, or a pair of one sync and one async.
-    """
-    given: dict[int, object] = {}
-    if isinstance(web3, Mapping):
-        given = {int(chain): value for chain, value in web3.items()}
-    elif web3 is not None:
-        if single_chain is None:
-            raise ValueError(
-                "a single web3= serves a wallet on one chain: name it (chain_id=) "
-                "or pass web3={chain_id: w3}"
-            )
-        given = {single_chain: web3}
-    nodes: dict[int, Node] = {}
-    for chain in {*rpc_urls, *given}:
-        sync, async_ = (None, None)
-        if chain in given:
-            sync, async_ = _sorted_web3(given[chain], f"web3[{chain}]")
-        nodes[chain] = Node(url=rpc_urls.get(chain), web3=sync, async_web3=async_, timeout=timeout)
-    return nodes

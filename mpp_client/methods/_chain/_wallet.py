@@ -1,25 +1,30 @@
 """:class:`EthWallet`: what the ``evm`` and ``tempo`` wallets share.
 
-One secp256k1 key on eip155 chains: the key's address and ``did:pkh`` per
-chain, the chains it pays on, the payee and split-recipient allowlists, the
-asset lookup and the refusal to be pickled. Each rail's wallet subclasses it
+One secp256k1 key on eip155 chains: the key behind the signer seam, and in a
+Web3 Secret Storage keystore; the key's address and ``did:pkh`` per chain, the
+chains it pays on, the payee and split-recipient allowlists, the asset lookup
+and the refusal to be pickled. Each rail's wallet subclasses it
 and adds its own terms and credentials.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, NoReturn
+from typing import Any, ClassVar, Literal, NoReturn, Self
 
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
-from ..._exceptions import ChallengeError
+from ..._exceptions import ChallengeError, KeystoreError
+from ...identity import read_keystore, write_keystore
 from ...money import BUILTIN_ASSETS, AssetEntry, AssetRegistry
 from .._base import PaymentMethod
 from ._addresses import ZERO_ADDRESS, did_pkh, same_address
-from ._signing import DigestSigner, as_signer
+from ._signing import DigestSigner, LocalSigner, as_signer
 
 __all__ = ["EthWallet"]
 
@@ -79,6 +84,54 @@ class EthWallet(PaymentMethod):
     def source_for(self, chain_id: int) -> str:
         """The payer's ``did:pkh`` on ``chain_id``."""
         return did_pkh(chain_id, self.address)
+
+    # -- the key in a keystore ------------------------------------------------------
+
+    @classmethod
+    def from_keystore(cls, path: str | os.PathLike[str], passphrase: str, **options: Any) -> Self:
+        """A wallet whose key is read from a Web3 Secret Storage (v3) JSON keystore.
+
+        The format geth, Foundry (``cast wallet``) and eth-account write.
+        :class:`~mpp_client.KeystoreError` when the file cannot be read, is
+        accessible by group or others, or the passphrase is wrong.
+        """
+        if not isinstance(passphrase, str):
+            raise TypeError("passphrase must be a str")
+        name = repr(os.fspath(path))
+        raw = read_keystore(path, 64 * 1024)
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            raise KeystoreError(f"keystore {name} is not JSON") from None
+        if not isinstance(document, dict) or document.get("version") != 3:
+            raise KeystoreError(f"keystore {name} is not a Web3 Secret Storage v3 keystore")
+        try:
+            secret = Account.decrypt(document, passphrase)
+        except ValueError:
+            raise KeystoreError(
+                f"cannot decrypt keystore {name}: wrong passphrase, or the file was altered"
+            ) from None
+        except Exception:
+            raise KeystoreError(f"keystore {name} is malformed") from None
+        return cls(bytes(secret), **options)
+
+    def save_keystore(
+        self,
+        path: str | os.PathLike[str],
+        passphrase: str,
+        *,
+        overwrite: bool = False,
+        iterations: int | None = None,
+    ) -> None:
+        """Write the key as an encrypted Web3 Secret Storage keystore (scrypt, mode 0600)."""
+        if not isinstance(passphrase, str) or not passphrase:
+            raise ValueError("refusing to encrypt a key under an empty passphrase")
+        if not isinstance(self._signer, LocalSigner):
+            raise TypeError(
+                "this wallet signs through an external signer: its key cannot be exported"
+            )
+        document = Account.encrypt(self._signer.account.key, passphrase, iterations=iterations)
+        write_keystore(path, document, overwrite=overwrite)
 
     # -- checking -----------------------------------------------------------------
 
