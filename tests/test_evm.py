@@ -76,7 +76,17 @@ from .chain.tooling import (
     start_world,
 )
 from .helpers import pay_now
-from .rails import Answer, CountingAsync, Faulty, HeldKey
+from .rails import (
+    Answer,
+    CountingAsync,
+    Faulty,
+    HeldKey,
+    challenge_at,
+    evm_challenge,
+    present,
+    rail_policy,
+    sent_credential,
+)
 
 CHAIN = 31337
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -88,9 +98,6 @@ KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 ADDRESS = Account.from_key(KEY).address
 NOW = datetime.now(UTC).replace(microsecond=0)
 PRICE = 250_000  # 0.25 TUSD (6 decimals)
-OPEN = {
-    key: ["*"] for key in ("hosts", "realms", "payees", "methods", "intents", "assets", "chain_ids")
-}
 
 
 class CountingAccount(LocalAccount):
@@ -133,27 +140,16 @@ def challenge(
     expires: datetime | None = NOW + timedelta(minutes=5),
     extra: dict[str, Any] | None = None,
 ) -> Challenge:
-    method_details: dict[str, Any] = {
-        "chainId": CHAIN,
-        "permit2Address": PERMIT2_ADDRESS,
-        "credentialTypes": ["authorization", "permit2"],
-    }
-    method_details.update(details or {})
-    method_details = {k: v for k, v in method_details.items() if v is not None}  # None: drop
-    request: dict[str, Any] = {
-        "amount": amount,
-        "currency": currency,
-        "recipient": recipient,
-        "methodDetails": method_details,
-        **(extra or {}),
-    }
-    return Challenge.create(
-        id="ch-" + keccak(json.dumps(request, sort_keys=True).encode()).hex()[:16],
-        realm="api.example.test",
-        method="evm",
-        intent="charge",
-        request=request,
+    """An evm charge on CHAIN offering authorization then permit2 (``details`` override)."""
+    offered = {"permit2Address": PERMIT2_ADDRESS, "credentialTypes": ["authorization", "permit2"]}
+    return evm_challenge(
+        currency=currency,
+        chain_id=CHAIN,
+        amount=amount,
+        recipient=recipient,
+        details={**offered, **(details or {})},
         expires=expires,
+        extra=extra,
     )
 
 
@@ -732,22 +728,7 @@ def test_a_refused_authorization_from_a_hash_wallet_is_released() -> None:
 
 
 def unit_policy() -> Policy:
-    return Policy.from_mapping(
-        {
-            "currency": "USD",
-            "per_call": "1.00 USD",
-            "allow": OPEN,
-            "assets": [
-                {
-                    "method": "evm",
-                    "currency": TOKEN,
-                    "asset": "USD",
-                    "decimals": 6,
-                    "chain_id": CHAIN,
-                }
-            ],
-        }
-    )
+    return rail_policy([asset()])
 
 
 def test_constructor_refuses_unclear_configuration() -> None:
@@ -898,24 +879,12 @@ def world() -> Iterator[World]:
         running.anvil.stop()
 
 
+def world_asset(world: World) -> AssetEntry:
+    return AssetEntry("evm", world.token, "USD", TOKEN_DECIMALS, world.chain_id, "TUSD")
+
+
 def policy_for(world: World) -> Policy:
-    return Policy.from_mapping(
-        {
-            "currency": "USD",
-            "per_call": "1.00 USD",
-            "allow": OPEN,
-            "assets": [
-                {
-                    "method": "evm",
-                    "currency": world.token,
-                    "asset": "USD",
-                    "decimals": TOKEN_DECIMALS,
-                    "chain_id": world.chain_id,
-                    "name": "TUSD",
-                }
-            ],
-        }
-    )
+    return rail_policy([world_asset(world)])
 
 
 def chain_wallet(world: World, account: LocalAccount, **options: Any) -> EvmWallet:
@@ -923,7 +892,7 @@ def chain_wallet(world: World, account: LocalAccount, **options: Any) -> EvmWall
     return EvmWallet(
         account,
         rpc_urls={world.chain_id: world.url},
-        assets=[AssetEntry("evm", world.token, "USD", TOKEN_DECIMALS, world.chain_id, "TUSD")],
+        assets=[world_asset(world)],
         **options,
     )
 
@@ -1002,7 +971,7 @@ def test_client_pays_each_credential_type_on_chain(world: World, live: Any, kind
         assert on_chain["from"].lower() == payer.address.lower()
 
     # Replaying the very same credential is refused and moves nothing.
-    sent = _sent_credential(response)
+    sent = sent_credential(response)
     url = live(shop.server)
     replay = httpx.get(url + "/paid", headers={"Authorization": sent})
     assert replay.status_code == 402
@@ -1038,7 +1007,7 @@ def web3_wallet(world: World, account: Any, web3: Any, **options: Any) -> EvmWal
         account,
         chain_ids=[world.chain_id],
         web3=web3,
-        assets=[AssetEntry("evm", world.token, "USD", TOKEN_DECIMALS, world.chain_id, "TUSD")],
+        assets=[world_asset(world)],
         **options,
     )
 
@@ -1157,12 +1126,6 @@ def test_json_rpc_is_the_chain_client_under_its_old_name() -> None:
     assert old is evm.ChainRpc
 
 
-def _sent_credential(response: httpx.Response) -> str:
-    value = response.request.headers.get("authorization")
-    assert value is not None and value.startswith("Payment ")
-    return value
-
-
 async def test_async_client_on_a_multi_chain_wallet_names_the_paying_chain(
     world: World, live: Any
 ) -> None:
@@ -1185,7 +1148,7 @@ async def test_async_client_on_a_multi_chain_wallet_names_the_paying_chain(
     ) as client:
         response = await client.get(url + "/paid")
     assert response.status_code == 200, response.text
-    sent = Credential.parse(_sent_credential(response))
+    sent = Credential.parse(sent_credential(response))
     assert sent.source == did_pkh(world.chain_id, payer.address)
     assert world.balance(shop.merchant) == PRICE
     assert world.balance(payer.address) == 1_000_000 - PRICE
@@ -1212,7 +1175,7 @@ def test_permit2_without_allowance_falls_back_to_the_next_type(world: World, liv
     shop = Shop(world, ["permit2", "authorization"])
     response = pay_once(world, shop, chain_wallet(world, payer), live)
     assert_settled(world, response, shop)
-    assert Credential.parse(_sent_credential(response)).payload["type"] == "authorization"
+    assert Credential.parse(sent_credential(response)).payload["type"] == "authorization"
     assert world.balance(shop.merchant) == PRICE
 
 
@@ -1224,11 +1187,9 @@ def test_hash_replayed_under_a_fresh_challenge_is_refused(world: World, live: An
     receipt = assert_settled(world, response, shop)
     # A fresh challenge, answered with the hash already redeemed: refused (draft replay token).
     url = live(shop.server)
-    fresh = parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
-    stolen = Credential.for_challenge(
-        fresh, {"type": "hash", "hash": receipt.reference}, source=wallet.source_for(world.chain_id)
-    ).to_header()
-    refused = httpx.get(url + "/paid", headers={"Authorization": stolen})
+    fresh = challenge_at(url + "/paid")
+    stolen = {"type": "hash", "hash": receipt.reference}
+    refused = present(url + "/paid", fresh, stolen, wallet.source_for(world.chain_id))
     assert refused.status_code == 402
     assert "already used" in refused.json()["detail"]
     assert shop.verifier.settled == [receipt.reference]
@@ -1238,7 +1199,7 @@ def test_tampered_authorization_is_refused_and_nothing_moves(world: World, live:
     payer = world.funded_account(tokens=1_000_000)
     shop = Shop(world, ["authorization"])
     url = live(shop.server)
-    ch = parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
+    ch = challenge_at(url + "/paid")
     wallet = chain_wallet(world, payer)
     payload = dict(pay_now(wallet, ch))
     cases = {
@@ -1250,15 +1211,14 @@ def test_tampered_authorization_is_refused_and_nothing_moves(world: World, live:
         "source": (payload, "source is not the payer"),
     }
     for name, (tampered, reason) in cases.items():
-        fresh = parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
+        fresh = challenge_at(url + "/paid")
         if name == "source":  # a valid payload, claimed by someone else
             body = dict(pay_now(wallet, fresh))
             source = did_pkh(world.chain_id, Account.create().address)
         else:  # re-bound to the fresh challenge, so only the tampered field is wrong
             body = {**tampered, "nonce": "0x" + challenge_hash(fresh.id, fresh.realm).hex()}
             source = wallet.source_for(world.chain_id)
-        header = Credential.for_challenge(fresh, body, source=source).to_header()
-        answer = httpx.get(url + "/paid", headers={"Authorization": header})
+        answer = present(url + "/paid", fresh, body, source)
         assert answer.status_code == 402, name
         assert reason in answer.json()["detail"], (name, answer.json())
     assert world.balance(payer.address) == 1_000_000
@@ -1357,11 +1317,11 @@ def test_client_pays_pympp_evm_server_on_the_same_chain(world: World) -> None:
         response = client.get(server.url + "/paid")
         # Replaying the credential to pympp is refused; nothing moves.
         replay = httpx.get(
-            server.url + "/paid", headers={"Authorization": _sent_credential(response)}
+            server.url + "/paid", headers={"Authorization": sent_credential(response)}
         )
     assert response.status_code == 200, response.text
     assert response.json()["payer"] == payer.address
-    sent = Credential.parse(_sent_credential(response))
+    sent = Credential.parse(sent_credential(response))
     echo = sent.echo
     assert (
         sent.payload["nonce"]
@@ -1402,14 +1362,9 @@ def test_the_concat_rule_is_refused_by_pympp(world: World) -> None:
     assert world.balance(payer.address) == 1_000_000
 
 
-def _fresh_challenge(url: str) -> Challenge:
-    return parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
-
-
 def _answer(url: str, ch: Challenge, wallet: EvmWallet) -> httpx.Response:
     quote = wallet.quote(ch)
-    header = Credential.for_challenge(ch, wallet.pay(ch, quote), source=quote.payer).to_header()
-    return httpx.get(url + "/paid", headers={"Authorization": header})
+    return present(url + "/paid", ch, wallet.pay(ch, quote), quote.payer)
 
 
 @pytest.mark.parametrize("kind", ["authorization", "permit2"])
@@ -1425,11 +1380,11 @@ def test_verifier_accepts_either_rule_and_settles_a_challenge_once(
     concat = chain_wallet(world, payer, challenge_hash_scheme="concat")
     json_array = chain_wallet(world, payer, challenge_hash_scheme="json-array")
     for wallet in (concat, json_array):
-        assert _answer(url, _fresh_challenge(url), wallet).status_code == 200
+        assert _answer(url, challenge_at(url + "/paid"), wallet).status_code == 200
     assert world.balance(shop.merchant) == 2 * PRICE
     assert len(shop.verifier.settled) == 2
     # One challenge, answered under each rule: two different nonces, one settlement.
-    ch = _fresh_challenge(url)
+    ch = challenge_at(url + "/paid")
     first = _answer(url, ch, concat)
     assert first.status_code == 200, first.text
     second = _answer(url, ch, json_array)
@@ -1451,12 +1406,12 @@ def test_a_verifier_pinned_to_one_rule_refuses_the_other(
     shop = Shop(world, ["authorization"], challenge_hash_scheme=accepts)
     url = live(shop.server)
     wrong = chain_wallet(world, payer, challenge_hash_scheme=refused)
-    answer = _answer(url, _fresh_challenge(url), wrong)
+    answer = _answer(url, challenge_at(url + "/paid"), wrong)
     assert answer.status_code == 402
     assert answer.json()["detail"] == f"authorization nonce is not the challenge hash ({accepts})"
     assert world.balance(payer.address) == 1_000_000
     right = chain_wallet(world, payer, challenge_hash_scheme=accepts)
-    assert _answer(url, _fresh_challenge(url), right).status_code == 200
+    assert _answer(url, challenge_at(url + "/paid"), right).status_code == 200
     assert world.balance(shop.merchant) == PRICE
 
 
@@ -1518,25 +1473,12 @@ def test_a_settlement_of_unknown_outcome_is_a_500_and_stays_counted(live: Any) -
         decimals=TOKEN_DECIMALS,
     )
     url = live(server)
-    policy = Policy.from_mapping(
-        {
-            "currency": "USD",
-            "per_call": "1.00 USD",
-            "allow": OPEN,
-            "assets": [
-                {
-                    "method": "evm",
-                    "currency": TOKEN,
-                    "asset": "USD",
-                    "decimals": 6,
-                    "chain_id": CHAIN,
-                }
-            ],
-        }
-    )
     with (
         Client(
-            methods=[wallet_for()], policy=policy, ledger="memory:", allow_insecure_localhost=True
+            methods=[wallet_for()],
+            policy=unit_policy(),
+            ledger="memory:",
+            allow_insecure_localhost=True,
         ) as client,
         pytest.raises(PaymentOutcomeUnknown) as caught,
     ):

@@ -29,7 +29,6 @@ receipt, or serve a fixed gas price.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -55,7 +54,6 @@ from mpp_client import (
     AsyncClient,
     ChallengeError,
     ChallengeExpired,
-    Client,
     MemoryLedger,
     PaymentFailed,
     PaymentOutcomeUnknown,
@@ -72,12 +70,23 @@ from mpp_client.methods.tempo import (
     proof_typed_data,
 )
 from mpp_client.policy import AssetEntry, Policy
-from mpp_client.protocol import Challenge, Credential, Receipt, parse_challenges
+from mpp_client.protocol import Challenge, Credential, Receipt
 from mpp_client.testing import PaidServer
 from mpp_client.testing.tempo import Movement, TempoChain, TempoVerifier, movements_in
 
 from .helpers import apay_now, pay_now, pay_unquoted
-from .rails import Answer, CountingAsync, Faulty, HeldKey
+from .rails import (
+    Answer,
+    CountingAsync,
+    Faulty,
+    HeldKey,
+    challenge_at,
+    paid_get,
+    present,
+    sent_credential,
+    tempo_challenge,
+    with_terms,
+)
 
 pytest_plugins = ["tests.chain.tempo_chain"]
 
@@ -97,23 +106,8 @@ TRANSFER = keccak(text="transfer(address,uint256)")[:4]
 TRANSFER_WITH_MEMO = keccak(text="transferWithMemo(address,uint256,bytes32)")[:4]
 
 
-def challenge(
-    amount: str = "1000000",
-    *,
-    id: str = "kM9xPqWvT2nJrHsY4aDfEb",
-    expires: datetime | str | None = "default",
-    request: dict[str, Any] | None = None,
-    **details: Any,
-) -> Challenge:
-    body: dict[str, Any] = {"amount": amount, "currency": TOKEN, "recipient": RECIPIENT}
-    details.setdefault("chainId", 4217)
-    body["methodDetails"] = {k: v for k, v in details.items() if v is not None}
-    body.update(request or {})
-    when = datetime.now(UTC) + timedelta(minutes=5) if expires == "default" else expires
-    assert not isinstance(when, str)
-    return Challenge.create(
-        id=id, realm="api.example.com", method="tempo", intent="charge", request=body, expires=when
-    )
+#: A tempo charge for 1.00 pathUSD to RECIPIENT on chain 4217 unless told otherwise.
+challenge = tempo_challenge
 
 
 def bound(ch: Challenge, client_id: str | None = None) -> str:
@@ -951,14 +945,6 @@ class Shop:
             decimals=6,
         )
 
-    def challenge(self, url: str) -> Challenge:
-        """A fresh challenge from the running server."""
-        return parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
-
-    def present(self, url: str, ch: Challenge, payload: Any, source: str | None) -> httpx.Response:
-        header = Credential.for_challenge(ch, payload, source=source).to_header()
-        return httpx.get(url + "/paid", headers={"Authorization": header})
-
 
 def chain_wallet(chain: TempoChain, account: Any, **options: Any) -> TempoWallet:
     options.setdefault("assets", [chain.asset()])
@@ -966,32 +952,8 @@ def chain_wallet(chain: TempoChain, account: Any, **options: Any) -> TempoWallet
     return TempoWallet(account, chain_id=chain.chain_id, rpc_url=chain.url, **options)
 
 
-def get(
-    flavour: str, policy: Policy, wallet: TempoWallet, url: str, **overrides: Any
-) -> httpx.Response:
-    """GET ``url`` with ``Client`` or ``AsyncClient`` paying through ``wallet``."""
-    options: dict[str, Any] = {
-        "methods": [wallet],
-        "policy": policy,
-        "ledger": "memory:",
-        "allow_insecure_localhost": True,
-        **overrides,
-    }
-    if flavour == "sync":
-        with Client(**options) as client:
-            return client.get(url)
-
-    async def run() -> httpx.Response:
-        async with AsyncClient(**options) as client:
-            return await client.get(url)
-
-    return asyncio.run(run())
-
-
-def sent_credential(response: httpx.Response) -> str:
-    value = response.request.headers.get("authorization")
-    assert value is not None and value.startswith("Payment ")
-    return value
+#: Pay ``url`` with ``Client`` ("sync") or ``AsyncClient`` ("async") through a wallet.
+get = paid_get
 
 
 def settled(response: httpx.Response, shop: Shop) -> dict[str, Any]:
@@ -1117,7 +1079,7 @@ def test_a_request_memo_is_used_as_given_and_its_transfer_pays_once(
     # Every challenge of this shop names the same memo, so nothing binds the
     # transfer to one of them: only single use stops it paying a second time.
     sent = Credential.parse(sent_credential(response))
-    again = shop.present(url, shop.challenge(url), sent.payload, sent.source)
+    again = present(url + "/paid", challenge_at(url + "/paid"), sent.payload, sent.source)
     assert again.status_code == 402
     assert "already used" in again.json()["detail"]
     assert tempo_chain.balance(shop.merchant) == PRICE
@@ -1132,9 +1094,9 @@ def test_a_transaction_bound_to_another_challenge_is_refused(
     payer = tempo_chain.funded_account(FUNDS)
     wallet = chain_wallet(tempo_chain, payer)
     url = live(shop.server)
-    first, second = shop.challenge(url), shop.challenge(url)
+    first, second = challenge_at(url + "/paid"), challenge_at(url + "/paid")
     # Signed for the first challenge, presented for the second: its memo names the first.
-    answer = shop.present(url, second, pay_now(wallet, first), wallet.quote(second).payer)
+    answer = present(url + "/paid", second, pay_now(wallet, first), wallet.quote(second).payer)
     assert answer.status_code == 402
     assert "memo is not bound to this challenge" in answer.json()["detail"]
     assert tempo_chain.balance(payer.address) == FUNDS
@@ -1149,13 +1111,10 @@ def test_a_transfer_with_another_memo_than_the_request_names_is_refused(
     payer = tempo_chain.funded_account(FUNDS)
     wallet = chain_wallet(tempo_chain, payer)
     url = live(shop.server)
-    ch = shop.challenge(url)
+    ch = challenge_at(url + "/paid")
     # The same terms with another memo: everything else about the transaction is right.
-    other = dict(ch.request, methodDetails={**ch.request["methodDetails"], "memo": SPLIT_MEMO})
-    lookalike = Challenge.create(
-        id=ch.id, realm=ch.realm, method="tempo", intent="charge", request=other, expires=ch.expires
-    )
-    answer = shop.present(url, ch, pay_now(wallet, lookalike), wallet.quote(ch).payer)
+    lookalike = with_terms(ch, memo=SPLIT_MEMO)
+    answer = present(url + "/paid", ch, pay_now(wallet, lookalike), wallet.quote(ch).payer)
     assert answer.status_code == 402
     assert "with the request's memo" in answer.json()["detail"]
     assert tempo_chain.balance(payer.address) == FUNDS
@@ -1167,16 +1126,16 @@ def test_a_pushed_hash_cannot_pay_a_second_challenge(tempo_chain: TempoChain, li
     payer = tempo_chain.funded_account(FUNDS)
     wallet = chain_wallet(tempo_chain, payer, modes=("push",))
     url = live(shop.server)
-    first, second = shop.challenge(url), shop.challenge(url)
+    first, second = challenge_at(url + "/paid"), challenge_at(url + "/paid")
     pushed = pay_now(wallet, first)  # broadcast: the merchant is paid once, for the first
     assert tempo_chain.balance(shop.merchant) == PRICE
     source = wallet.quote(first).payer
-    stolen = shop.present(url, second, pushed, source)
+    stolen = present(url + "/paid", second, pushed, source)
     assert stolen.status_code == 402
     assert "memo is not bound to this challenge" in stolen.json()["detail"]
-    honest = shop.present(url, first, pushed, source)
+    honest = present(url + "/paid", first, pushed, source)
     assert honest.status_code == 200, honest.text
-    again = shop.present(url, shop.challenge(url), pushed, source)
+    again = present(url + "/paid", challenge_at(url + "/paid"), pushed, source)
     assert again.status_code == 402 and "already used" in again.json()["detail"]
     assert tempo_chain.balance(shop.merchant) == PRICE
     assert len(shop.server.payments) == 1
@@ -1195,7 +1154,7 @@ def test_a_transaction_for_another_chain_or_past_its_validity_is_refused(
     shop = Shop(tempo_chain)
     payer = tempo_chain.funded_account(FUNDS)
     url = live(shop.server)
-    ch = shop.challenge(url)
+    ch = challenge_at(url + "/paid")
     details = dict(ch.request["methodDetails"])
     options: dict[str, Any] = {}
     if "chainId" in change:
@@ -1205,15 +1164,8 @@ def test_a_transaction_for_another_chain_or_past_its_validity_is_refused(
     else:
         past = datetime.now(UTC) + timedelta(seconds=change["clock"])
         signer = chain_wallet(tempo_chain, payer, clock=lambda: past)
-    lookalike = Challenge.create(
-        id=ch.id,
-        realm=ch.realm,
-        method="tempo",
-        intent="charge",
-        request=dict(ch.request, methodDetails=details),
-        expires=ch.expires,
-    )
-    answer = shop.present(url, ch, pay_now(signer, lookalike), None)
+    lookalike = with_terms(ch, **details)
+    answer = present(url + "/paid", ch, pay_now(signer, lookalike), None)
     assert answer.status_code == 402
     assert reason in answer.json()["detail"]
     assert tempo_chain.balance(payer.address) == FUNDS
