@@ -449,8 +449,8 @@ class EvmWallet(EthWallet):
         one built from the RPC URL for this payment)."""
         plan = self._prepared(challenge, quote)
         node = self._nodes.get(plan.terms.chain_id)
-        if node is None:
-            return self.pay(challenge, quote)  # signing only: nothing to await
+        if node is None:  # signing only: in a worker thread, as a signer may take its time
+            return await super().apay(challenge, quote)
         skipped = list(plan.skipped)
         async with node.arpc() as rpc:
             for kind in plan.types:

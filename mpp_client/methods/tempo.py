@@ -475,7 +475,7 @@ class TempoWallet(EthWallet):
         plan = self._plan_to_pay(challenge, quote)
         node = self._node(plan)
         if node is None:
-            return run_offline(self._flow(challenge, plan, ""))
+            return run_offline(self._flow(challenge, plan, None))
         try:
             rpc = node.rpc()
         except ChainTransportError as exc:
@@ -487,8 +487,8 @@ class TempoWallet(EthWallet):
         one built from the RPC URL for this payment)."""
         plan = self._plan_to_pay(challenge, quote)
         node = self._node(plan)
-        if node is None:
-            return run_offline(self._flow(challenge, plan, ""))
+        if node is None:  # signing only: in a worker thread, as a signer may take its time
+            return await super().apay(challenge, quote)
         async with node.arpc() as rpc:
             return await rpc.run(self._flow(challenge, plan, node.where))
 
@@ -502,17 +502,23 @@ class TempoWallet(EthWallet):
             self._nodes[plan.chain_id] = node
         if node is None:
             raise TermsRefused(
-                f"no RPC URL for chain {plan.chain_id}: pass rpc_url= (needed for push mode "
-                "and to read the gas price when max_fee_per_gas is not set)"
+                f"no node for chain {plan.chain_id}: pass rpc_url= or web3= (needed for push "
+                "mode and to read the gas price when max_fee_per_gas is not set)"
             )
         return node
 
-    def _flow(self, challenge: Challenge, plan: _Plan, where: str) -> ChainFlow[dict[str, Any]]:
-        """The payment, written once: the node checked, the fees, the signature, the push."""
+    def _flow(
+        self, challenge: Challenge, plan: _Plan, where: str | None
+    ) -> ChainFlow[dict[str, Any]]:
+        """The payment, written once: the node checked, the fees, the signature, the push.
+
+        ``where`` names the node; None when the payment needs none (a proof, or
+        a pull with configured fees), and then the flow asks nothing.
+        """
         if plan.mode == "proof":
             return self._proof(challenge, plan)
         gas_price: int | None = None
-        if where:
+        if where is not None:
             try:
                 yield from expect_chain(plan.chain_id, where)
                 if self.max_fee_per_gas is None:

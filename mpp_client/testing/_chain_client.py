@@ -77,7 +77,7 @@ class ChainClient:
     def sign(self, to: str | None, data: bytes) -> tuple[bytes, str]:
         """A signed transaction from the client's account (nonce, gas and fees from the node)."""
         account = self._account()
-        tx = self.rpc.run(prepare_eip1559(account.address, self.chain_id, to, data, headroom=0.25))
+        tx = self.rpc.run(prepare_eip1559(account.address, self.chain_id, to, data, headroom=25))
         return sign_eip1559(LocalSigner(account), tx)
 
     def send_raw(self, raw: bytes, tx_hash: str) -> dict[str, Any]:

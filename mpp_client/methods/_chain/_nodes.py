@@ -76,12 +76,12 @@ def prepare_eip1559(
     to: str | None,
     data: bytes,
     *,
-    headroom: float = 0.2,
+    headroom: int = 20,
     max_gas: int | None = None,
 ) -> ChainFlow[Eip1559Transaction]:
     """An unsigned EIP-1559 call from ``sender``, its nonce, gas and fees from the node.
 
-    The gas limit is the node's estimate plus ``headroom`` (and at most
+    The gas limit is the node's estimate plus ``headroom`` percent (and at most
     ``max_gas``: an estimate above it is a :class:`~mpp_client.PaymentFailed`);
     the tip is ``eth_maxPriorityFeePerGas`` (1 gwei when the node has no such
     method), the fee cap twice the latest base fee plus the tip. ``to=None``
@@ -105,7 +105,7 @@ def prepare_eip1559(
         tip = quantity((yield read("eth_maxPriorityFeePerGas")), "eth_maxPriorityFeePerGas")
     except RpcError:
         tip = 10**9
-    limit = gas + int(gas * headroom)
+    limit = gas + gas * headroom // 100
     return Eip1559Transaction(
         chain_id=chain_id,
         nonce=nonce,
@@ -137,10 +137,12 @@ def send_transaction(
 
     :class:`NotSent` when the connection was never made, or the node refused
     the transaction and does not know it (a provider that re-sent it after a
-    timeout gets "already known" for a transaction that is in fact in the
-    pool, so a refusal is checked against ``eth_getTransactionByHash``);
-    :class:`MaybeSent` for everything else that is not a receipt of this
-    transaction: it may still be mined.
+    timeout gets "already known" or "nonce too low" for a transaction that is
+    in the pool or mined, so a refusal is checked against
+    ``eth_getTransactionByHash``). An error answer to the synchronous send is
+    never taken for a refusal: it is also how the node says its wait for
+    inclusion timed out. :class:`MaybeSent` for everything else that is not a
+    receipt of this transaction: it may still be mined.
     """
     method = "eth_sendRawTransactionSync" if sync else "eth_sendRawTransaction"
     answer: Any = None
@@ -155,8 +157,12 @@ def send_transaction(
             known = yield read("eth_getTransactionByHash", tx_hash)
         except (RpcError, ChainTransportError):
             raise MaybeSent(f"the node answered {exc.rpc_message!r:.120}") from None
-        if known is None:
+        if known is None and not sync:
             raise NotSent(f"the node refused it: {exc.rpc_message}") from None
+        if known is None:
+            # A synchronous send also fails when the wait for inclusion times out,
+            # after the transaction was accepted and passed on: not a refusal.
+            raise MaybeSent(f"the node answered {exc.rpc_message!r:.120}") from None
         answer = None  # the node has it after all: wait for its receipt
     if not sync or answer is None:
         try:
