@@ -141,6 +141,7 @@ try:
     )
     from ._chain._terms import UINT256_MAX, Split
     from ._chain._wallet import EthWallet
+
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
         f"the evm payment method needs its extra ({exc.name} is missing): "
@@ -697,7 +698,23 @@ def _decode_string(data: bytes) -> str:
     return value
 
 
+#: Module-level names of earlier releases (never in ``__all__``), still found here.
+_MOVED = {
+    "MAX_MEMO": ("._chain._terms", "MAX_TEXT_MEMO"),
+    "MAX_SPLITS": ("._chain._terms", "MAX_SPLITS"),
+    "PAYMENT_WITNESS_TYPE": ("._chain._eip712", "PAYMENT_WITNESS_TYPE"),
+    "TRANSFER_SELECTOR": ("._chain._evm_charge", "TRANSFER_SELECTOR"),
+    "TRANSFER_TOPIC": ("._chain._evm_charge", "TRANSFER_TOPIC"),
+    "decode_transfer_calldata": ("._chain._evm_charge", "decode_transfer_calldata"),
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from importlib import import_module  # noqa: PLC0415 - only for old names
+
+        module, attribute = _MOVED[name]
+        return getattr(import_module(module, __package__), attribute)
     if name == "JsonRpc":
         warnings.warn(
             "mpp_client.methods.evm.JsonRpc is deprecated: it is ChainRpc (on web3.py), "

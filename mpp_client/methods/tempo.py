@@ -643,3 +643,11 @@ class TempoWallet(EthWallet):
     def __repr__(self) -> str:
         chain = "any known" if self.chain_id is None else str(self.chain_id)
         return f"<TempoWallet address={self.address} chain={chain} modes={'/'.join(self.modes)}>"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MAX_SPLITS":  # a module-level name of earlier releases
+        from ._chain._terms import MAX_SPLITS  # noqa: PLC0415
+
+        return MAX_SPLITS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
