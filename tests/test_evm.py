@@ -34,6 +34,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from web3 import AsyncWeb3, Web3
 
 from mpp_client import (
     AsyncClient,
@@ -75,6 +76,17 @@ from .chain.tooling import (
     start_world,
 )
 from .helpers import pay_now
+from .rails import (
+    Answer,
+    CountingAsync,
+    Faulty,
+    HeldKey,
+    challenge_at,
+    evm_challenge,
+    present,
+    rail_policy,
+    sent_credential,
+)
 
 CHAIN = 31337
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -86,9 +98,6 @@ KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 ADDRESS = Account.from_key(KEY).address
 NOW = datetime.now(UTC).replace(microsecond=0)
 PRICE = 250_000  # 0.25 TUSD (6 decimals)
-OPEN = {
-    key: ["*"] for key in ("hosts", "realms", "payees", "methods", "intents", "assets", "chain_ids")
-}
 
 
 class CountingAccount(LocalAccount):
@@ -131,27 +140,16 @@ def challenge(
     expires: datetime | None = NOW + timedelta(minutes=5),
     extra: dict[str, Any] | None = None,
 ) -> Challenge:
-    method_details: dict[str, Any] = {
-        "chainId": CHAIN,
-        "permit2Address": PERMIT2_ADDRESS,
-        "credentialTypes": ["authorization", "permit2"],
-    }
-    method_details.update(details or {})
-    method_details = {k: v for k, v in method_details.items() if v is not None}  # None: drop
-    request: dict[str, Any] = {
-        "amount": amount,
-        "currency": currency,
-        "recipient": recipient,
-        "methodDetails": method_details,
-        **(extra or {}),
-    }
-    return Challenge.create(
-        id="ch-" + keccak(json.dumps(request, sort_keys=True).encode()).hex()[:16],
-        realm="api.example.test",
-        method="evm",
-        intent="charge",
-        request=request,
+    """An evm charge on CHAIN offering authorization then permit2 (``details`` override)."""
+    offered = {"permit2Address": PERMIT2_ADDRESS, "credentialTypes": ["authorization", "permit2"]}
+    return evm_challenge(
+        currency=currency,
+        chain_id=CHAIN,
+        amount=amount,
+        recipient=recipient,
+        details={**offered, **(details or {})},
         expires=expires,
+        extra=extra,
     )
 
 
@@ -480,7 +478,7 @@ def test_digests_match_a_generic_eip712_encoder(monkeypatch: pytest.MonkeyPatch)
             },
         }
     )
-    import mpp_client.methods.evm as evm
+    import mpp_client.methods._chain._eip712 as evm
 
     monkeypatch.setattr(
         evm,
@@ -575,7 +573,7 @@ REFUSALS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "splits too large",
         {"details": {"splits": [{"recipient": PLATFORM, "amount": str(PRICE)}]}},
         {"split_recipients": "*"},
-        "not strictly less than the amount",
+        "not less than the amount",
     ),
     (
         "split recipient not expected",
@@ -730,22 +728,7 @@ def test_a_refused_authorization_from_a_hash_wallet_is_released() -> None:
 
 
 def unit_policy() -> Policy:
-    return Policy.from_mapping(
-        {
-            "currency": "USD",
-            "per_call": "1.00 USD",
-            "allow": OPEN,
-            "assets": [
-                {
-                    "method": "evm",
-                    "currency": TOKEN,
-                    "asset": "USD",
-                    "decimals": 6,
-                    "chain_id": CHAIN,
-                }
-            ],
-        }
-    )
+    return rail_policy([asset()])
 
 
 def test_constructor_refuses_unclear_configuration() -> None:
@@ -767,7 +750,7 @@ def assert_no_key(text: str) -> None:
 
 def test_key_never_in_repr_str_errors_or_pickles() -> None:
     wallet = wallet_for()
-    for text in (repr(wallet), str(wallet), repr(wallet.__dict__.get("_account"))):
+    for text in (repr(wallet), str(wallet), repr(wallet.signer)):
         assert_no_key(text)
     assert ADDRESS in repr(wallet)
     with pytest.raises(TypeError, match="cannot be pickled"):
@@ -822,6 +805,66 @@ def test_keystore_round_trip_and_refusals(tmp_path: Path) -> None:
     assert EvmWallet.from_keystore(tmp_path / "eth.json", "pw", chain_ids=[1]).address == ADDRESS
 
 
+# -- the signer seam -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", ["vrs", "vrs-0/1", "bytes", "object", "high-s", "wrong-parity"])
+def test_a_signer_that_is_not_a_local_account_signs_every_credential(answer: Answer) -> None:
+    held = HeldKey(bytes.fromhex(KEY[2:]), answer=answer)
+    wallet = wallet_for(held, split_recipients=[PLATFORM])
+    assert wallet.address == ADDRESS and wallet.signer is held
+    assert wallet.signer.hardware and wallet.signer.location == "pkcs11"  # type: ignore[attr-defined]
+    ch = challenge()
+    assert wallet.quote(ch).payer == f"did:pkh:eip155:{CHAIN}:{ADDRESS}"
+    authorization = pay_now(wallet, ch)
+    digest = authorization_digest(
+        eip3009_domain_separator(TOKEN_NAME, TOKEN_VERSION, CHAIN, TOKEN),
+        sender=ADDRESS,
+        to=MERCHANT,
+        value=PRICE,
+        valid_after=0,
+        valid_before=int(authorization["validBefore"]),
+        nonce=bytes.fromhex(authorization["nonce"][2:]),
+    )
+    # Whatever shape the signer answered in, the credential carries one canonical
+    # signature (v 27/28, low s) that recovers to the signer's address.
+    assert recover_signer(digest, authorization["signature"]) == ADDRESS
+    assert authorization == pay_now(wallet_for(), ch)  # as a LocalAccount signs it
+    split = challenge(
+        amount="300000",
+        details={
+            "credentialTypes": ["permit2"],
+            "splits": [{"recipient": PLATFORM, "amount": "50000"}],
+        },
+    )
+    assert pay_now(wallet, split) == pay_now(wallet_for(split_recipients=[PLATFORM]), split)
+    assert held.signed == 2
+
+
+def test_a_signer_that_lies_or_fails_pays_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    other = Account.create().address
+    liar = wallet_for(HeldKey(bytes.fromhex(KEY[2:]), claims=other))
+    assert liar.quote(challenge()).payer == f"did:pkh:eip155:{CHAIN}:{other}"
+    with pytest.raises(PaymentFailed, match="signed with another key than its address"):
+        pay_now(liar, challenge())
+    broken = wallet_for(HeldKey(fail=True))
+    with pytest.raises(PaymentFailed, match=r"signer failed \(RuntimeError\)") as caught:
+        pay_now(broken, challenge())
+    for text in (str(caught.value), repr(caught.value), caplog.text):
+        assert "PIN" not in text and "123456" not in text
+    with pytest.raises(ValueError, match="not a 20-byte EIP-55 address"):
+        wallet_for(HeldKey(claims="merchant-1"))
+    with pytest.raises(TypeError, match="key must be a hex string"):
+        wallet_for(object())
+
+
+def test_an_external_signers_key_cannot_be_exported(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="cannot be exported"):
+        wallet_for(HeldKey()).save_keystore(tmp_path / "k.json", "pw", iterations=2)
+    assert not (tmp_path / "k.json").exists()
+
+
 # -- on a real chain ----------------------------------------------------------
 
 
@@ -836,24 +879,12 @@ def world() -> Iterator[World]:
         running.anvil.stop()
 
 
+def world_asset(world: World) -> AssetEntry:
+    return AssetEntry("evm", world.token, "USD", TOKEN_DECIMALS, world.chain_id, "TUSD")
+
+
 def policy_for(world: World) -> Policy:
-    return Policy.from_mapping(
-        {
-            "currency": "USD",
-            "per_call": "1.00 USD",
-            "allow": OPEN,
-            "assets": [
-                {
-                    "method": "evm",
-                    "currency": world.token,
-                    "asset": "USD",
-                    "decimals": TOKEN_DECIMALS,
-                    "chain_id": world.chain_id,
-                    "name": "TUSD",
-                }
-            ],
-        }
-    )
+    return rail_policy([world_asset(world)])
 
 
 def chain_wallet(world: World, account: LocalAccount, **options: Any) -> EvmWallet:
@@ -861,7 +892,7 @@ def chain_wallet(world: World, account: LocalAccount, **options: Any) -> EvmWall
     return EvmWallet(
         account,
         rpc_urls={world.chain_id: world.url},
-        assets=[AssetEntry("evm", world.token, "USD", TOKEN_DECIMALS, world.chain_id, "TUSD")],
+        assets=[world_asset(world)],
         **options,
     )
 
@@ -940,7 +971,7 @@ def test_client_pays_each_credential_type_on_chain(world: World, live: Any, kind
         assert on_chain["from"].lower() == payer.address.lower()
 
     # Replaying the very same credential is refused and moves nothing.
-    sent = _sent_credential(response)
+    sent = sent_credential(response)
     url = live(shop.server)
     replay = httpx.get(url + "/paid", headers={"Authorization": sent})
     assert replay.status_code == 402
@@ -950,10 +981,149 @@ def test_client_pays_each_credential_type_on_chain(world: World, live: Any, kind
     assert shop.verifier.settled == [receipt.reference]
 
 
-def _sent_credential(response: httpx.Response) -> str:
-    value = response.request.headers.get("authorization")
-    assert value is not None and value.startswith("Payment ")
-    return value
+@pytest.mark.parametrize("kind", ["transaction", "hash", "permit2"])
+def test_a_key_held_outside_eth_account_pays_on_chain(world: World, live: Any, kind: str) -> None:
+    # EIP-1559 transactions (the transfer, and the Permit2 approval) and the
+    # Permit2 typed data, all signed through the seam by a key that is no LocalAccount.
+    payer = world.funded_account(tokens=1_000_000)
+    held = HeldKey(bytes(payer.key), answer="high-s")
+    shop = Shop(world, [kind])
+    wallet = chain_wallet(world, held)  # type: ignore[arg-type]
+    if kind == "permit2":
+        assert world.receipt(wallet.approve_permit2(world.chain_id, world.token))["status"] == "0x1"
+    response = pay_once(world, shop, wallet, live)
+    receipt = assert_settled(world, response, shop)
+    assert transfers_in(world.receipt(receipt.reference), world.token) == [
+        (payer.address, shop.merchant, PRICE)
+    ]
+    assert world.balance(payer.address) == 1_000_000 - PRICE
+    assert held.signed >= 1
+
+
+def web3_wallet(world: World, account: Any, web3: Any, **options: Any) -> EvmWallet:
+    """A wallet whose only way to the chain is the ``web3`` handed in (no RPC URL)."""
+    options.setdefault("credential_types", ("hash",))
+    return EvmWallet(
+        account,
+        chain_ids=[world.chain_id],
+        web3=web3,
+        assets=[world_asset(world)],
+        **options,
+    )
+
+
+@pytest.mark.parametrize("form", ["Web3", "provider"])
+def test_a_users_web3_carries_every_request_and_the_broadcast_once(
+    world: World, live: Any, form: str
+) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    provider = Faulty(world.url)
+    given = Web3(provider) if form == "Web3" else provider
+    shop = Shop(world, ["hash"])
+    response = pay_once(world, shop, web3_wallet(world, payer, given), live)
+    assert_settled(world, response, shop)
+    assert world.balance(shop.merchant) == PRICE
+    # Every chain request of the payment went through the user's provider: the
+    # node's chain checked before signing; the broadcast sent once.
+    if form == "provider":  # wrapped without middleware: exactly the wallet's requests
+        assert provider.count("eth_chainId") == 1
+    else:  # the user's Web3 keeps its middleware, whose validation asks for the chain id too
+        assert provider.count("eth_chainId") > 1
+    assert provider.count("eth_sendRawTransaction") == 1
+    assert provider.count("eth_getTransactionReceipt") >= 1
+
+
+async def test_the_async_flow_uses_the_users_async_web3(world: World, live: Any) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    sync, async_ = Faulty(world.url), CountingAsync(world.url)
+    wallet = web3_wallet(world, payer, (Web3(sync), AsyncWeb3(async_)))
+    shop = Shop(world, ["hash"])
+    async with AsyncClient(
+        methods=[wallet], policy=policy_for(world), ledger="memory:", allow_insecure_localhost=True
+    ) as client:
+        response = await client.get(live(shop.server) + "/paid")
+    assert_settled(world, response, shop)
+    assert "eth_sendRawTransaction" in async_.calls
+    assert sync.calls == []  # the sync Web3 was not used by the async flow
+
+
+def test_an_async_web3_alone_cannot_serve_a_sync_payment(world: World, live: Any) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    wallet = web3_wallet(world, payer, AsyncWeb3(CountingAsync(world.url)))
+    with pytest.raises(PaymentFailed, match="only an AsyncWeb3: pay with AsyncClient"):
+        pay_once(world, Shop(world, ["hash"]), wallet, live)
+    assert world.balance(payer.address) == 1_000_000
+
+
+def test_reads_and_receipts_are_retried_and_the_broadcast_is_not(world: World, live: Any) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    provider = Faulty(
+        world.url,
+        {
+            "eth_getTransactionCount": ["refused", "refused"],  # a flaky network: retried
+            "eth_getTransactionReceipt": ["pending", "pending"],  # not yet mined: polled
+        },
+    )
+    shop = Shop(world, ["hash"])
+    response = pay_once(world, shop, web3_wallet(world, payer, provider), live)
+    assert_settled(world, response, shop)
+    assert provider.count("eth_getTransactionCount") == 3
+    assert provider.count("eth_getTransactionReceipt") >= 3
+    assert provider.count("eth_sendRawTransaction") == 1
+    assert world.balance(shop.merchant) == PRICE
+
+
+def test_a_lost_broadcast_answer_is_an_unknown_outcome_never_a_resend(world: World) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    provider = Faulty(world.url, {"eth_sendRawTransaction": ["lost"]})
+    wallet = web3_wallet(world, payer, provider)
+    ch = challenge(
+        recipient=MERCHANT,
+        currency=world.token,
+        details={"chainId": world.chain_id, "credentialTypes": ["hash"]},
+    )
+    with pytest.raises(PaymentOutcomeUnknown, match="may still be mined"):
+        pay_now(wallet, ch)
+    assert provider.count("eth_sendRawTransaction") == 1
+    assert world.balance(MERCHANT) >= PRICE  # it was mined: the money did move
+
+
+def test_a_broadcast_the_provider_resent_is_not_taken_for_a_refusal(
+    world: World, live: Any
+) -> None:
+    # web3's default HTTPProvider re-sends eth_sendRawTransaction after a timeout; the
+    # node then answers "nonce too low" for a transaction it has already mined.
+    payer = world.funded_account(tokens=1_000_000)
+    provider = Faulty(world.url, {"eth_sendRawTransaction": ["resend"]})
+    shop = Shop(world, ["hash"])
+    response = pay_once(world, shop, web3_wallet(world, payer, provider), live)
+    assert_settled(world, response, shop)
+    assert provider.count("eth_getTransactionByHash") == 1  # the refusal was checked
+    assert world.balance(shop.merchant) == PRICE
+    assert world.balance(payer.address) == 1_000_000 - PRICE
+
+
+def test_a_refused_connection_at_the_broadcast_sends_nothing(world: World) -> None:
+    payer = world.funded_account(tokens=1_000_000)
+    provider = Faulty(world.url, {"eth_sendRawTransaction": ["refused"]})
+    ch = challenge(
+        recipient=MERCHANT,
+        currency=world.token,
+        details={"chainId": world.chain_id, "credentialTypes": ["hash"]},
+    )
+    before = world.balance(MERCHANT)
+    with pytest.raises(PaymentFailed, match="nothing was sent"):
+        pay_now(web3_wallet(world, payer, provider), ch)
+    assert world.balance(payer.address) == 1_000_000
+    assert world.balance(MERCHANT) == before
+
+
+def test_json_rpc_is_the_chain_client_under_its_old_name() -> None:
+    import mpp_client.methods.evm as evm
+
+    with pytest.warns(DeprecationWarning, match="JsonRpc is deprecated: it is ChainRpc"):
+        old = evm.JsonRpc
+    assert old is evm.ChainRpc
 
 
 async def test_async_client_on_a_multi_chain_wallet_names_the_paying_chain(
@@ -978,7 +1148,7 @@ async def test_async_client_on_a_multi_chain_wallet_names_the_paying_chain(
     ) as client:
         response = await client.get(url + "/paid")
     assert response.status_code == 200, response.text
-    sent = Credential.parse(_sent_credential(response))
+    sent = Credential.parse(sent_credential(response))
     assert sent.source == did_pkh(world.chain_id, payer.address)
     assert world.balance(shop.merchant) == PRICE
     assert world.balance(payer.address) == 1_000_000 - PRICE
@@ -1005,7 +1175,7 @@ def test_permit2_without_allowance_falls_back_to_the_next_type(world: World, liv
     shop = Shop(world, ["permit2", "authorization"])
     response = pay_once(world, shop, chain_wallet(world, payer), live)
     assert_settled(world, response, shop)
-    assert Credential.parse(_sent_credential(response)).payload["type"] == "authorization"
+    assert Credential.parse(sent_credential(response)).payload["type"] == "authorization"
     assert world.balance(shop.merchant) == PRICE
 
 
@@ -1017,11 +1187,9 @@ def test_hash_replayed_under_a_fresh_challenge_is_refused(world: World, live: An
     receipt = assert_settled(world, response, shop)
     # A fresh challenge, answered with the hash already redeemed: refused (draft replay token).
     url = live(shop.server)
-    fresh = parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
-    stolen = Credential.for_challenge(
-        fresh, {"type": "hash", "hash": receipt.reference}, source=wallet.source_for(world.chain_id)
-    ).to_header()
-    refused = httpx.get(url + "/paid", headers={"Authorization": stolen})
+    fresh = challenge_at(url + "/paid")
+    stolen = {"type": "hash", "hash": receipt.reference}
+    refused = present(url + "/paid", fresh, stolen, wallet.source_for(world.chain_id))
     assert refused.status_code == 402
     assert "already used" in refused.json()["detail"]
     assert shop.verifier.settled == [receipt.reference]
@@ -1031,7 +1199,7 @@ def test_tampered_authorization_is_refused_and_nothing_moves(world: World, live:
     payer = world.funded_account(tokens=1_000_000)
     shop = Shop(world, ["authorization"])
     url = live(shop.server)
-    ch = parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
+    ch = challenge_at(url + "/paid")
     wallet = chain_wallet(world, payer)
     payload = dict(pay_now(wallet, ch))
     cases = {
@@ -1043,17 +1211,43 @@ def test_tampered_authorization_is_refused_and_nothing_moves(world: World, live:
         "source": (payload, "source is not the payer"),
     }
     for name, (tampered, reason) in cases.items():
-        fresh = parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
+        fresh = challenge_at(url + "/paid")
         if name == "source":  # a valid payload, claimed by someone else
             body = dict(pay_now(wallet, fresh))
             source = did_pkh(world.chain_id, Account.create().address)
         else:  # re-bound to the fresh challenge, so only the tampered field is wrong
             body = {**tampered, "nonce": "0x" + challenge_hash(fresh.id, fresh.realm).hex()}
             source = wallet.source_for(world.chain_id)
-        header = Credential.for_challenge(fresh, body, source=source).to_header()
-        answer = httpx.get(url + "/paid", headers={"Authorization": header})
+        answer = present(url + "/paid", fresh, body, source)
         assert answer.status_code == 402, name
         assert reason in answer.json()["detail"], (name, answer.json())
+    assert world.balance(payer.address) == 1_000_000
+    assert shop.verifier.settled == []
+
+
+def test_the_verifier_does_not_share_a_wallet_digest_bug(
+    world: World, live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wallet signs a digest with validAfter and validBefore swapped; the verifier
+    # recomputes the EIP-712 digest with a generic encoder, so it refuses, and nothing moves.
+    import mpp_client.methods.evm as evm
+
+    honest = evm.authorization_digest
+
+    def swapped(domain: bytes, **fields: Any) -> bytes:
+        fields["valid_after"], fields["valid_before"] = (
+            fields["valid_before"],
+            fields["valid_after"],
+        )
+        return honest(domain, **fields)
+
+    monkeypatch.setattr(evm, "authorization_digest", swapped)
+    payer = world.funded_account(tokens=1_000_000)
+    shop = Shop(world, ["authorization"])
+    with pytest.raises(PaymentRejected) as caught:
+        pay_once(world, shop, chain_wallet(world, payer), live)
+    assert caught.value.problem is not None
+    assert "signature is not the payer's" in str(caught.value.problem.detail)
     assert world.balance(payer.address) == 1_000_000
     assert shop.verifier.settled == []
 
@@ -1123,11 +1317,11 @@ def test_client_pays_pympp_evm_server_on_the_same_chain(world: World) -> None:
         response = client.get(server.url + "/paid")
         # Replaying the credential to pympp is refused; nothing moves.
         replay = httpx.get(
-            server.url + "/paid", headers={"Authorization": _sent_credential(response)}
+            server.url + "/paid", headers={"Authorization": sent_credential(response)}
         )
     assert response.status_code == 200, response.text
     assert response.json()["payer"] == payer.address
-    sent = Credential.parse(_sent_credential(response))
+    sent = Credential.parse(sent_credential(response))
     echo = sent.echo
     assert (
         sent.payload["nonce"]
@@ -1168,14 +1362,9 @@ def test_the_concat_rule_is_refused_by_pympp(world: World) -> None:
     assert world.balance(payer.address) == 1_000_000
 
 
-def _fresh_challenge(url: str) -> Challenge:
-    return parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
-
-
 def _answer(url: str, ch: Challenge, wallet: EvmWallet) -> httpx.Response:
     quote = wallet.quote(ch)
-    header = Credential.for_challenge(ch, wallet.pay(ch, quote), source=quote.payer).to_header()
-    return httpx.get(url + "/paid", headers={"Authorization": header})
+    return present(url + "/paid", ch, wallet.pay(ch, quote), quote.payer)
 
 
 @pytest.mark.parametrize("kind", ["authorization", "permit2"])
@@ -1191,11 +1380,11 @@ def test_verifier_accepts_either_rule_and_settles_a_challenge_once(
     concat = chain_wallet(world, payer, challenge_hash_scheme="concat")
     json_array = chain_wallet(world, payer, challenge_hash_scheme="json-array")
     for wallet in (concat, json_array):
-        assert _answer(url, _fresh_challenge(url), wallet).status_code == 200
+        assert _answer(url, challenge_at(url + "/paid"), wallet).status_code == 200
     assert world.balance(shop.merchant) == 2 * PRICE
     assert len(shop.verifier.settled) == 2
     # One challenge, answered under each rule: two different nonces, one settlement.
-    ch = _fresh_challenge(url)
+    ch = challenge_at(url + "/paid")
     first = _answer(url, ch, concat)
     assert first.status_code == 200, first.text
     second = _answer(url, ch, json_array)
@@ -1217,12 +1406,12 @@ def test_a_verifier_pinned_to_one_rule_refuses_the_other(
     shop = Shop(world, ["authorization"], challenge_hash_scheme=accepts)
     url = live(shop.server)
     wrong = chain_wallet(world, payer, challenge_hash_scheme=refused)
-    answer = _answer(url, _fresh_challenge(url), wrong)
+    answer = _answer(url, challenge_at(url + "/paid"), wrong)
     assert answer.status_code == 402
     assert answer.json()["detail"] == f"authorization nonce is not the challenge hash ({accepts})"
     assert world.balance(payer.address) == 1_000_000
     right = chain_wallet(world, payer, challenge_hash_scheme=accepts)
-    assert _answer(url, _fresh_challenge(url), right).status_code == 200
+    assert _answer(url, challenge_at(url + "/paid"), right).status_code == 200
     assert world.balance(shop.merchant) == PRICE
 
 
@@ -1284,25 +1473,12 @@ def test_a_settlement_of_unknown_outcome_is_a_500_and_stays_counted(live: Any) -
         decimals=TOKEN_DECIMALS,
     )
     url = live(server)
-    policy = Policy.from_mapping(
-        {
-            "currency": "USD",
-            "per_call": "1.00 USD",
-            "allow": OPEN,
-            "assets": [
-                {
-                    "method": "evm",
-                    "currency": TOKEN,
-                    "asset": "USD",
-                    "decimals": 6,
-                    "chain_id": CHAIN,
-                }
-            ],
-        }
-    )
     with (
         Client(
-            methods=[wallet_for()], policy=policy, ledger="memory:", allow_insecure_localhost=True
+            methods=[wallet_for()],
+            policy=unit_policy(),
+            ledger="memory:",
+            allow_insecure_localhost=True,
         ) as client,
         pytest.raises(PaymentOutcomeUnknown) as caught,
     ):

@@ -97,6 +97,7 @@ from .chain.tooling import (
 )
 from .helpers import pay_now
 from .peers.mppx_peer import MppxServer, PeerError, run_client
+from .rails import rail_policy
 
 pytest_plugins = ["tests.chain.tempo_chain"]  # the session's local Tempo chain
 
@@ -440,9 +441,6 @@ def test_receipt_is_parsed_by_our_protocol_layer(dev_peer: DevPeer) -> None:
 # -- EVM: a local anvil chain with our TestUSD ----------------------------------------
 
 TUSD_PRICE = 250_000  # 0.25 TUSD (6 decimals)
-OPEN = {
-    key: ["*"] for key in ("hosts", "realms", "payees", "methods", "intents", "assets", "chain_ids")
-}
 
 
 @pytest.fixture(scope="module")
@@ -460,23 +458,7 @@ def tusd(world: World) -> AssetEntry:
 
 def chain_policy(entry: AssetEntry) -> Policy:
     """Pay anyone up to 1.00 USD, in the one token ``entry`` names."""
-    return Policy.from_mapping(
-        {
-            "currency": "USD",
-            "per_call": "1.00 USD",
-            "allow": OPEN,
-            "assets": [
-                {
-                    "method": entry.method,
-                    "currency": entry.currency,
-                    "asset": entry.asset,
-                    "decimals": entry.decimals,
-                    "chain_id": entry.chain_id,
-                    "name": entry.name,
-                }
-            ],
-        }
-    )
+    return rail_policy([entry])
 
 
 def evm_policy(world: World) -> Policy:

@@ -55,15 +55,13 @@ from .chain.tooling import (
     compile_contracts,
     start_world,
 )
+from .rails import challenge_at, rail_policy, sent_credential
 
 ROOT = Path(__file__).resolve().parents[1]
 PYMPP_CLIENT = Path(__file__).with_name("peers") / "pympp_client.py"
 PRICE = 250_000  # "0.25" at 6 decimals
 FUNDS = 1_000_000
 REALM = "pympp-evm-interop.test"
-OPEN = {
-    key: ["*"] for key in ("hosts", "realms", "payees", "methods", "intents", "assets", "chain_ids")
-}
 _TWA = (
     "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,"
     "uint8,bytes32,bytes32)"
@@ -79,24 +77,12 @@ def world() -> Iterator[World]:
         running.anvil.stop()
 
 
+def tusd(world: World) -> AssetEntry:
+    return AssetEntry("evm", world.token, "USD", TOKEN_DECIMALS, world.chain_id, "TUSD")
+
+
 def policy_for(world: World) -> Policy:
-    return Policy.from_mapping(
-        {
-            "currency": "USD",
-            "per_call": "1.00 USD",
-            "allow": OPEN,
-            "assets": [
-                {
-                    "method": "evm",
-                    "currency": world.token,
-                    "asset": "USD",
-                    "decimals": TOKEN_DECIMALS,
-                    "chain_id": world.chain_id,
-                    "name": "TUSD",
-                }
-            ],
-        }
-    )
+    return rail_policy([tusd(world)])
 
 
 def wallet_for(world: World, payer: LocalAccount) -> EvmWallet:
@@ -104,7 +90,7 @@ def wallet_for(world: World, payer: LocalAccount) -> EvmWallet:
     return EvmWallet(
         payer,
         rpc_urls={world.chain_id: world.url},
-        assets=[AssetEntry("evm", world.token, "USD", TOKEN_DECIMALS, world.chain_id, "TUSD")],
+        assets=[tusd(world)],
         credential_types=("authorization",),
     )
 
@@ -118,12 +104,6 @@ def nonce_settled(world: World, tx_hash: str) -> str:
         ["address", "address", "uint256", "uint256", "uint256", "bytes32"], data[4 : 4 + 6 * 32]
     )
     return "0x" + bytes(fields[5]).hex()
-
-
-def _sent_credential(response: httpx.Response) -> str:
-    value = response.request.headers.get("authorization")
-    assert value is not None and value.startswith("Payment ")
-    return value
 
 
 # -- our client pays pympp's evm server ---------------------------------------------------
@@ -221,13 +201,13 @@ async def test_our_client_pays_pympp_evm_server_on_chain(
     assert [r.status_code for r in seen] == [402, 200]
     (challenge,) = parse_challenges(seen[0].headers["www-authenticate"])
     assert challenge_binding(challenge) == "json-array"
-    sent = Credential.parse(_sent_credential(response))
+    sent = Credential.parse(sent_credential(response))
     assert sent.echo["id"] == challenge.id
     bound = "0x" + challenge_hash(sent.echo["id"], sent.echo["realm"], "json-array").hex()
     assert sent.payload["nonce"] == bound == nonce_settled(world, receipt.reference)
 
     # The same credential, replayed: pympp refuses it for good, and nothing moves.
-    replay = httpx.get(pympp_shop.url, headers={"Authorization": _sent_credential(response)})
+    replay = httpx.get(pympp_shop.url, headers={"Authorization": sent_credential(response)})
     assert replay.status_code == 403
     assert "payment-receipt" not in replay.headers
     assert "www-authenticate" not in replay.headers  # no fresh challenge to pay again
@@ -296,7 +276,7 @@ def test_pympp_client_pays_our_evm_server_on_chain(world: World) -> None:
     with LocalServer(shop.server) as server:
         url = server.url + "/paid"
         # What pympp is offered: our challenge carries none of pympp's marks.
-        (offered,) = parse_challenges(httpx.get(url).headers["www-authenticate"])
+        offered = challenge_at(url)
         assert challenge_binding(offered) == "concat"
         report = run_pympp_client(
             {

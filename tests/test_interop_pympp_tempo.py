@@ -52,15 +52,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mpp_client import AsyncClient, Client, payment_record
+from mpp_client import payment_record
 from mpp_client.methods.tempo import PATH_USD, TempoWallet, attribution_memo
 from mpp_client.policy import Policy
-from mpp_client.protocol import Challenge, Credential, Receipt, parse_challenges
+from mpp_client.protocol import Credential, Receipt
 from mpp_client.testing import LocalServer, PaidServer
 from mpp_client.testing.tempo import Movement, TempoChain, TempoVerifier, movements_in
 
 from .apps import Recorder
 from .helpers import pay_now
+from .rails import challenge_at, paid_get, present
 
 pytest_plugins = ["tests.chain.tempo_chain"]
 
@@ -145,22 +146,8 @@ def pympp_app(
     return Starlette(routes=[Route("/paid", paid)]), rpc
 
 
-def get(flavour: str, policy: Policy, wallet: TempoWallet, url: str) -> httpx.Response:
-    options: dict[str, Any] = {
-        "methods": [wallet],
-        "policy": policy,
-        "ledger": "memory:",
-        "allow_insecure_localhost": True,
-    }
-    if flavour == "sync":
-        with Client(**options) as client:
-            return client.get(url)
-
-    async def run() -> httpx.Response:
-        async with AsyncClient(**options) as client:
-            return await client.get(url)
-
-    return asyncio.run(run())
+#: Pay ``url`` with ``Client`` ("sync") or ``AsyncClient`` ("async") through a wallet.
+get = paid_get
 
 
 # -- (a) our client pays pympp's server ---------------------------------------------
@@ -310,15 +297,11 @@ def test_pympp_refuses_a_transfer_bound_to_another_challenge(
         payer, chain_id=tempo_chain.chain_id, rpc_url=tempo_chain.url, assets=[tempo_chain.asset()]
     )
 
-    def fresh(url: str) -> Challenge:
-        return parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
-
     with LocalServer(app) as server:
-        first, second = fresh(server.url), fresh(server.url)
-        header = Credential.for_challenge(
-            second, pay_now(wallet, first), source=wallet.quote(second).payer
-        ).to_header()
-        answer = httpx.get(server.url + "/paid", headers={"Authorization": header})
+        first, second = challenge_at(server.url + "/paid"), challenge_at(server.url + "/paid")
+        answer = present(
+            server.url + "/paid", second, pay_now(wallet, first), wallet.quote(second).payer
+        )
     assert answer.status_code in (402, 403)
     assert "memo is not bound to this challenge" in answer.json()["detail"]
     assert tempo_chain.balance(payer.address) == FUNDS

@@ -29,7 +29,6 @@ receipt, or serve a fixed gas price.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -49,12 +48,12 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_keys import keys
 from eth_utils import keccak, to_checksum_address
+from web3 import AsyncWeb3, Web3
 
 from mpp_client import (
     AsyncClient,
     ChallengeError,
     ChallengeExpired,
-    Client,
     MemoryLedger,
     PaymentFailed,
     PaymentOutcomeUnknown,
@@ -71,11 +70,23 @@ from mpp_client.methods.tempo import (
     proof_typed_data,
 )
 from mpp_client.policy import AssetEntry, Policy
-from mpp_client.protocol import Challenge, Credential, Receipt, parse_challenges
+from mpp_client.protocol import Challenge, Credential, Receipt
 from mpp_client.testing import PaidServer
 from mpp_client.testing.tempo import Movement, TempoChain, TempoVerifier, movements_in
 
 from .helpers import apay_now, pay_now, pay_unquoted
+from .rails import (
+    Answer,
+    CountingAsync,
+    Faulty,
+    HeldKey,
+    challenge_at,
+    paid_get,
+    present,
+    sent_credential,
+    tempo_challenge,
+    with_terms,
+)
 
 pytest_plugins = ["tests.chain.tempo_chain"]
 
@@ -95,23 +106,8 @@ TRANSFER = keccak(text="transfer(address,uint256)")[:4]
 TRANSFER_WITH_MEMO = keccak(text="transferWithMemo(address,uint256,bytes32)")[:4]
 
 
-def challenge(
-    amount: str = "1000000",
-    *,
-    id: str = "kM9xPqWvT2nJrHsY4aDfEb",
-    expires: datetime | str | None = "default",
-    request: dict[str, Any] | None = None,
-    **details: Any,
-) -> Challenge:
-    body: dict[str, Any] = {"amount": amount, "currency": TOKEN, "recipient": RECIPIENT}
-    details.setdefault("chainId", 4217)
-    body["methodDetails"] = {k: v for k, v in details.items() if v is not None}
-    body.update(request or {})
-    when = datetime.now(UTC) + timedelta(minutes=5) if expires == "default" else expires
-    assert not isinstance(when, str)
-    return Challenge.create(
-        id=id, realm="api.example.com", method="tempo", intent="charge", request=body, expires=when
-    )
+#: A tempo charge for 1.00 pathUSD to RECIPIENT on chain 4217 unless told otherwise.
+challenge = tempo_challenge
 
 
 def bound(ch: Challenge, client_id: str | None = None) -> str:
@@ -206,22 +202,24 @@ class Decoded:
 
 
 class Spy:
-    """Wraps the wallet's account and counts signatures."""
+    """Wraps the wallet's signer (its one way to the key) and counts signatures."""
 
-    def __init__(self, account: Any) -> None:
-        self.account = account
+    def __init__(self, signer: Any) -> None:
+        self.signer = signer
         self.signed = 0
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.account, name)
-        if name in ("unsafe_sign_hash", "sign_message", "sign_transaction"):
-            self.signed += 1
-        return attribute
+    @property
+    def address(self) -> str:
+        return str(self.signer.address)
+
+    def sign_digest(self, digest: bytes) -> Any:
+        self.signed += 1
+        return self.signer.sign_digest(digest)
 
 
 def spied(w: TempoWallet) -> Spy:
-    spy = Spy(w._account)
-    w._account = spy  # type: ignore[assignment]
+    spy = Spy(w.signer)
+    w._signer = spy
     return spy
 
 
@@ -370,7 +368,7 @@ def test_configured_chain_id_is_used_when_the_challenge_has_none() -> None:
     ("options", "details", "message"),
     [
         ({}, {"chainId": None}, "names no chain id"),
-        ({}, {"chainId": 1}, "not a Tempo chain the wallet knows"),
+        ({}, {"chainId": 1}, "chain 1, which this wallet does not pay on"),
         ({"chain_id": 4217}, {"chainId": 42431}, "pays on chain 4217"),
         ({}, {"chainId": "4217"}, "positive integer"),
         ({}, {"chainId": True}, "positive integer"),
@@ -399,11 +397,11 @@ OTHER_TOKEN = "0x20c0000000000000000000000000000000000001"
     ("kwargs", "options", "message"),
     [
         ({"request": {"currency": OTHER_TOKEN}}, {}, "not in the wallet's asset registry"),
-        ({"request": {"currency": "usd"}}, {}, "currency is not a 20-byte hex address"),
+        ({"request": {"currency": "usd"}}, {}, "currency must be a 0x-prefixed 20-byte address"),
         ({}, {"payees": [PLATFORM]}, "not one of the expected payees"),
         ({"request": {"recipient": "0x742d35Cc6634C0532925a3b844Bc9e7595f8fE00"}}, {}, "EIP-55"),
         ({"request": {"recipient": "0x" + "00" * 20}}, {}, "zero address"),
-        ({"request": {"recipient": "bob"}}, {}, "recipient is not a 20-byte hex address"),
+        ({"request": {"recipient": "bob"}}, {}, "recipient must be a 0x-prefixed 20-byte address"),
         ({"memo": "0x1234"}, {}, "bytes32"),
         ({"feePayer": "yes"}, {}, "feePayer must be a boolean"),
         ({"splits": []}, {"split_recipients": "*"}, "non-empty list"),
@@ -705,6 +703,49 @@ def test_keys_are_accepted_as_hex_bytes_or_local_account() -> None:
         TempoWallet("0x" + "00" * 32)
 
 
+@pytest.mark.parametrize("answer", ["vrs", "bytes", "object", "high-s", "wrong-parity"])
+def test_a_signer_that_is_not_a_local_account_signs_transactions_and_proofs(
+    answer: Answer,
+) -> None:
+    held = HeldKey(bytes.fromhex(KEY[2:]), answer=answer)
+    w = TempoWallet(held, max_fee_per_gas=20 * GWEI, split_recipients="*")
+    assert w.address == ADDRESS and w.signer is held
+    for ch in (
+        challenge(),
+        challenge(feePayer=True, splits=[{"amount": "5", "recipient": PLATFORM}]),
+    ):
+        tx = Decoded(pay_now(w, ch)["signature"])
+        assert tx.sender() == ADDRESS  # recovered here from the draft's signing payload
+    proof = challenge("0", id="c-1", chainId=4217)
+    typed = proof_typed_data(chain_id=4217, challenge_id="c-1", realm="api.example.com")
+    assert _recover_proof(pay_now(w, proof)["signature"], typed) == ADDRESS
+    assert held.signed == 3
+
+
+def test_a_signer_that_lies_or_fails_signs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    liar = TempoWallet(
+        HeldKey(claims=Account.create().address), max_fee_per_gas=20 * GWEI, chain_id=4217
+    )
+    for ch in (challenge(), challenge("0")):
+        with pytest.raises(PaymentFailed, match="signed with another key than its address"):
+            pay_now(liar, ch)
+    broken = TempoWallet(HeldKey(fail=True), max_fee_per_gas=20 * GWEI)
+    with pytest.raises(PaymentFailed, match="signer failed") as caught:
+        pay_now(broken, challenge())
+    for text in (str(caught.value), caplog.text):
+        assert "PIN" not in text
+
+
+def test_the_key_round_trips_through_a_keystore(tmp_path: Any) -> None:
+    # The keystore belongs to the key both rails share, so a Tempo wallet has one too.
+    path = tmp_path / "tempo.json"
+    wallet().save_keystore(path, "correct horse", iterations=2)
+    assert KEY[2:] not in path.read_text().lower()
+    loaded = TempoWallet.from_keystore(path, "correct horse", chain_id=4217)
+    assert loaded.address == ADDRESS and loaded.chain_id == 4217
+
+
 # -- the zero-amount proof in the flow (no chain: nothing moves) ----------------------
 
 
@@ -904,14 +945,6 @@ class Shop:
             decimals=6,
         )
 
-    def challenge(self, url: str) -> Challenge:
-        """A fresh challenge from the running server."""
-        return parse_challenges(httpx.get(url + "/paid").headers["www-authenticate"])[0]
-
-    def present(self, url: str, ch: Challenge, payload: Any, source: str | None) -> httpx.Response:
-        header = Credential.for_challenge(ch, payload, source=source).to_header()
-        return httpx.get(url + "/paid", headers={"Authorization": header})
-
 
 def chain_wallet(chain: TempoChain, account: Any, **options: Any) -> TempoWallet:
     options.setdefault("assets", [chain.asset()])
@@ -919,32 +952,8 @@ def chain_wallet(chain: TempoChain, account: Any, **options: Any) -> TempoWallet
     return TempoWallet(account, chain_id=chain.chain_id, rpc_url=chain.url, **options)
 
 
-def get(
-    flavour: str, policy: Policy, wallet: TempoWallet, url: str, **overrides: Any
-) -> httpx.Response:
-    """GET ``url`` with ``Client`` or ``AsyncClient`` paying through ``wallet``."""
-    options: dict[str, Any] = {
-        "methods": [wallet],
-        "policy": policy,
-        "ledger": "memory:",
-        "allow_insecure_localhost": True,
-        **overrides,
-    }
-    if flavour == "sync":
-        with Client(**options) as client:
-            return client.get(url)
-
-    async def run() -> httpx.Response:
-        async with AsyncClient(**options) as client:
-            return await client.get(url)
-
-    return asyncio.run(run())
-
-
-def sent_credential(response: httpx.Response) -> str:
-    value = response.request.headers.get("authorization")
-    assert value is not None and value.startswith("Payment ")
-    return value
+#: Pay ``url`` with ``Client`` ("sync") or ``AsyncClient`` ("async") through a wallet.
+get = paid_get
 
 
 def settled(response: httpx.Response, shop: Shop) -> dict[str, Any]:
@@ -1070,7 +1079,7 @@ def test_a_request_memo_is_used_as_given_and_its_transfer_pays_once(
     # Every challenge of this shop names the same memo, so nothing binds the
     # transfer to one of them: only single use stops it paying a second time.
     sent = Credential.parse(sent_credential(response))
-    again = shop.present(url, shop.challenge(url), sent.payload, sent.source)
+    again = present(url + "/paid", challenge_at(url + "/paid"), sent.payload, sent.source)
     assert again.status_code == 402
     assert "already used" in again.json()["detail"]
     assert tempo_chain.balance(shop.merchant) == PRICE
@@ -1085,9 +1094,9 @@ def test_a_transaction_bound_to_another_challenge_is_refused(
     payer = tempo_chain.funded_account(FUNDS)
     wallet = chain_wallet(tempo_chain, payer)
     url = live(shop.server)
-    first, second = shop.challenge(url), shop.challenge(url)
+    first, second = challenge_at(url + "/paid"), challenge_at(url + "/paid")
     # Signed for the first challenge, presented for the second: its memo names the first.
-    answer = shop.present(url, second, pay_now(wallet, first), wallet.quote(second).payer)
+    answer = present(url + "/paid", second, pay_now(wallet, first), wallet.quote(second).payer)
     assert answer.status_code == 402
     assert "memo is not bound to this challenge" in answer.json()["detail"]
     assert tempo_chain.balance(payer.address) == FUNDS
@@ -1102,13 +1111,10 @@ def test_a_transfer_with_another_memo_than_the_request_names_is_refused(
     payer = tempo_chain.funded_account(FUNDS)
     wallet = chain_wallet(tempo_chain, payer)
     url = live(shop.server)
-    ch = shop.challenge(url)
+    ch = challenge_at(url + "/paid")
     # The same terms with another memo: everything else about the transaction is right.
-    other = dict(ch.request, methodDetails={**ch.request["methodDetails"], "memo": SPLIT_MEMO})
-    lookalike = Challenge.create(
-        id=ch.id, realm=ch.realm, method="tempo", intent="charge", request=other, expires=ch.expires
-    )
-    answer = shop.present(url, ch, pay_now(wallet, lookalike), wallet.quote(ch).payer)
+    lookalike = with_terms(ch, memo=SPLIT_MEMO)
+    answer = present(url + "/paid", ch, pay_now(wallet, lookalike), wallet.quote(ch).payer)
     assert answer.status_code == 402
     assert "with the request's memo" in answer.json()["detail"]
     assert tempo_chain.balance(payer.address) == FUNDS
@@ -1120,16 +1126,16 @@ def test_a_pushed_hash_cannot_pay_a_second_challenge(tempo_chain: TempoChain, li
     payer = tempo_chain.funded_account(FUNDS)
     wallet = chain_wallet(tempo_chain, payer, modes=("push",))
     url = live(shop.server)
-    first, second = shop.challenge(url), shop.challenge(url)
+    first, second = challenge_at(url + "/paid"), challenge_at(url + "/paid")
     pushed = pay_now(wallet, first)  # broadcast: the merchant is paid once, for the first
     assert tempo_chain.balance(shop.merchant) == PRICE
     source = wallet.quote(first).payer
-    stolen = shop.present(url, second, pushed, source)
+    stolen = present(url + "/paid", second, pushed, source)
     assert stolen.status_code == 402
     assert "memo is not bound to this challenge" in stolen.json()["detail"]
-    honest = shop.present(url, first, pushed, source)
+    honest = present(url + "/paid", first, pushed, source)
     assert honest.status_code == 200, honest.text
-    again = shop.present(url, shop.challenge(url), pushed, source)
+    again = present(url + "/paid", challenge_at(url + "/paid"), pushed, source)
     assert again.status_code == 402 and "already used" in again.json()["detail"]
     assert tempo_chain.balance(shop.merchant) == PRICE
     assert len(shop.server.payments) == 1
@@ -1148,7 +1154,7 @@ def test_a_transaction_for_another_chain_or_past_its_validity_is_refused(
     shop = Shop(tempo_chain)
     payer = tempo_chain.funded_account(FUNDS)
     url = live(shop.server)
-    ch = shop.challenge(url)
+    ch = challenge_at(url + "/paid")
     details = dict(ch.request["methodDetails"])
     options: dict[str, Any] = {}
     if "chainId" in change:
@@ -1158,15 +1164,8 @@ def test_a_transaction_for_another_chain_or_past_its_validity_is_refused(
     else:
         past = datetime.now(UTC) + timedelta(seconds=change["clock"])
         signer = chain_wallet(tempo_chain, payer, clock=lambda: past)
-    lookalike = Challenge.create(
-        id=ch.id,
-        realm=ch.realm,
-        method="tempo",
-        intent="charge",
-        request=dict(ch.request, methodDetails=details),
-        expires=ch.expires,
-    )
-    answer = shop.present(url, ch, pay_now(signer, lookalike), None)
+    lookalike = with_terms(ch, **details)
+    answer = present(url + "/paid", ch, pay_now(signer, lookalike), None)
     assert answer.status_code == 402
     assert reason in answer.json()["detail"]
     assert tempo_chain.balance(payer.address) == FUNDS
@@ -1200,6 +1199,123 @@ def test_a_refusal_after_paying_is_unknown_before_it_is_released(
         assert tempo_chain.balance(payer.address, ALPHA_USD) == FUNDS
         assert tempo_chain.balance(shop.merchant, ALPHA_USD) == 0
     assert shop.verifier.settled == []
+
+
+@FLAVOURS
+@pytest.mark.parametrize(("mode", "fee_payer"), [("pull", True), ("push", False)])
+def test_a_key_held_outside_eth_account_pays_on_the_tempo_chain(
+    tempo_chain: TempoChain,
+    tempo_policy: Policy,
+    live: Any,
+    flavour: str,
+    mode: str,
+    fee_payer: bool,
+) -> None:
+    shop = Shop(tempo_chain, fee_payer=fee_payer)
+    payer = tempo_chain.funded_account(FUNDS)
+    held = HeldKey(bytes(payer.key), answer="bytes")
+    wallet = chain_wallet(tempo_chain, held, modes=(mode,))
+    response = get(flavour, tempo_policy, wallet, live(shop.server) + "/paid")
+    on_chain = settled(response, shop)
+    paid = [m for m in movements_in(on_chain, TOKEN) if m.recipient == shop.merchant]
+    assert [(m.sender, m.amount) for m in paid] == [(payer.address, PRICE)]
+    assert tempo_chain.balance(shop.merchant) == PRICE
+    assert held.signed == 1
+
+
+def test_push_through_the_users_web3_and_async_web3(
+    tempo_chain: TempoChain, tempo_policy: Policy, live: Any
+) -> None:
+    # The sync flow uses the Web3, the async flow the AsyncWeb3; each sends once.
+    sync, async_ = Faulty(tempo_chain.url), CountingAsync(tempo_chain.url)
+    for flavour in ("sync", "async"):
+        shop = Shop(tempo_chain)
+        payer = tempo_chain.funded_account(FUNDS)
+        wallet = TempoWallet(
+            payer,
+            chain_id=tempo_chain.chain_id,
+            web3=(Web3(sync), AsyncWeb3(async_)),
+            assets=[tempo_chain.asset()],
+            modes=("push",),
+        )
+        settled(get(flavour, tempo_policy, wallet, live(shop.server) + "/paid"), shop)
+        assert tempo_chain.balance(shop.merchant) == PRICE
+    assert sync.count("eth_sendRawTransactionSync") == 1
+    assert async_.calls.count("eth_sendRawTransactionSync") == 1
+    assert "eth_gasPrice" in sync.calls and "eth_gasPrice" in async_.calls
+
+
+def test_a_refused_connection_at_the_push_sends_nothing(tempo_chain: TempoChain) -> None:
+    payer = tempo_chain.funded_account(FUNDS)
+    provider = Faulty(tempo_chain.url, {"eth_sendRawTransactionSync": ["refused"]})
+    wallet = TempoWallet(
+        payer,
+        chain_id=tempo_chain.chain_id,
+        web3=provider,
+        assets=[tempo_chain.asset()],
+        modes=("push",),
+    )
+    ch = challenge(str(PRICE), chainId=tempo_chain.chain_id)
+    with pytest.raises(PaymentFailed, match="nothing was sent"):
+        pay_now(wallet, ch)
+    assert provider.count("eth_sendRawTransactionSync") == 1
+    assert tempo_chain.balance(payer.address) == FUNDS
+
+
+def test_a_lost_push_answer_is_unknown_and_the_transfer_counted(
+    tempo_chain: TempoChain,
+) -> None:
+    payer = tempo_chain.funded_account(FUNDS)
+    provider = Faulty(tempo_chain.url, {"eth_sendRawTransactionSync": ["lost"]})
+    wallet = TempoWallet(
+        payer,
+        chain_id=tempo_chain.chain_id,
+        web3=provider,
+        assets=[tempo_chain.asset()],
+        modes=("push",),
+    )
+    before = tempo_chain.balance(RECIPIENT)
+    with pytest.raises(PaymentOutcomeUnknown, match="may still be included"):
+        pay_now(wallet, challenge(str(PRICE), chainId=tempo_chain.chain_id))
+    assert provider.count("eth_sendRawTransactionSync") == 1  # never re-sent
+    assert tempo_chain.balance(RECIPIENT) == before + PRICE  # it was mined: money moved
+
+
+def test_the_verifier_does_not_share_a_wallet_signing_bug(
+    tempo_chain: TempoChain, tempo_policy: Policy, live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wallet signs the payload of another transaction than the one it sends (a gas
+    # limit off by one): the verifier rebuilds the sender's payload from the decoded
+    # fields, recovers someone else than the payer, and refuses before broadcasting.
+    import attrs
+
+    import mpp_client.methods.tempo as tempo
+    from mpp_client.methods._chain._signing import sign
+
+    def wrong_payload(signer: Any, tx: Any) -> Any:
+        other = attrs.evolve(tx, gas_limit=tx.gas_limit + 1)
+        signature = sign(signer, bytes(other.get_signing_hash(for_fee_payer=False)))
+        return attrs.evolve(
+            tx,
+            sender_signature=tempo_signature(signature),
+            sender_address=signer.address,
+        )
+
+    monkeypatch.setattr(tempo, "sign_as_sender", wrong_payload)
+    shop = Shop(tempo_chain)
+    payer = tempo_chain.funded_account(FUNDS)
+    with pytest.raises(PaymentRejected) as caught:
+        get("sync", tempo_policy, chain_wallet(tempo_chain, payer), live(shop.server) + "/paid")
+    assert caught.value.problem is not None
+    assert "not the transaction's sender" in str(caught.value.problem.detail)
+    assert tempo_chain.balance(payer.address) == FUNDS
+    assert shop.verifier.settled == []
+
+
+def tempo_signature(signature: Any) -> Any:
+    from pytempo import Signature
+
+    return Signature(r=signature.r, s=signature.s, v=signature.v)
 
 
 def test_a_reverted_push_fails_without_paying(

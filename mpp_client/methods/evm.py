@@ -52,81 +52,122 @@ that submits the transfer) is; the wallet uses ``methodDetails.spender`` when
 the server sends one and the ``recipient`` otherwise. The permit ``nonce`` is
 the challenge hash read as a number, so at most one permit per challenge can
 ever settle. The witness type string is the draft's, byte for byte (with its
-space after the comma), so the typed-data hash is computed here rather than by
-a generic EIP-712 encoder, which would drop that space.
+space after the comma), so the typed-data hash is computed field by field
+(:func:`permit2_digest`) rather than by a generic EIP-712 encoder, which would
+drop that space.
 
-Needs the ``evm`` extra (``eth-account``). Keys: pass a hex private key or an
-``eth_account`` ``LocalAccount``, or load a Web3 Secret Storage keystore with
-:meth:`EvmWallet.from_keystore`. The key never appears in ``repr()``, errors or
-logs, and the wallet refuses to be pickled.
+The chain. ``transaction`` and ``hash`` need a node, and ``authorization`` and
+``permit2`` use one when there is one (to read a token's EIP-712 domain, to
+check the Permit2 allowance): ``rpc_urls={chain: url}``, or your own web3.py
+``Web3`` / ``AsyncWeb3`` / provider with ``web3=``. ``pay`` uses the ``Web3``
+(or one built from the URL), ``apay`` the ``AsyncWeb3`` (or one built from the
+URL for that payment). The node's chain id is checked before anything is
+signed with what it says; reads are retried on transport errors, a broadcast
+is sent once (:mod:`~mpp_client.methods._chain._rpc`).
+
+Needs the ``evm`` extra (eth-account, web3). Keys: a hex private key, 32
+bytes, an ``eth_account`` ``LocalAccount``, a Web3 Secret Storage keystore
+(:meth:`EvmWallet.from_keystore`), or any signer object with ``address`` and
+``sign_digest(digest)`` (a key held in a token, say): every signature goes
+through that one seam (:mod:`~mpp_client.methods._chain._signing`). The key
+never appears in ``repr()``, errors or logs, and the wallet refuses to be
+pickled.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
-import os
-import re
-import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, cast
 
-import httpx
-
 try:
     from eth_abi.abi import decode as abi_decode
     from eth_abi.abi import encode as abi_encode
-    from eth_account import Account
     from eth_account.signers.local import LocalAccount
-    from eth_typing import Hash32
-    from eth_utils.address import to_checksum_address
-    from eth_utils.crypto import keccak
 
-    from ._eth import (
-        HEX_ADDRESS,
-        ZERO_ADDRESS,
-        EthWallet,
-        RpcError,
+    from ._chain._addresses import (
+        checked_address,
         did_pkh,
         is_address,
         parse_did_pkh,
-        rpc_body,
-        rpc_result,
         same_address,
         to_hex,
     )
+    from ._chain._eip712 import (
+        PERMIT2_WITNESS_TYPE_STRING,
+        authorization_digest,
+        eip3009_domain_separator,
+        payment_witness_hash,
+        permit2_digest,
+    )
+    from ._chain._evm_charge import (
+        CHALLENGE_BINDINGS,
+        CREDENTIAL_TYPES,
+        PERMIT2_ADDRESS,
+        ChallengeBinding,
+        EvmTerms,
+        binding_name,
+        challenge_binding,
+        challenge_hash,
+        evm_terms,
+        selector,
+        transfer_calldata,
+    )
+    from ._chain._nodes import (
+        MaybeSent,
+        NotSent,
+        Web3Arg,
+        expect_chain,
+        nodes_from,
+        prepare_eip1559,
+        run_offline,
+        send_transaction,
+    )
+    from ._chain._rpc import (
+        ChainFlow,
+        ChainRpc,
+        ChainTransportError,
+        RpcError,
+        eth_call,
+        returned_data,
+    )
+    from ._chain._signing import (
+        DigestSigner,
+        sign,
+        sign_eip1559,
+    )
+    from ._chain._terms import UINT256_MAX, Split
+    from ._chain._wallet import EthWallet
+
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
-        f"the evm payment method needs eth-account ({exc.name} is missing): "
+        f"the evm payment method needs its extra ({exc.name} is missing): "
         'pip install "mpp-client[evm]"'
     ) from exc
 
 from .._exceptions import (
     ChallengeError,
     ChallengeExpired,
-    KeystoreError,
     PaymentFailed,
     PaymentOutcomeUnknown,
 )
 from .._text import get_logger
-from ..identity import read_keystore, write_keystore
 from ..money import Amount, AssetEntry, AssetRegistry
 from ..protocol import Challenge
-from ._base import Quote, charge_terms
+from ._base import Quote
 
 __all__ = [
     "CHALLENGE_BINDINGS",
     "CREDENTIAL_TYPES",
     "PERMIT2_ADDRESS",
     "PERMIT2_WITNESS_TYPE_STRING",
+    "ChainRpc",
     "ChallengeBinding",
     "EvmTerms",
     "EvmWallet",
-    "JsonRpc",
     "RpcError",
     "Split",
     "authorization_digest",
@@ -145,437 +186,12 @@ __all__ = [
 
 logger = get_logger("mpp_client.evm")
 
-#: Uniswap's Permit2, at the same address on every chain it is deployed on.
-PERMIT2_ADDRESS = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
-#: The credential types of draft-evm-charge-00.
-CREDENTIAL_TYPES: tuple[str, ...] = ("permit2", "authorization", "transaction", "hash")
-#: The draft's witness type string, exactly (it is hashed, so every byte counts).
-PERMIT2_WITNESS_TYPE_STRING = (
-    "PaymentWitness witness)PaymentWitness(bytes32 challengeHash, string externalId)"
-    "TokenPermissions(address token,uint256 amount)"
-)
-PAYMENT_WITNESS_TYPE = "PaymentWitness(bytes32 challengeHash, string externalId)"
-MAX_SPLITS = 10
-MAX_MEMO = 256
-
-TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
-TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
-_SINGLE_STUB = (
-    "PermitWitnessTransferFrom(TokenPermissions permitted,address spender,"
-    "uint256 nonce,uint256 deadline,"
-)
-_BATCH_STUB = (
-    "PermitBatchWitnessTransferFrom(TokenPermissions[] permitted,address spender,"
-    "uint256 nonce,uint256 deadline,"
-)
-_TOKEN_PERMISSIONS_TYPEHASH = keccak(text="TokenPermissions(address token,uint256 amount)")
-_PERMIT2_DOMAIN_TYPEHASH = keccak(
-    text="EIP712Domain(string name,uint256 chainId,address verifyingContract)"
-)
-_EIP3009_DOMAIN_TYPEHASH = keccak(
-    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-)
-_TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak(
-    text="TransferWithAuthorization(address from,address to,uint256 value,"
-    "uint256 validAfter,uint256 validBefore,bytes32 nonce)"
-)
-_UNITS = re.compile(r"0|[1-9][0-9]{0,77}")
-_UINT256_MAX = 2**256 - 1
-_MAX_UINT256 = _UINT256_MAX
-
 #: EIP-712 domains (name, version) of EIP-3009 tokens the wallet knows without
 #: asking the chain. Other tokens: pass ``token_domains`` or an RPC URL.
 TOKEN_DOMAINS: Mapping[tuple[int, str], tuple[str, str]] = {
     (8453, "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"): ("USD Coin", "2"),  # Base USDC
     (84532, "0x036cbd53842c5426634e7929541ec2318f3dcf7e"): ("USDC", "2"),  # Base Sepolia USDC
 }
-
-
-# -- addresses and identifiers ---------------------------------------------------
-
-
-def _address(value: object, what: str) -> str:
-    """``value`` as an EIP-55 address, or ChallengeError naming ``what``."""
-    if not isinstance(value, str) or HEX_ADDRESS.fullmatch(value) is None:
-        raise ChallengeError(f"{what} must be a 0x-prefixed 20-byte address, got {value!r:.50}")
-    if not is_address(value):
-        raise ChallengeError(f"{what} {value} fails its EIP-55 checksum (a mistyped address?)")
-    return to_checksum_address(value)
-
-
-#: How a challenge is hashed into the 32 bytes a signature commits to.
-ChallengeBinding = Literal["concat", "json-array"]
-#: The rules, the draft's first.
-CHALLENGE_BINDINGS: tuple[ChallengeBinding, ...] = ("concat", "json-array")
-#: Names of earlier releases. "mppx" named the JSON-array rule, which mppx does
-#: not use (pympp does); "draft" named the concatenation.
-_OLD_BINDING_NAMES: Mapping[str, ChallengeBinding] = {"draft": "concat", "mppx": "json-array"}
-#: pympp's marks on the challenges it issues (see :func:`challenge_binding`).
-_PYMPP_REQUEST_MARK = "_mppx_scope"
-_PYMPP_OPAQUE_MARK = "_mpp_nonce"
-
-
-def _binding_name(name: object, *, extra: tuple[str, ...] = ()) -> str:
-    """``name`` as a current rule name (or one of ``extra``); old names warn."""
-    if isinstance(name, str):
-        if name in CHALLENGE_BINDINGS or name in extra:
-            return name
-        if name in _OLD_BINDING_NAMES:
-            new = _OLD_BINDING_NAMES[name]
-            warnings.warn(
-                f"challenge hash scheme {name!r} is deprecated: it is the {new!r} rule; "
-                f"pass {new!r}",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            return new
-    known = ", ".join(repr(n) for n in (*extra, *CHALLENGE_BINDINGS))
-    raise ValueError(f"unknown challenge hash scheme {name!r:.40} (known: {known})")
-
-
-def challenge_hash(
-    challenge_id: str,
-    realm: str,
-    scheme: ChallengeBinding | Literal["draft", "mppx"] = "concat",
-) -> bytes:
-    """The 32-byte hash that binds a signature to one challenge.
-
-    ``"concat"``: ``keccak256`` of the id's UTF-8 bytes followed by the realm's,
-    the draft's ``abi.encodePacked(id, realm)`` and mppx's rule.
-    ``"json-array"``: ``keccak256`` of the compact JSON array ``[id, realm]``
-    (``json.dumps(..., separators=(",", ":"), ensure_ascii=False)``, which is
-    also what ``JSON.stringify`` writes), pympp's rule. The old names
-    ``"draft"`` and ``"mppx"`` still work, with a ``DeprecationWarning``.
-    ``ValueError`` for an unknown scheme or a string that is not valid Unicode.
-    """
-    rule = _binding_name(scheme)
-    try:
-        if rule == "concat":
-            return keccak(challenge_id.encode("utf-8") + realm.encode("utf-8"))
-        text = json.dumps([challenge_id, realm], separators=(",", ":"), ensure_ascii=False)
-        return keccak(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValueError("the challenge id or realm is not valid Unicode") from None
-
-
-def challenge_binding(challenge: Challenge) -> ChallengeBinding:
-    """The rule the server that issued ``challenge`` hashes it with, as far as it shows.
-
-    pympp 0.16 writes its route scope into every challenge's ``request`` as
-    ``_mppx_scope`` (an object), and by default an issuance nonce into
-    ``opaque`` as ``_mpp_nonce``; its servers hash with ``"json-array"``.
-    mppx 0.11 keeps ``request`` to the method's schema (its own scope, when
-    set, travels in ``opaque`` as a string) and hashes with ``"concat"``, as
-    the draft does. A challenge with neither pympp mark gets the draft's rule.
-    Both marks sit under the challenge's HMAC-bound id, so they are what the
-    server issued.
-    """
-    if isinstance(challenge.request.get(_PYMPP_REQUEST_MARK), Mapping):
-        return "json-array"
-    if challenge.opaque is not None and _PYMPP_OPAQUE_MARK in challenge.opaque:
-        return "json-array"
-    return "concat"
-
-
-# -- the request -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Split:
-    """One ``methodDetails.splits`` entry: ``amount`` base units to ``recipient``."""
-
-    recipient: str
-    amount: int
-    memo: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EvmTerms:
-    """An ``evm`` charge request, validated (addresses EIP-55, amounts as ints)."""
-
-    amount: int
-    currency: str
-    recipient: str
-    chain_id: int
-    #: ``methodDetails.credentialTypes`` as listed (known types only); None if absent.
-    credential_types: tuple[str, ...] | None
-    permit2_address: str
-    decimals: int | None
-    splits: tuple[Split, ...]
-    external_id: str | None
-    #: The Permit2 spender the server named (``methodDetails.spender``), if any.
-    spender: str | None
-    expires: datetime | None
-
-    @property
-    def primary_amount(self) -> int:
-        """What the primary recipient receives: the amount less every split."""
-        return self.amount - sum(split.amount for split in self.splits)
-
-    @property
-    def offered_types(self) -> tuple[str, ...]:
-        """The types the server accepts; the draft's default when it lists none."""
-        if self.credential_types is None:
-            return ("transaction", "hash")
-        return self.credential_types
-
-
-def _units(value: object, what: str) -> int:
-    if not isinstance(value, str) or _UNITS.fullmatch(value) is None:
-        raise ChallengeError(f"{what} must be a string of base-unit digits, got {value!r:.40}")
-    number = int(value)
-    if number > _UINT256_MAX:
-        raise ChallengeError(f"{what} does not fit in a uint256")
-    return number
-
-
-def evm_terms(challenge: Challenge) -> EvmTerms:
-    """Read and check an ``evm`` charge request. Raises :class:`ChallengeError`."""
-    terms = charge_terms(challenge)
-    amount = terms.amount
-    if amount <= 0:
-        raise ChallengeError("evm charge amount must be positive")
-    if amount > _UINT256_MAX:
-        raise ChallengeError("evm charge amount does not fit in a uint256")
-    currency = _address(terms.currency, "evm charge currency")
-    if terms.recipient is None:
-        raise ChallengeError("evm charge request has no 'recipient'")
-    recipient = _address(terms.recipient, "evm charge recipient")
-    if same_address(recipient, ZERO_ADDRESS):
-        raise ChallengeError("evm charge recipient is the zero address")
-    details = terms.method_details
-    chain_id = details.get("chainId")
-    if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0:
-        raise ChallengeError("evm charge request needs a positive integer methodDetails.chainId")
-    permit2_raw = details.get("permit2Address", PERMIT2_ADDRESS)
-    permit2 = _address(permit2_raw, "methodDetails.permit2Address")
-    decimals = details.get("decimals")
-    if decimals is not None and (
-        isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 36
-    ):
-        raise ChallengeError("methodDetails.decimals must be an integer from 0 to 36")
-    types = details.get("credentialTypes")
-    credential_types: tuple[str, ...] | None = None
-    if types is not None:
-        if not isinstance(types, list) or not all(isinstance(t, str) for t in types) or not types:
-            raise ChallengeError(
-                "methodDetails.credentialTypes must be a non-empty list of strings"
-            )
-        known = tuple(dict.fromkeys(t for t in types if t in CREDENTIAL_TYPES))
-        if not known:
-            raise ChallengeError(
-                f"methodDetails.credentialTypes lists no supported type "
-                f"(offered {', '.join(str(t)[:20] for t in types[:5])}; "
-                f"known: {', '.join(CREDENTIAL_TYPES)})"
-            )
-        credential_types = known
-    splits = _splits(details.get("splits"), amount, currency)
-    spender_raw = details.get("spender")
-    spender = _address(spender_raw, "methodDetails.spender") if spender_raw is not None else None
-    return EvmTerms(
-        amount=amount,
-        currency=currency,
-        recipient=recipient,
-        chain_id=chain_id,
-        credential_types=credential_types,
-        permit2_address=permit2,
-        decimals=decimals,
-        splits=splits,
-        external_id=terms.external_id,
-        spender=spender,
-        expires=terms.expires,
-    )
-
-
-def _splits(raw: object, amount: int, currency: str) -> tuple[Split, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not raw:
-        raise ChallengeError("methodDetails.splits must be a non-empty list when present")
-    if len(raw) > MAX_SPLITS:
-        raise ChallengeError(f"methodDetails.splits has {len(raw)} entries, over {MAX_SPLITS}")
-    out: list[Split] = []
-    for index, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            raise ChallengeError(f"split {index} must be an object")
-        recipient = _address(entry.get("recipient"), f"split {index} recipient")
-        if same_address(recipient, ZERO_ADDRESS):
-            raise ChallengeError(f"split {index} recipient is the zero address")
-        value = _units(entry.get("amount"), f"split {index} amount")
-        if value == 0:
-            raise ChallengeError(f"split {index} amount must be positive")
-        memo = entry.get("memo")
-        if memo is not None and (not isinstance(memo, str) or len(memo) > MAX_MEMO):
-            raise ChallengeError(f"split {index} memo must be a string of at most {MAX_MEMO}")
-        out.append(Split(recipient, value, memo))
-    total = sum(split.amount for split in out)
-    if total >= amount:
-        raise ChallengeError(
-            f"splits add up to {total} base units, not strictly less than the amount {amount}"
-        )
-    return tuple(out)
-
-
-# -- hashing and encoding (shared with the server side) ----------------------------
-
-
-def eip3009_domain_separator(name: str, version: str, chain_id: int, token: str) -> bytes:
-    """The EIP-712 domain separator of a token's EIP-3009 authorizations."""
-    return keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-            [
-                _EIP3009_DOMAIN_TYPEHASH,
-                keccak(text=name),
-                keccak(text=version),
-                chain_id,
-                to_checksum_address(token),
-            ],
-        )
-    )
-
-
-def authorization_digest(
-    domain_separator: bytes,
-    *,
-    sender: str,
-    to: str,
-    value: int,
-    valid_after: int,
-    valid_before: int,
-    nonce: bytes,
-) -> bytes:
-    """The EIP-712 digest a ``transferWithAuthorization`` signature signs."""
-    struct = keccak(
-        abi_encode(
-            ["bytes32", "address", "address", "uint256", "uint256", "uint256", "bytes32"],
-            [
-                _TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
-                to_checksum_address(sender),
-                to_checksum_address(to),
-                value,
-                valid_after,
-                valid_before,
-                nonce,
-            ],
-        )
-    )
-    return keccak(b"\x19\x01" + domain_separator + struct)
-
-
-def payment_witness_hash(chash: bytes, external_id: str) -> bytes:
-    """The struct hash of the draft's ``PaymentWitness`` (Permit2's ``witness``)."""
-    return keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "bytes32"],
-            [keccak(text=PAYMENT_WITNESS_TYPE), chash, keccak(text=external_id)],
-        )
-    )
-
-
-def permit2_digest(
-    *,
-    chain_id: int,
-    permit2: str,
-    permitted: Sequence[tuple[str, int]],
-    spender: str,
-    nonce: int,
-    deadline: int,
-    witness: bytes,
-) -> bytes:
-    """The EIP-712 digest of a Permit2 witness transfer (batch form for >1 permission)."""
-    domain = keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "uint256", "address"],
-            [_PERMIT2_DOMAIN_TYPEHASH, keccak(text="Permit2"), chain_id, permit2],
-        )
-    )
-    hashes = [
-        keccak(
-            abi_encode(
-                ["bytes32", "address", "uint256"],
-                [_TOKEN_PERMISSIONS_TYPEHASH, to_checksum_address(token), amount],
-            )
-        )
-        for token, amount in permitted
-    ]
-    if len(hashes) == 1:
-        typehash = keccak(text=_SINGLE_STUB + PERMIT2_WITNESS_TYPE_STRING)
-        permissions = hashes[0]
-    else:
-        typehash = keccak(text=_BATCH_STUB + PERMIT2_WITNESS_TYPE_STRING)
-        permissions = keccak(b"".join(hashes))
-    struct = keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "address", "uint256", "uint256", "bytes32"],
-            [typehash, permissions, to_checksum_address(spender), nonce, deadline, witness],
-        )
-    )
-    return keccak(b"\x19\x01" + domain + struct)
-
-
-def transfer_calldata(to: str, amount: int) -> bytes:
-    """ERC-20 ``transfer(to, amount)`` call data."""
-    return TRANSFER_SELECTOR + abi_encode(["address", "uint256"], [to_checksum_address(to), amount])
-
-
-def decode_transfer_calldata(data: bytes) -> tuple[str, int]:
-    """``(to, amount)`` of ERC-20 ``transfer`` call data; ValueError otherwise."""
-    if len(data) != 68 or data[:4] != TRANSFER_SELECTOR:
-        raise ValueError("call data is not transfer(address,uint256)")
-    to, amount = abi_decode(["address", "uint256"], data[4:])
-    return to_checksum_address(to), int(amount)
-
-
-# -- JSON-RPC --------------------------------------------------------------------
-
-
-class JsonRpc:
-    """A small synchronous Ethereum JSON-RPC client over httpx.
-
-    Transport failures raise ``httpx.HTTPError`` (the call may or may not have
-    reached the node); node errors raise :class:`RpcError`. The URL may hold an
-    API key, so ``repr()`` shows only its host.
-    """
-
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
-        self._url = url
-        self._client = httpx.Client(timeout=timeout)
-        self._ids = itertools.count(1)
-
-    def call(self, method: str, *params: Any) -> Any:
-        response = self._client.post(self._url, json=rpc_body(method, params, next(self._ids)))
-        return rpc_result(method, response)
-
-    def eth_call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
-        request: dict[str, str] = {"to": to, "data": to_hex(data)}
-        if sender is not None:
-            request["from"] = sender
-        result = self.call("eth_call", request, "latest")
-        return bytes.fromhex(str(result)[2:])
-
-    def wait_for_receipt(self, tx_hash: str, timeout: float = 60.0) -> dict[str, Any] | None:
-        """The transaction's receipt once mined, or None after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            receipt = self.call("eth_getTransactionReceipt", tx_hash)
-            if isinstance(receipt, dict):
-                return receipt
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __repr__(self) -> str:
-        return f"<JsonRpc host={httpx.URL(self._url).host!r}>"
-
-
-def _selector(signature: str) -> bytes:
-    return keccak(text=signature)[:4]
 
 
 # -- the wallet ------------------------------------------------------------------
@@ -613,9 +229,12 @@ class EvmWallet(EthWallet):
     token not in it for that chain is refused, and its entry gives the asset
     and decimals of the quote. ``credential_types`` are the types the wallet
     may use, in its order of preference (``"hash"`` is opt-in: it moves money
-    before the server answers). ``rpc_urls`` are needed for ``transaction``
-    and ``hash``, and are used to check Permit2 allowances and to read an
-    EIP-3009 token's EIP-712 domain when ``token_domains`` does not give it.
+    before the server answers). A node per chain (``rpc_urls``, or ``web3``:
+    a ``Web3``, ``AsyncWeb3`` or provider, a sync and async pair, or a mapping
+    of chain id to those; a single one serves a wallet on one chain) is needed
+    for ``transaction`` and ``hash``, and is used to check Permit2 allowances
+    and to read an EIP-3009 token's EIP-712 domain when ``token_domains`` does
+    not give it.
 
     ``payees``: when given, the only recipients paid. ``split_recipients``:
     who may receive a split (``"*"`` for anyone; none by default).
@@ -636,10 +255,11 @@ class EvmWallet(EthWallet):
 
     def __init__(
         self,
-        key: LocalAccount | str | bytes,
+        key: LocalAccount | DigestSigner | str | bytes,
         *,
         chain_ids: Iterable[int] = (),
         rpc_urls: Mapping[int, str] | None = None,
+        web3: Web3Arg = None,
         assets: AssetRegistry | Iterable[AssetEntry] | None = None,
         credential_types: Sequence[str] = ("permit2", "authorization", "transaction"),
         prefer: Literal["server", "wallet"] = "server",
@@ -658,8 +278,14 @@ class EvmWallet(EthWallet):
         super().__init__(
             key, assets=assets, payees=payees, split_recipients=split_recipients, clock=clock
         )
-        self._rpc_urls = dict(rpc_urls or {})
-        chains = {*chain_ids, *self._rpc_urls}
+        named = {*chain_ids, *(rpc_urls or {})}
+        self._nodes = nodes_from(
+            rpc_urls=dict(rpc_urls or {}),
+            web3=web3,
+            single_chain=next(iter(named)) if len(named) == 1 else None,
+            timeout=rpc_timeout,
+        )
+        chains = {*named, *self._nodes}
         if not chains or not all(
             isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in chains
         ):
@@ -689,78 +315,16 @@ class EvmWallet(EthWallet):
         self.default_validity = default_validity
         self.challenge_hash_scheme = cast(
             Literal["auto", "concat", "json-array"],
-            _binding_name(challenge_hash_scheme, extra=("auto",)),
+            binding_name(challenge_hash_scheme, extra=("auto",)),
         )
         self.max_gas = max_gas
         self.receipt_timeout = receipt_timeout
-        self._rpc_timeout = rpc_timeout
-        self._rpcs: dict[int, JsonRpc] = {}
-
-    # -- keys ---------------------------------------------------------------------
-
-    @classmethod
-    def from_keystore(
-        cls, path: str | os.PathLike[str], passphrase: str, **options: Any
-    ) -> EvmWallet:
-        """A wallet whose key is read from a Web3 Secret Storage (v3) JSON keystore.
-
-        The format geth, Foundry (``cast wallet``) and eth-account write.
-        :class:`~mpp_client.KeystoreError` when the file cannot be read, is
-        accessible by group or others, or the passphrase is wrong.
-        """
-        if not isinstance(passphrase, str):
-            raise TypeError("passphrase must be a str")
-        name = repr(os.fspath(path))
-        raw = read_keystore(path, 64 * 1024)
-        try:
-            document = json.loads(raw)
-        except ValueError:
-            raise KeystoreError(f"keystore {name} is not JSON") from None
-        if not isinstance(document, dict) or document.get("version") != 3:
-            raise KeystoreError(f"keystore {name} is not a Web3 Secret Storage v3 keystore")
-        try:
-            secret = Account.decrypt(document, passphrase)
-        except ValueError:
-            raise KeystoreError(
-                f"cannot decrypt keystore {name}: wrong passphrase, or the file was altered"
-            ) from None
-        except Exception:
-            raise KeystoreError(f"keystore {name} is malformed") from None
-        return cls(bytes(secret), **options)
-
-    def save_keystore(
-        self,
-        path: str | os.PathLike[str],
-        passphrase: str,
-        *,
-        overwrite: bool = False,
-        iterations: int | None = None,
-    ) -> None:
-        """Write the key as an encrypted Web3 Secret Storage keystore (scrypt, mode 0600)."""
-        if not isinstance(passphrase, str) or not passphrase:
-            raise ValueError("refusing to encrypt a key under an empty passphrase")
-        document = Account.encrypt(self._account.key, passphrase, iterations=iterations)
-        write_keystore(path, document, overwrite=overwrite)
 
     # -- choosing -----------------------------------------------------------------
 
-    def _rpc(self, chain_id: int) -> JsonRpc | None:
-        url = self._rpc_urls.get(chain_id)
-        if url is None:
-            return None
-        rpc = self._rpcs.get(chain_id)
-        if rpc is None:
-            rpc = self._rpcs[chain_id] = JsonRpc(url, timeout=self._rpc_timeout)
-        return rpc
-
     def _plan(self, challenge: Challenge) -> _Plan:
         terms = evm_terms(challenge)
-        chain = terms.chain_id
-        if chain not in self.chain_ids:
-            raise ChallengeError(
-                f"evm charge is on chain {chain}, which this wallet does not pay on "
-                f"(allowed: {', '.join(map(str, sorted(self.chain_ids)))})"
-            )
+        chain = self._pay_chain(terms.chain_id, self.chain_ids)
         asset = self._asset(terms.currency, chain)
         if terms.decimals is not None and terms.decimals != asset.decimals:
             raise ChallengeError(
@@ -807,10 +371,10 @@ class EvmWallet(EthWallet):
             return None
         if kind == "authorization":
             known = (chain, terms.currency.lower()) in self._token_domains
-            if not known and chain not in self._rpc_urls:
+            if not known and chain not in self._nodes:
                 return "the token's EIP-712 domain is unknown (pass token_domains or an RPC URL)"
             return None
-        if chain not in self._rpc_urls:
+        if chain not in self._nodes:
             return f"needs an RPC URL for chain {chain}"
         return None
 
@@ -857,40 +421,87 @@ class EvmWallet(EthWallet):
 
     # -- paying -------------------------------------------------------------------
 
+    def _prepared(self, challenge: Challenge, quote: Quote) -> _Plan:
+        return quote.prepared if isinstance(quote.prepared, _Plan) else self._plan(challenge)
+
     def pay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
-        plan = quote.prepared if isinstance(quote.prepared, _Plan) else self._plan(challenge)
+        plan = self._prepared(challenge, quote)
+        node = self._nodes.get(plan.terms.chain_id)
+        try:
+            rpc = None if node is None else node.rpc()
+            offline = (
+                None if node is not None else f"needs an RPC URL for chain {plan.terms.chain_id}"
+            )
+        except ChainTransportError as exc:
+            rpc, offline = None, exc.cause
         skipped = list(plan.skipped)
         for kind in plan.types:
+            flow = self._make(kind, challenge, plan, offline, "" if node is None else node.where)
             try:
-                payload = self._make(kind, challenge, plan)
+                payload = run_offline(flow) if rpc is None else rpc.run(flow)
             except _Skip as exc:
                 skipped.append(f"{kind}: {exc}")
                 continue
-            logger.info(
-                "evm: %s credential for %s base units of %s on chain %s to %s (challenge hash: %s)",
-                kind,
-                plan.terms.amount,
-                plan.terms.currency,
-                plan.terms.chain_id,
-                plan.terms.recipient,
-                self.binding_for(challenge),
-            )
-            return payload
+            return self._made(kind, challenge, plan, payload)
         raise PaymentFailed(f"no evm credential could be made: {'; '.join(skipped)}")
 
-    def _make(self, kind: str, challenge: Challenge, plan: _Plan) -> dict[str, Any]:
+    async def apay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
+        """:meth:`pay`, with the node reached through an ``AsyncWeb3`` (the one given, or
+        one built from the RPC URL for this payment)."""
+        plan = self._prepared(challenge, quote)
+        node = self._nodes.get(plan.terms.chain_id)
+        if node is None:  # signing only: in a worker thread, as a signer may take its time
+            return await super().apay(challenge, quote)
+        skipped = list(plan.skipped)
+        async with node.arpc() as rpc:
+            for kind in plan.types:
+                try:
+                    payload = await rpc.run(self._make(kind, challenge, plan, None, node.where))
+                except _Skip as exc:
+                    skipped.append(f"{kind}: {exc}")
+                    continue
+                return self._made(kind, challenge, plan, payload)
+        raise PaymentFailed(f"no evm credential could be made: {'; '.join(skipped)}")
+
+    def _made(
+        self, kind: str, challenge: Challenge, plan: _Plan, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        logger.info(
+            "evm: %s credential for %s base units of %s on chain %s to %s (challenge hash: %s)",
+            kind,
+            plan.terms.amount,
+            plan.terms.currency,
+            plan.terms.chain_id,
+            plan.terms.recipient,
+            self.binding_for(challenge),
+        )
+        return payload
+
+    def _make(
+        self, kind: str, challenge: Challenge, plan: _Plan, offline: str | None, where: str
+    ) -> ChainFlow[dict[str, Any]]:
+        """The credential of type ``kind``; ``offline`` says why there is no node (if none)."""
+        terms = plan.terms
         if kind == "authorization":
-            return self._authorization(challenge, plan)
+            name, version = yield from self._token_domain(terms, offline, where)
+            return self._authorization(challenge, plan, name, version)
         if kind == "permit2":
+            if offline is None:
+                yield from self._check_permit2_allowance(terms, where)
             return self._permit2_payload(challenge, plan)
-        raw, tx_hash = self._signed_transfer(plan)
+        if offline is not None:
+            raise _Skip(offline)
+        data = transfer_calldata(terms.recipient, terms.amount)
+        raw, tx_hash = yield from self._sign_transaction(
+            terms.chain_id, terms.currency, data, where
+        )
         if kind == "transaction":
             return {"type": "transaction", "signature": to_hex(raw)}
-        return {"type": "hash", "hash": self._broadcast(plan, raw, tx_hash)}
+        yield from self._broadcast(terms.chain_id, raw, tx_hash)
+        return {"type": "hash", "hash": tx_hash}
 
     def _sign(self, digest: bytes) -> str:
-        signed = self._account.unsafe_sign_hash(Hash32(digest))
-        return to_hex(bytes(signed.signature))
+        return to_hex(sign(self._signer, digest).to_bytes())
 
     def _chash(self, challenge: Challenge) -> bytes:
         rule = self.binding_for(challenge)
@@ -905,9 +516,10 @@ class EvmWallet(EthWallet):
             return challenge_binding(challenge)
         return self.challenge_hash_scheme
 
-    def _authorization(self, challenge: Challenge, plan: _Plan) -> dict[str, Any]:
+    def _authorization(
+        self, challenge: Challenge, plan: _Plan, name: str, version: str
+    ) -> dict[str, Any]:
         terms = plan.terms
-        name, version = self._token_domain(terms)
         nonce = self._chash(challenge)
         digest = authorization_digest(
             eip3009_domain_separator(name, version, terms.chain_id, terms.currency),
@@ -929,17 +541,24 @@ class EvmWallet(EthWallet):
             "signature": self._sign(digest),
         }
 
-    def _token_domain(self, terms: EvmTerms) -> tuple[str, str]:
+    def _token_domain(
+        self, terms: EvmTerms, offline: str | None, where: str
+    ) -> ChainFlow[tuple[str, str]]:
+        """The token's EIP-712 (name, version): configured, known, or read from the chain once."""
         known = self._token_domains.get((terms.chain_id, terms.currency.lower()))
         if known is not None:
             return known
-        rpc = self._rpc(terms.chain_id)
-        if rpc is None:
+        if offline is not None:
             raise _Skip("the token's EIP-712 domain is unknown")
         try:
-            name = _decode_string(rpc.eth_call(terms.currency, _selector("name()")))
-            version = _decode_string(rpc.eth_call(terms.currency, _selector("version()")))
-        except (RpcError, httpx.HTTPError, ValueError) as exc:
+            yield from expect_chain(terms.chain_id, where)
+            name = _decode_string(
+                returned_data((yield eth_call(terms.currency, selector("name()"))))
+            )
+            version = _decode_string(
+                returned_data((yield eth_call(terms.currency, selector("version()"))))
+            )
+        except (RpcError, ChainTransportError, ValueError) as exc:
             raise _Skip(f"could not read the token's EIP-712 name and version ({exc})") from None
         self._token_domains[(terms.chain_id, terms.currency.lower())] = (name, version)
         return name, version
@@ -949,9 +568,6 @@ class EvmWallet(EthWallet):
         transfers = [(terms.recipient, terms.primary_amount)] + [
             (split.recipient, split.amount) for split in terms.splits
         ]
-        rpc = self._rpc(terms.chain_id)
-        if rpc is not None:
-            self._check_permit2_allowance(rpc, terms)
         chash = self._chash(challenge)
         nonce = int.from_bytes(chash, "big")
         external_id = terms.external_id or ""
@@ -984,13 +600,16 @@ class EvmWallet(EthWallet):
             "signature": self._sign(digest),
         }
 
-    def _check_permit2_allowance(self, rpc: JsonRpc, terms: EvmTerms) -> None:
-        data = _selector("allowance(address,address)") + abi_encode(
+    def _check_permit2_allowance(self, terms: EvmTerms, where: str) -> ChainFlow[None]:
+        data = selector("allowance(address,address)") + abi_encode(
             ["address", "address"], [self.address, terms.permit2_address]
         )
         try:
-            (allowance,) = abi_decode(["uint256"], rpc.eth_call(terms.currency, data))
-        except (RpcError, httpx.HTTPError, ValueError) as exc:
+            yield from expect_chain(terms.chain_id, where)
+            (allowance,) = abi_decode(
+                ["uint256"], returned_data((yield eth_call(terms.currency, data)))
+            )
+        except (RpcError, ChainTransportError, ValueError) as exc:
             raise _Skip(f"could not read the Permit2 allowance ({exc})") from None
         if allowance < terms.amount:
             raise _Skip(
@@ -998,118 +617,74 @@ class EvmWallet(EthWallet):
                 f"{terms.amount}: approve Permit2 once with approve_permit2()"
             )
 
-    def _require_rpc(self, chain_id: int) -> JsonRpc:
-        rpc = self._rpc(chain_id)
-        if rpc is None:
-            raise _Skip(f"needs an RPC URL for chain {chain_id}")
-        return rpc
-
-    def _signed_transfer(self, plan: _Plan) -> tuple[bytes, str]:
-        terms = plan.terms
-        data = transfer_calldata(terms.recipient, terms.amount)
-        return self._sign_transaction(terms.chain_id, terms.currency, data)
-
-    def _sign_transaction(self, chain_id: int, to: str, data: bytes) -> tuple[bytes, str]:
-        rpc = self._require_rpc(chain_id)
+    def _sign_transaction(
+        self, chain_id: int, to: str, data: bytes, where: str
+    ) -> ChainFlow[tuple[bytes, str]]:
+        """A signed EIP-1559 call of ``to`` with ``data``: nonce, gas and fees from the node."""
         try:
-            nonce = int(rpc.call("eth_getTransactionCount", self.address, "pending"), 16)
-            gas = int(
-                rpc.call("eth_estimateGas", {"from": self.address, "to": to, "data": to_hex(data)}),
-                16,
-            )
-            block = rpc.call("eth_getBlockByNumber", "latest", False)
-            base_fee = int(block.get("baseFeePerGas", "0x0"), 16) if block else 0
-            try:
-                tip = int(rpc.call("eth_maxPriorityFeePerGas"), 16)
-            except RpcError:
-                tip = 10**9
+            yield from expect_chain(chain_id, where)
+            tx = yield from prepare_eip1559(self.address, chain_id, to, data, max_gas=self.max_gas)
         except RpcError as exc:
             raise PaymentFailed(
                 f"the transfer cannot be prepared on chain {chain_id}: {exc.rpc_message}; "
                 "nothing was sent"
             ) from None
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
+        except ChainTransportError as exc:
             raise PaymentFailed(
-                f"the RPC for chain {chain_id} failed ({type(exc).__name__}); nothing was sent"
+                f"the RPC for chain {chain_id} failed ({exc.cause}); nothing was sent"
             ) from None
-        if gas > self.max_gas:
-            raise PaymentFailed(f"the transfer needs {gas} gas, over max_gas {self.max_gas}")
-        limit = min(self.max_gas, gas + gas // 5)
-        transaction = {
-            "type": 2,
-            "chainId": chain_id,
-            "nonce": nonce,
-            "to": to_checksum_address(to),
-            "value": 0,
-            "data": to_hex(data),
-            "gas": limit,
-            "maxPriorityFeePerGas": tip,
-            "maxFeePerGas": 2 * base_fee + tip,
-        }
-        signed = self._account.sign_transaction(cast(Any, transaction))
-        return bytes(signed.raw_transaction), to_hex(bytes(signed.hash))
+        return sign_eip1559(self._signer, tx)
 
-    def _broadcast(self, plan: _Plan, raw: bytes, tx_hash: str) -> str:
-        """Send a signed transfer and wait until it is mined successfully."""
-        chain = plan.terms.chain_id
-        rpc = self._require_rpc(chain)
+    def _broadcast(self, chain: int, raw: bytes, tx_hash: str) -> ChainFlow[None]:
+        """Send a signed transaction once and wait until it is mined successfully."""
         try:
-            rpc.call("eth_sendRawTransaction", to_hex(raw))
-        except RpcError as exc:
+            mined = yield from send_transaction(raw, tx_hash, wait=self.receipt_timeout)
+        except NotSent as exc:
             raise PaymentFailed(
-                f"chain {chain} refused the transfer: {exc.rpc_message}; nothing was sent"
+                f"chain {chain} did not take the transfer: {exc}; nothing was sent"
             ) from None
-        except httpx.HTTPError as exc:
+        except MaybeSent as exc:
             raise PaymentOutcomeUnknown(
-                f"broadcasting transaction {tx_hash} failed ({type(exc).__name__}); "
-                "it may still be mined"
+                f"transaction {tx_hash} was sent; {exc}: it may still be mined"
             ) from None
-        try:
-            receipt = rpc.wait_for_receipt(tx_hash, self.receipt_timeout)
-        except (RpcError, httpx.HTTPError) as exc:
-            raise PaymentOutcomeUnknown(
-                f"transaction {tx_hash} was sent; reading its receipt failed ({type(exc).__name__})"
-            ) from None
-        if receipt is None:
-            raise PaymentOutcomeUnknown(
-                f"transaction {tx_hash} was sent but not mined within {self.receipt_timeout:g} s"
-            )
-        if receipt.get("status") != "0x1":
+        if mined.get("status") != "0x1":
             raise PaymentFailed(
                 f"transaction {tx_hash} reverted: no tokens moved (its gas was spent)"
             )
-        return tx_hash
 
     def approve_permit2(
-        self, chain_id: int, token: str, amount: int = _MAX_UINT256, *, permit2: str | None = None
+        self, chain_id: int, token: str, amount: int = UINT256_MAX, *, permit2: str | None = None
     ) -> str:
         """Approve Permit2 to move ``token`` for this wallet (one transaction, once per token).
 
-        Needs an RPC URL for ``chain_id``; returns the mined transaction's hash.
+        Needs a node for ``chain_id`` (an RPC URL or a ``Web3``); returns the
+        mined transaction's hash.
         """
-        token = _address(token, "token")
-        spender = _address(permit2 or PERMIT2_ADDRESS, "permit2")
-        data = _selector("approve(address,uint256)") + abi_encode(
+        token = checked_address(token, "token")
+        spender = checked_address(permit2 or PERMIT2_ADDRESS, "permit2")
+        data = selector("approve(address,uint256)") + abi_encode(
             ["address", "uint256"], [spender, amount]
         )
+        node = self._nodes.get(chain_id)
+        if node is None:
+            raise PaymentFailed(f"approving Permit2 needs an RPC URL for chain {chain_id}")
+
+        def approval() -> ChainFlow[str]:
+            raw, tx_hash = yield from self._sign_transaction(chain_id, token, data, node.where)
+            yield from self._broadcast(chain_id, raw, tx_hash)
+            return tx_hash
+
         try:
-            raw, tx_hash = self._sign_transaction(chain_id, token, data)
-        except _Skip as exc:
-            raise PaymentFailed(str(exc)) from None
-        rpc = self._require_rpc(chain_id)
-        rpc.call("eth_sendRawTransaction", to_hex(raw))
-        receipt = rpc.wait_for_receipt(tx_hash, self.receipt_timeout)
-        if receipt is None or receipt.get("status") != "0x1":
-            raise PaymentFailed(f"the Permit2 approval {tx_hash} did not succeed")
-        return tx_hash
+            return node.rpc().run(approval())
+        except PaymentOutcomeUnknown as exc:
+            raise PaymentFailed(f"the Permit2 approval did not succeed: {exc.message}") from None
 
     # -- hygiene ------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the RPC connections."""
-        for rpc in self._rpcs.values():
-            rpc.close()
-        self._rpcs.clear()
+        """Close the RPC connections the wallet opened."""
+        for node in self._nodes.values():
+            node.close()
 
     def __repr__(self) -> str:
         chains = ",".join(map(str, sorted(self.chain_ids)))
@@ -1121,3 +696,31 @@ def _decode_string(data: bytes) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("empty string")
     return value
+
+
+#: Module-level names of earlier releases (never in ``__all__``), still found here.
+_MOVED = {
+    "MAX_MEMO": ("._chain._terms", "MAX_TEXT_MEMO"),
+    "MAX_SPLITS": ("._chain._terms", "MAX_SPLITS"),
+    "PAYMENT_WITNESS_TYPE": ("._chain._eip712", "PAYMENT_WITNESS_TYPE"),
+    "TRANSFER_SELECTOR": ("._chain._evm_charge", "TRANSFER_SELECTOR"),
+    "TRANSFER_TOPIC": ("._chain._evm_charge", "TRANSFER_TOPIC"),
+    "decode_transfer_calldata": ("._chain._evm_charge", "decode_transfer_calldata"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from importlib import import_module  # noqa: PLC0415 - only for old names
+
+        module, attribute = _MOVED[name]
+        return getattr(import_module(module, __package__), attribute)
+    if name == "JsonRpc":
+        warnings.warn(
+            "mpp_client.methods.evm.JsonRpc is deprecated: it is ChainRpc (on web3.py), "
+            "which takes the same URL; the old name is removed in 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ChainRpc
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -69,45 +69,76 @@ challengeId)``; the MPP conformance vector (``tempo-proof.json``) says version
 wallet signs version 2 by default (the conformance vector) and any of the
 three with ``proof_version=``; :func:`proof_typed_data` builds each.
 
-Needs the ``tempo`` extra (``pytempo``, which brings ``eth-account``). Keys:
-a hex private key, 32 bytes or an ``eth_account`` ``LocalAccount``. The key
-never appears in ``repr()``, errors or logs, and the wallet refuses to be
-pickled.
+The chain. A node is needed for push mode, and to read the gas price when
+``max_fee_per_gas`` is not set: ``rpc_url`` / ``rpc_urls``, your own web3.py
+``Web3`` / ``AsyncWeb3`` / provider with ``web3=``, or else the public
+endpoint of a known chain. ``pay`` uses the ``Web3`` (or one built from the
+URL), ``apay`` the ``AsyncWeb3`` (or one built from the URL for that
+payment); the node's chain id is checked before signing, reads are retried
+on transport errors, and the push is sent once
+(:mod:`~mpp_client.methods._chain._rpc`).
+
+Needs the ``tempo`` extra (pytempo, eth-account, web3). Keys: a hex private
+key, 32 bytes, an ``eth_account`` ``LocalAccount``, a Web3 Secret Storage
+keystore (:meth:`TempoWallet.from_keystore`), or any signer object with
+``address`` and ``sign_digest(digest)``: the sender signature and the proof
+both go through that one seam (:mod:`~mpp_client.methods._chain._signing`).
+The key never appears in ``repr()``, errors or logs, and the wallet refuses
+to be pickled.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-import httpx
-
 try:
-    import attrs
-    import rlp  # type: ignore[import-untyped]
-    from eth_account.messages import encode_typed_data
     from eth_account.signers.local import LocalAccount
-    from eth_typing import Hash32
     from eth_utils.address import to_checksum_address
     from eth_utils.crypto import keccak
-    from pytempo import Signature, TempoTransaction  # type: ignore[import-untyped]
+    from pytempo import TempoTransaction  # type: ignore[import-untyped]
     from pytempo.contracts import TIP20  # type: ignore[import-untyped]
 
-    from ._eth import (
-        HEX_ADDRESS,
-        EthWallet,
-        RpcError,
-        did_pkh,
-        is_address,
-        rpc_body,
-        rpc_result,
-        to_hex,
+    from ._chain._addresses import HEX_ADDRESS, did_pkh, to_hex
+    from ._chain._eip712 import PROOF_VERSIONS, proof_digest, proof_typed_data
+    from ._chain._nodes import (
+        MaybeSent,
+        Node,
+        NotSent,
+        Web3Arg,
+        expect_chain,
+        nodes_from,
+        run_offline,
+        send_transaction,
     )
+    from ._chain._rpc import (
+        ChainFlow,
+        ChainTransportError,
+        RpcError,
+        quantity,
+        read,
+    )
+    from ._chain._signing import DigestSigner, sign
+    from ._chain._tempo_charge import (
+        ATTRIBUTION_TAG,
+        ATTRIBUTION_VERSION,
+        MODES,
+        PATH_USD,
+        AttributionMemo,
+        TempoTerms,
+        Transfer,
+        attribution_memo,
+        memo_binds,
+        parse_attribution_memo,
+        tempo_terms,
+    )
+    from ._chain._tempo_tx import FEE_PAYER_ENVELOPE_TYPE, fee_payer_envelope, sign_as_sender
+    from ._chain._terms import Split
+    from ._chain._wallet import EthWallet
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
         f"the tempo payment method needs pytempo ({exc.name} is missing): "
@@ -125,7 +156,7 @@ from .._exceptions import (
 from .._text import get_logger
 from ..money import Amount, AssetEntry, AssetRegistry
 from ..protocol import Challenge
-from ._base import Quote, charge_terms
+from ._base import Quote
 
 __all__ = [
     "ATTRIBUTION_TAG",
@@ -161,308 +192,10 @@ KNOWN_CHAINS: Mapping[int, str] = {
     TEMPO_MAINNET: "https://rpc.tempo.xyz",
     TEMPO_TESTNET: "https://rpc.moderato.tempo.xyz",
 }
-#: pathUSD, the TIP-20 USD stablecoin at the same address on every Tempo chain.
-PATH_USD = "0x20c0000000000000000000000000000000000000"
 #: EIP-2718 type of a Tempo transaction.
 TRANSACTION_TYPE = 0x76
-#: Type byte of the fee-payer hand-off envelope (and of the fee payer's signing domain).
-FEE_PAYER_ENVELOPE_TYPE = 0x78
 #: The nonce lane of expiring nonces: U256::MAX, with nonce 0 and a ``validBefore``.
 EXPIRING_NONCE_KEY = 2**256 - 1
-MAX_SPLITS = 10
-MODES: tuple[str, ...] = ("pull", "push")
-#: The first 4 bytes of keccak256("mpp"): the tag that opens an MPP attribution memo.
-ATTRIBUTION_TAG = keccak(b"mpp")[:4]
-#: The attribution memo layout this module writes and reads.
-ATTRIBUTION_VERSION = 1
-
-_BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
-_UNITS = re.compile(r"[1-9][0-9]{0,77}")
-_DOMAIN_TYPE = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-]
-_PROOF_TYPES: Mapping[int, list[dict[str, str]]] = {
-    1: [{"name": "challengeId", "type": "string"}],
-    2: [{"name": "challengeId", "type": "string"}, {"name": "realm", "type": "string"}],
-    3: [
-        {"name": "account", "type": "address"},
-        {"name": "challengeId", "type": "string"},
-        {"name": "realm", "type": "string"},
-    ],
-}
-
-
-# -- the attribution memo --------------------------------------------------------
-
-
-def _fingerprint(text: str, size: int) -> bytes:
-    return bytes(keccak(text.encode("utf-8"))[:size])
-
-
-@dataclass(frozen=True, slots=True)
-class AttributionMemo:
-    """The fields of an MPP attribution memo (see :func:`attribution_memo`)."""
-
-    version: int
-    #: keccak256(server id)[:10]; the server id is the challenge's realm.
-    server: bytes
-    #: keccak256(client id)[:10], or None for an anonymous client (ten zero bytes).
-    client: bytes | None
-    #: keccak256(challenge id)[:7].
-    nonce: bytes
-
-    def binds(self, challenge_id: str, realm: str) -> bool:
-        """True when the memo names this realm and this challenge."""
-        return self.server == _fingerprint(realm, 10) and self.nonce == _fingerprint(
-            challenge_id, 7
-        )
-
-
-def attribution_memo(challenge_id: str, realm: str, client_id: str | None = None) -> bytes:
-    """The 32-byte MPP attribution memo that binds a transfer to one challenge.
-
-    Not in the drafts: both reference SDKs (pympp 0.16, mppx 0.11) write it on
-    the primary ``transferWithMemo`` when the request names no memo, and their
-    servers refuse a transfer without it ("memo is not bound to this
-    challenge"). It is what stops one on-chain transfer from paying two
-    challenges (a pushed hash replayed under another challenge). Layout:
-    ``ATTRIBUTION_TAG`` (4 bytes), the version (1 byte, 1),
-    keccak256(realm)[:10], keccak256(client_id)[:10] or ten zero bytes when
-    ``client_id`` is empty or None, keccak256(challenge_id)[:7]. Strings are
-    hashed as UTF-8.
-    """
-    client = _fingerprint(client_id, 10) if client_id else bytes(10)
-    return (
-        ATTRIBUTION_TAG
-        + bytes([ATTRIBUTION_VERSION])
-        + _fingerprint(realm, 10)
-        + client
-        + _fingerprint(challenge_id, 7)
-    )
-
-
-def parse_attribution_memo(memo: bytes) -> AttributionMemo | None:
-    """The fields of ``memo`` when it is an MPP attribution memo, else None.
-
-    A memo is one when it is 32 bytes, opens with ``ATTRIBUTION_TAG`` and
-    carries version 1; any other ``bytes32`` is an ordinary memo.
-    """
-    if len(memo) != 32 or memo[:4] != ATTRIBUTION_TAG or memo[4] != ATTRIBUTION_VERSION:
-        return None
-    client = bytes(memo[15:25])
-    return AttributionMemo(
-        version=memo[4],
-        server=bytes(memo[5:15]),
-        client=None if client == bytes(10) else client,
-        nonce=bytes(memo[25:32]),
-    )
-
-
-def memo_binds(memo: bytes, challenge_id: str, realm: str) -> bool:
-    """True when ``memo`` is an attribution memo bound to this challenge and realm."""
-    parsed = parse_attribution_memo(memo)
-    return parsed is not None and parsed.binds(challenge_id, realm)
-
-
-# -- helpers ---------------------------------------------------------------------
-
-
-def proof_typed_data(
-    *,
-    chain_id: int,
-    challenge_id: str,
-    realm: str,
-    account: str | None = None,
-    version: int = 2,
-) -> dict[str, Any]:
-    """The EIP-712 typed data a zero-amount ``proof`` signs (see the module notes).
-
-    ``version`` 1 is draft-tempo-charge-00 (``challengeId``), 2 the conformance
-    vector (``challengeId``, ``realm``), 3 mppx 0.11 (``account``,
-    ``challengeId``, ``realm``; ``account`` is then required). Returns the
-    ``domain``/``types``/``primaryType``/``message`` object without the
-    implicit ``EIP712Domain`` type.
-    """
-    if version not in _PROOF_TYPES:
-        raise ValueError(f"proof version must be 1, 2 or 3, not {version!r}")
-    message: dict[str, Any] = {"challengeId": challenge_id}
-    if version >= 2:
-        message["realm"] = realm
-    if version == 3:
-        if account is None:
-            raise ValueError("a version 3 proof names the payer's account")
-        message = {"account": to_checksum_address(account), **message}
-    return {
-        "domain": {"name": "MPP", "version": str(version), "chainId": chain_id},
-        "types": {"Proof": [dict(field) for field in _PROOF_TYPES[version]]},
-        "primaryType": "Proof",
-        "message": message,
-    }
-
-
-def _address(value: object, what: str) -> str:
-    """A 20-byte address, EIP-55 checked when mixed-case. Returns it as written."""
-    if not isinstance(value, str) or HEX_ADDRESS.fullmatch(value) is None:
-        raise ChallengeError(f"tempo charge {what} is not a 20-byte hex address: {value!r:.60}")
-    if not is_address(value):
-        raise ChallengeError(f"tempo charge {what} {value} fails its EIP-55 checksum")
-    return value
-
-
-def _memo(value: object, what: str) -> bytes | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or _BYTES32.fullmatch(value) is None:
-        raise ChallengeError(f"tempo charge {what} must be a 0x-prefixed bytes32 hex string")
-    return bytes.fromhex(value[2:])
-
-
-def _chain_id(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**64:
-        raise ChallengeError(
-            f"tempo charge methodDetails.chainId must be a positive integer, got {value!r:.40}"
-        )
-    return value
-
-
-# -- terms -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    """One TIP-20 transfer of a charge: ``amount`` base units to ``recipient``."""
-
-    recipient: str
-    amount: int
-    memo: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TempoTerms:
-    """A ``tempo`` charge request, validated (see :func:`tempo_terms`)."""
-
-    amount: int
-    currency: str
-    recipient: str
-    chain_id: int | None
-    fee_payer: bool
-    memo: bytes | None
-    splits: tuple[Transfer, ...]
-    #: The non-zero modes the server accepts (both when it does not say).
-    modes: tuple[str, ...]
-    expires: datetime | None
-    external_id: str | None
-
-    @property
-    def primary_amount(self) -> int:
-        """What the recipient receives: ``amount`` minus the splits."""
-        return self.amount - sum(split.amount for split in self.splits)
-
-    @property
-    def transfers(self) -> tuple[Transfer, ...]:
-        """Every transfer, in the order the wallet emits them: primary, then the splits."""
-        return (Transfer(self.recipient, self.primary_amount, self.memo), *self.splits)
-
-
-def tempo_terms(challenge: Challenge) -> TempoTerms:
-    """Read and check a ``tempo`` charge request. Raises :class:`ChallengeError`.
-
-    Checks the shapes of every field the draft defines, and that the splits
-    are positive and add up to strictly less than ``amount``. The chain id is
-    returned as the challenge gives it (None when absent): whether it is one
-    to pay on is the wallet's decision.
-    """
-    if challenge.intent != "charge":
-        raise ChallengeError(f"tempo intent {challenge.intent!r} is not supported (only charge)")
-    terms = charge_terms(challenge)
-    currency = _address(terms.currency, "currency")
-    if terms.recipient is None:
-        raise ChallengeError("tempo charge request has no 'recipient'")
-    recipient = _address(terms.recipient, "recipient")
-    details = terms.method_details
-    chain = details.get("chainId")
-    chain_id = None if chain is None else _chain_id(chain)
-    fee_payer = details.get("feePayer", False)
-    if not isinstance(fee_payer, bool):
-        raise ChallengeError("tempo charge methodDetails.feePayer must be a boolean")
-    memo = _memo(details.get("memo"), "methodDetails.memo")
-    splits = _splits(details.get("splits"), terms.amount)
-    modes = details.get("supportedModes")
-    if modes is None:
-        accepted: tuple[str, ...] = MODES
-    else:
-        if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
-            raise ChallengeError(
-                "tempo charge methodDetails.supportedModes must be a list of strings"
-            )
-        accepted = tuple(mode for mode in MODES if mode in modes)
-        if not accepted:
-            raise ChallengeError(
-                "tempo charge methodDetails.supportedModes names neither 'pull' nor 'push'"
-            )
-    return TempoTerms(
-        amount=terms.amount,
-        currency=currency,
-        recipient=recipient,
-        chain_id=chain_id,
-        fee_payer=fee_payer,
-        memo=memo,
-        splits=splits,
-        modes=accepted,
-        expires=terms.expires,
-        external_id=terms.external_id,
-    )
-
-
-def _splits(value: object, amount: int) -> tuple[Transfer, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not value:
-        raise ChallengeError("tempo charge methodDetails.splits must be a non-empty list")
-    if len(value) > MAX_SPLITS:
-        raise ChallengeError(
-            f"tempo charge has {len(value)} splits; the wallet pays at most {MAX_SPLITS}"
-        )
-    splits: list[Transfer] = []
-    for index, entry in enumerate(value):
-        if not isinstance(entry, dict):
-            raise ChallengeError(f"tempo charge split {index} is not an object")
-        units = entry.get("amount")
-        if not isinstance(units, str) or _UNITS.fullmatch(units) is None:
-            raise ChallengeError(
-                f"tempo charge split {index} amount must be a positive base-unit digit string"
-            )
-        recipient = _address(entry.get("recipient"), f"split {index} recipient")
-        memo = _memo(entry.get("memo"), f"split {index} memo")
-        splits.append(Transfer(recipient, int(units), memo))
-    total = sum(split.amount for split in splits)
-    if total >= amount:
-        raise ChallengeError(
-            f"tempo charge splits add up to {total}, not less than the amount {amount}: "
-            "the recipient would receive nothing"
-        )
-    return tuple(splits)
-
-
-# -- the node --------------------------------------------------------------------
-
-
-def _quantity(value: object, what: str) -> int:
-    if not isinstance(value, str) or re.fullmatch(r"0x[0-9a-fA-F]{1,64}", value) is None:
-        raise RpcError(what, None, f"not a hex quantity: {value!r:.40}")
-    return int(value, 16)
-
-
-def _host(url: str) -> str:
-    # An RPC URL may hold an API key in its path or query: name only the host.
-    try:
-        return httpx.URL(url).host or "?"
-    except Exception:
-        return "?"
-
-
 # -- the wallet ------------------------------------------------------------------
 
 
@@ -475,7 +208,7 @@ class _Plan:
     valid_before: int
     #: What the transaction pays: the primary transfer (with the request's memo
     #: or the attribution memo), then the splits with their own memos.
-    transfers: tuple[Transfer, ...]
+    transfers: tuple[Split[bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,9 +247,11 @@ class TempoWallet(EthWallet):
     (1,000,000 by default: Tempo transactions have a high intrinsic cost).
     ``fee_token`` is the token fees are paid in when the server does not
     sponsor them (the charge token by default). ``rpc_url`` is the node for
-    ``chain_id`` (``rpc_urls`` per chain); the public endpoints of the known
-    chains are used otherwise, and only when a node is needed (push mode, or
-    no ``max_fee_per_gas``). The node's chain id is checked before signing.
+    ``chain_id`` (``rpc_urls`` per chain), or ``web3`` your own (a ``Web3``,
+    ``AsyncWeb3`` or provider for ``chain_id``, a sync and async pair, or a
+    mapping of chain id to those); the public endpoints of the known chains
+    are used otherwise, and only when a node is needed (push mode, or no
+    ``max_fee_per_gas``). The node's chain id is checked before signing.
 
     ``valid_for`` bounds ``validBefore`` (seconds ahead); it never exceeds
     the challenge's expiry. ``proof_version`` picks the zero-amount proof's
@@ -531,11 +266,12 @@ class TempoWallet(EthWallet):
 
     def __init__(
         self,
-        key: LocalAccount | str | bytes,
+        key: LocalAccount | DigestSigner | str | bytes,
         *,
         chain_id: int | None = None,
         rpc_url: str | None = None,
         rpc_urls: Mapping[int, str] | None = None,
+        web3: Web3Arg = None,
         assets: AssetRegistry | Iterable[AssetEntry] | None = None,
         modes: Sequence[str] = ("pull",),
         payees: Iterable[str] | None = None,
@@ -558,12 +294,15 @@ class TempoWallet(EthWallet):
         ):
             raise ValueError("chain_id must be a positive integer")
         self.chain_id = chain_id
-        self._rpc_urls = dict(rpc_urls or {})
+        urls = dict(rpc_urls or {})
         if rpc_url is not None:
             if chain_id is None:
                 raise ValueError("rpc_url needs chain_id (or pass rpc_urls={chain: url})")
-            self._rpc_urls[chain_id] = rpc_url
-        self._known_chains = frozenset(KNOWN_CHAINS) | frozenset(self._rpc_urls)
+            urls[chain_id] = rpc_url
+        self._nodes = nodes_from(
+            rpc_urls=urls, web3=web3, single_chain=chain_id, timeout=rpc_timeout
+        )
+        self._known_chains = frozenset(KNOWN_CHAINS) | frozenset(self._nodes)
         chosen = tuple(modes)
         if (
             not chosen
@@ -589,7 +328,7 @@ class TempoWallet(EthWallet):
         if not 0 < valid_for <= 300:
             raise ValueError("valid_for must be between 0 and 300 seconds")
         self.valid_for = valid_for
-        if proof_version not in _PROOF_TYPES:
+        if proof_version not in PROOF_VERSIONS:
             raise ValueError("proof_version must be 1, 2 or 3")
         self.proof_version = proof_version
         if client_id is not None and not isinstance(client_id, str):
@@ -624,7 +363,7 @@ class TempoWallet(EthWallet):
             mode = "pull" if usable[0] == "pull" else "push"
         return _Plan(terms, chain, asset, mode, valid_before, transfers)
 
-    def _transfers(self, challenge: Challenge, terms: TempoTerms) -> tuple[Transfer, ...]:
+    def _transfers(self, challenge: Challenge, terms: TempoTerms) -> tuple[Split[bytes], ...]:
         """The transfers to sign: the primary carries a memo bound to this challenge.
 
         The request's own memo is used as given. Without one, the primary
@@ -650,27 +389,14 @@ class TempoWallet(EthWallet):
         primary_memo = terms.memo
         if primary_memo is None:
             primary_memo = attribution_memo(challenge.id, challenge.realm, self.client_id)
-        return (Transfer(terms.recipient, terms.primary_amount, primary_memo), *terms.splits)
+        return (Split(terms.recipient, terms.primary_amount, primary_memo), *terms.splits)
 
     def _resolve_chain(self, chain: int | None) -> int:
         if self.chain_id is not None:
-            if chain is not None and chain != self.chain_id:
-                raise ChallengeError(
-                    f"tempo charge is on chain {chain}; the wallet pays on chain {self.chain_id}"
-                )
-            return self.chain_id
-        if chain is None:
-            raise ChallengeError(
-                "tempo charge names no chain id and the wallet has none configured "
-                "(pass chain_id=; the drafts disagree on a default, so none is assumed)"
-            )
-        if chain not in self._known_chains:
-            raise ChallengeError(
-                f"tempo charge is on chain {chain}, which is not a Tempo chain the wallet "
-                f"knows (known: {', '.join(map(str, sorted(self._known_chains)))}; "
-                "pass chain_id= to pay on another)"
-            )
-        return chain
+            return self._pay_chain(chain, (self.chain_id,), default=self.chain_id)
+        return self._pay_chain(
+            chain, self._known_chains, hint="; pass chain_id= to pay on another Tempo chain"
+        )
 
     def _valid_before(self, terms: TempoTerms) -> int:
         now = self._clock()
@@ -717,7 +443,7 @@ class TempoWallet(EthWallet):
             method=self.name,
             intent=challenge.intent,
             expires=terms.expires,
-            currency=terms.currency,
+            currency=challenge.request.get("currency", terms.currency),
             chain_id=plan.chain_id,
             details=details,
             payer=self.source_for(plan.chain_id),
@@ -747,82 +473,85 @@ class TempoWallet(EthWallet):
 
     def pay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
         plan = self._plan_to_pay(challenge, quote)
-        if plan.mode == "proof":
-            return self._proof(challenge, plan)
-        rpc_url = (
-            self._rpc_url(plan) if plan.mode == "push" or self.max_fee_per_gas is None else None
-        )
-        if rpc_url is None:
-            fees = self._fees_from(None)
-        else:
-            try:
-                with httpx.Client(timeout=self._rpc_timeout) as client:
-                    node_chain = client.post(rpc_url, json=rpc_body("eth_chainId", []))
-                    gas_price = (
-                        client.post(rpc_url, json=rpc_body("eth_gasPrice", []))
-                        if self.max_fee_per_gas is None
-                        else None
-                    )
-                    fees = self._check_node(plan, rpc_url, node_chain, gas_price)
-            except (httpx.HTTPError, RpcError, ValueError) as exc:
-                raise self._node_unusable(rpc_url, exc) from None
-        raw, tx_hash = self._sign_transfer(plan, fees)
-        if plan.mode == "pull":
-            return self._pulled(plan, raw)
-        assert rpc_url is not None
+        node = self._node(plan)
+        if node is None:
+            return run_offline(self._flow(challenge, plan, None))
         try:
-            with httpx.Client(timeout=self._rpc_timeout + 30) as client:
-                response = client.post(
-                    rpc_url, json=rpc_body("eth_sendRawTransactionSync", [to_hex(raw)])
-                )
-                receipt = rpc_result("eth_sendRawTransactionSync", response)
-        except Exception as exc:
-            raise self._broadcast_failed(plan, tx_hash, exc) from None
-        return self._pushed(plan, tx_hash, receipt)
+            rpc = node.rpc()
+        except ChainTransportError as exc:
+            raise self._node_unusable(node, exc) from None
+        return rpc.run(self._flow(challenge, plan, node.where))
 
     async def apay(self, challenge: Challenge, quote: Quote) -> Mapping[str, Any]:
+        """:meth:`pay`, with the node reached through an ``AsyncWeb3`` (the one given, or
+        one built from the RPC URL for this payment)."""
         plan = self._plan_to_pay(challenge, quote)
+        node = self._node(plan)
+        if node is None:  # signing only: in a worker thread, as a signer may take its time
+            return await super().apay(challenge, quote)
+        async with node.arpc() as rpc:
+            return await rpc.run(self._flow(challenge, plan, node.where))
+
+    def _node(self, plan: _Plan) -> Node | None:
+        """The node this payment needs (push mode, or no ``max_fee_per_gas``), if it needs one."""
+        if plan.mode == "proof" or (plan.mode == "pull" and self.max_fee_per_gas is not None):
+            return None
+        node = self._nodes.get(plan.chain_id)
+        if node is None and plan.chain_id in KNOWN_CHAINS:
+            node = Node(url=KNOWN_CHAINS[plan.chain_id], timeout=self._rpc_timeout)
+            self._nodes[plan.chain_id] = node
+        if node is None:
+            raise TermsRefused(
+                f"no node for chain {plan.chain_id}: pass rpc_url= or web3= (needed for push "
+                "mode and to read the gas price when max_fee_per_gas is not set)"
+            )
+        return node
+
+    def _flow(
+        self, challenge: Challenge, plan: _Plan, where: str | None
+    ) -> ChainFlow[dict[str, Any]]:
+        """The payment, written once: the node checked, the fees, the signature, the push.
+
+        ``where`` names the node; None when the payment needs none (a proof, or
+        a pull with configured fees), and then the flow asks nothing.
+        """
         if plan.mode == "proof":
             return self._proof(challenge, plan)
-        rpc_url = (
-            self._rpc_url(plan) if plan.mode == "push" or self.max_fee_per_gas is None else None
-        )
-        if rpc_url is None:
-            fees = self._fees_from(None)
-        else:
+        gas_price: int | None = None
+        if where is not None:
             try:
-                async with httpx.AsyncClient(timeout=self._rpc_timeout) as client:
-                    node_chain = await client.post(rpc_url, json=rpc_body("eth_chainId", []))
-                    gas_price = (
-                        await client.post(rpc_url, json=rpc_body("eth_gasPrice", []))
-                        if self.max_fee_per_gas is None
-                        else None
-                    )
-                    fees = self._check_node(plan, rpc_url, node_chain, gas_price)
-            except (httpx.HTTPError, RpcError, ValueError) as exc:
-                raise self._node_unusable(rpc_url, exc) from None
-        raw, tx_hash = self._sign_transfer(plan, fees)
+                yield from expect_chain(plan.chain_id, where)
+                if self.max_fee_per_gas is None:
+                    gas_price = quantity((yield read("eth_gasPrice")), "eth_gasPrice")
+            except (RpcError, ChainTransportError) as exc:
+                raise PaymentFailed(
+                    f"could not prepare the tempo transaction: {where} failed "
+                    f"({type(exc).__name__}); nothing was signed"
+                ) from None
+        raw, tx_hash = self._sign_transfer(plan, self._fees_from(gas_price))
         if plan.mode == "pull":
             return self._pulled(plan, raw)
-        assert rpc_url is not None
         try:
-            async with httpx.AsyncClient(timeout=self._rpc_timeout + 30) as client:
-                response = await client.post(
-                    rpc_url, json=rpc_body("eth_sendRawTransactionSync", [to_hex(raw)])
-                )
-                receipt = rpc_result("eth_sendRawTransactionSync", response)
-        except Exception as exc:
-            raise self._broadcast_failed(plan, tx_hash, exc) from None
-        return self._pushed(plan, tx_hash, receipt)
-
-    def _rpc_url(self, plan: _Plan) -> str:
-        url = self._rpc_urls.get(plan.chain_id) or KNOWN_CHAINS.get(plan.chain_id)
-        if url is None:
-            raise TermsRefused(
-                f"no RPC URL for chain {plan.chain_id}: pass rpc_url= (needed for push mode "
-                "and to read the gas price when max_fee_per_gas is not set)"
+            mined = yield from send_transaction(
+                raw, tx_hash, wait=self._rpc_timeout + 30, sync=True, timeout=self._rpc_timeout + 30
             )
-        return url
+        except NotSent as exc:
+            raise PaymentFailed(
+                f"the tempo node did not take the transaction ({exc}); nothing was sent"
+            ) from None
+        except MaybeSent as exc:
+            raise PaymentOutcomeUnknown(
+                f"broadcast of tempo transaction {tx_hash} on chain {plan.chain_id} failed "
+                f"({exc}); it may still be included until validBefore {plan.valid_before}: "
+                "check the transaction before resolving"
+            ) from None
+        return self._pushed(plan, tx_hash, mined)
+
+    def _node_unusable(self, node: Node, exc: ChainTransportError) -> PaymentFailed:
+        return PaymentFailed(
+            f"could not prepare the tempo transaction: {node.where} cannot be used "
+            f"({exc.cause}); nothing was signed"
+        )
 
     def _fees_from(self, gas_price: int | None) -> _Fees:
         """The configured fees, or the node's gas price (read when none is configured)."""
@@ -835,32 +564,6 @@ class TempoWallet(EthWallet):
             # the caps fee sponsors apply (pympp: 10 gwei on mainnet).
             priority = max_fee // 10
         return _Fees(max_fee, min(priority, max_fee))
-
-    def _check_node(
-        self,
-        plan: _Plan,
-        url: str,
-        chain_response: httpx.Response,
-        gas_response: httpx.Response | None,
-    ) -> _Fees:
-        node_chain = _quantity(rpc_result("eth_chainId", chain_response), "eth_chainId")
-        if node_chain != plan.chain_id:
-            raise TermsRefused(
-                f"the node at {_host(url)} serves chain {node_chain}, "
-                f"not the charge's chain {plan.chain_id}"
-            )
-        gas_price = None
-        if gas_response is not None:
-            gas_price = _quantity(rpc_result("eth_gasPrice", gas_response), "eth_gasPrice")
-        return self._fees_from(gas_price)
-
-    def _node_unusable(self, url: str, exc: BaseException) -> PaymentFailed:
-        if isinstance(exc, PaymentFailed):
-            return exc
-        return PaymentFailed(
-            f"could not prepare the tempo transaction: the node at {_host(url)} failed "
-            f"({type(exc).__name__}); nothing was signed"
-        )
 
     def _sign_transfer(self, plan: _Plan, fees: _Fees) -> tuple[bytes, str]:
         """The signed transaction's wire bytes (0x76, or the 0x78 envelope) and its hash."""
@@ -886,15 +589,9 @@ class TempoWallet(EthWallet):
             calls=calls,
         )
         # pytempo builds the sender's signing payload (0x76, with the fee-payer
-        # placeholder when sponsored); the account signs its hash here so the
-        # key never leaves the LocalAccount.
-        signed = self._account.unsafe_sign_hash(Hash32(tx.get_signing_hash(for_fee_payer=False)))
-        tx = attrs.evolve(
-            tx,
-            sender_signature=Signature(r=signed.r, s=signed.s, v=signed.v),
-            sender_address=self.address,
-        )
-        raw = _fee_payer_envelope(tx) if sponsored else bytes(tx.encode())
+        # placeholder when sponsored); the signer signs its digest.
+        tx = sign_as_sender(self._signer, tx)
+        raw = fee_payer_envelope(tx) if sponsored else bytes(tx.encode())
         return raw, to_hex(keccak(raw))
 
     def _pulled(self, plan: _Plan, raw: bytes) -> dict[str, Any]:
@@ -908,31 +605,7 @@ class TempoWallet(EthWallet):
         )
         return {"type": "transaction", "signature": to_hex(raw)}
 
-    def _broadcast_failed(self, plan: _Plan, tx_hash: str, exc: BaseException) -> Exception:
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-            # The connection was never made: the transaction was not sent.
-            return PaymentFailed(
-                f"could not reach the tempo node to broadcast ({type(exc).__name__}); "
-                "nothing was sent"
-            )
-        return PaymentOutcomeUnknown(
-            f"broadcast of tempo transaction {tx_hash} on chain {plan.chain_id} failed "
-            f"({type(exc).__name__}); it may still be included until validBefore "
-            f"{plan.valid_before}: check the transaction before resolving"
-        )
-
-    def _pushed(self, plan: _Plan, tx_hash: str, receipt: Any) -> dict[str, Any]:
-        if not isinstance(receipt, dict):
-            raise PaymentOutcomeUnknown(
-                f"the node returned no receipt for tempo transaction {tx_hash}; "
-                "check the transaction before resolving"
-            )
-        got = receipt.get("transactionHash")
-        if not isinstance(got, str) or got.lower() != tx_hash.lower():
-            raise PaymentOutcomeUnknown(
-                f"the node's receipt names transaction {got!r:.80}, not {tx_hash}; "
-                "check the transaction before resolving"
-            )
+    def _pushed(self, plan: _Plan, tx_hash: str, receipt: dict[str, Any]) -> dict[str, Any]:
         status = receipt.get("status")
         if status == "0x0":
             raise PaymentFailed(
@@ -961,10 +634,9 @@ class TempoWallet(EthWallet):
             account=self.address,
             version=self.proof_version,
         )
-        full = {**typed, "types": {"EIP712Domain": _DOMAIN_TYPE, **typed["types"]}}
-        signed = self._account.sign_message(encode_typed_data(full_message=full))
+        signature = sign(self._signer, proof_digest(typed))
         logger.info("tempo: signed a zero-amount proof on chain %s", plan.chain_id)
-        return {"type": "proof", "signature": to_hex(bytes(signed.signature))}
+        return {"type": "proof", "signature": to_hex(signature.to_bytes())}
 
     # -- hygiene ------------------------------------------------------------------
 
@@ -973,29 +645,9 @@ class TempoWallet(EthWallet):
         return f"<TempoWallet address={self.address} chain={chain} modes={'/'.join(self.modes)}>"
 
 
-def _fee_payer_envelope(tx: Any) -> bytes:
-    """``0x78 || rlp([...])``: the sender-signed fields, the sender in the fee-payer slot.
+def __getattr__(name: str) -> Any:
+    if name == "MAX_SPLITS":  # a module-level name of earlier releases
+        from ._chain._terms import MAX_SPLITS  # noqa: PLC0415
 
-    The fields are those of the ``0x76`` transaction with ``feeToken`` empty
-    (the fee payer picks it), the sender's 20-byte address where the fee
-    payer's signature goes, and the sender's 65-byte signature last. The
-    fee payer rebuilds the ``0x76`` signing payload (``feeToken`` empty,
-    ``0x00`` placeholder) to recover the sender, then co-signs.
-    """
-    fields = [
-        tx.chain_id,
-        tx.max_priority_fee_per_gas,
-        tx.max_fee_per_gas,
-        tx.gas_limit,
-        [call.as_rlp_list() for call in tx.calls],
-        [],  # access list
-        tx.nonce_key,
-        tx.nonce,
-        b"" if tx.valid_before is None else tx.valid_before,
-        b"" if tx.valid_after is None else tx.valid_after,
-        b"",  # fee token: chosen by the fee payer
-        bytes(tx.sender_address),
-        [],  # Tempo authorization list
-        tx.sender_signature.to_bytes(),
-    ]
-    return bytes([FEE_PAYER_ENVELOPE_TYPE]) + bytes(rlp.encode(fields))
+        return MAX_SPLITS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

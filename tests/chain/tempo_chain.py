@@ -17,11 +17,11 @@ import pytest
 from mpp_client.policy import Policy
 from mpp_client.testing.tempo import TempoChain
 
+from ..rails import rail_policy
 from .tooling import anvil_binary
 
 PATH_USD = "0x20c0000000000000000000000000000000000000"
 ALPHA_USD = "0x20C0000000000000000000000000000000000001"
-OPEN = ("hosts", "realms", "payees", "methods", "intents", "assets", "chain_ids")
 
 
 @pytest.fixture(scope="session")
@@ -34,21 +34,6 @@ def tempo_chain() -> Iterator[TempoChain]:
 @pytest.fixture(scope="session")
 def tempo_policy(tempo_chain: TempoChain) -> Policy:
     """Pays anyone up to 1.00 USD a call in pathUSD or AlphaUSD on the local chain."""
-    return Policy.from_mapping(
-        {
-            "currency": "USD",
-            "per_call": "1.00 USD",
-            "allow": {key: ["*"] for key in OPEN},
-            "assets": [
-                {
-                    "method": "tempo",
-                    "currency": token,
-                    "asset": "USD",
-                    "decimals": 6,
-                    "chain_id": tempo_chain.chain_id,
-                    "name": name,
-                }
-                for token, name in ((PATH_USD, "pathUSD"), (ALPHA_USD, "AlphaUSD"))
-            ],
-        }
+    return rail_policy(
+        [tempo_chain.asset(PATH_USD, "pathUSD"), tempo_chain.asset(ALPHA_USD, "AlphaUSD")]
     )
