@@ -66,8 +66,16 @@ WALLET_PASSPHRASE_ENV = "MPP_WALLET_PASSPHRASE"  # noqa: S105 - a name
 
 
 def out() -> Console:
-    """The console for data (stdout)."""
-    return Console(highlight=False, soft_wrap=False)
+    """The console for data (stdout).
+
+    On a terminal, tables fit its width; into a pipe or a file (no terminal,
+    no ``$COLUMNS``) they are laid out 160 columns wide, so that ids and
+    amounts stay whole on one line for grep.
+    """
+    console = Console(highlight=False, soft_wrap=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = 160
+    return console
 
 
 def err() -> Console:
@@ -158,6 +166,11 @@ def _report(message: str) -> None:
 # -- secrets ----------------------------------------------------------------------------
 
 
+def interactive() -> bool:
+    """True when a person can answer a prompt (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
 def passphrase(
     what: str,
     *,
@@ -185,7 +198,7 @@ def passphrase(
         if not value:
             fail(f"the keyring has no passphrase under {service!r}/{name!r}")
         return value
-    if not sys.stdin.isatty():
+    if not interactive():
         hint = f"set ${env}" if env else "use --passphrase-keyring"
         fail(f"a passphrase is needed for {what} and there is no terminal to ask on: {hint}")
     value = typer.prompt(f"Passphrase for {what}", hide_input=True, confirmation_prompt=confirm)

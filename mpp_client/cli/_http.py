@@ -24,6 +24,7 @@ from rich.text import Text
 from .._text import printable
 from ..client import Client, payment_record
 from ..policy import ApprovalRequest, Decision
+from . import _common
 from ._common import (
     PASSPHRASE_ENV,
     fail,
@@ -87,7 +88,7 @@ class Payer:
             policy=policy,
             ledger=self.ledger,
             agent_key=agent,
-            approver=_terminal_approver(quiet) if sys.stdin.isatty() else None,
+            approver=_terminal_approver(quiet) if _common.interactive() else None,
             allow_insecure_localhost=self.insecure_localhost,
             timeout=timeout,
             follow_redirects=follow_redirects,
