@@ -207,7 +207,6 @@ def test_dry_run_and_quote_say_what_would_be_paid_and_pay_nothing(
     assert data["would_pay"] is True and data["offers"][0]["amount"] == "0.25 USD"
     assert server.payments == []
     assert not ledger_file.exists() or SqliteLedger(ledger_file).records() == []
-    )
 
 
 def test_server_chosen_text_is_escaped(runner: CliRunner, live: Any, policy_file: Path) -> None:
