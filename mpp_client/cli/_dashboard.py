@@ -45,7 +45,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 #: Colours of the charts (the tests look for them in the screenshot).
 DAY_COLOUR = "#2563eb"
-PAYEE_COLOUR = "#16a34a"
+PAYEE_COLOUR = "#0891b2"
 METHOD_COLOUR = "#9333ea"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 #: Nothing but the page itself: no script, no external style, font or image.
