@@ -680,3 +680,79 @@ def test_version(runner: CliRunner) -> None:
     from mpp_client import __version__
 
     assert mpp(runner, "--version").stdout.strip() == f"mpp (mpp-client) {__version__}"
+
+
+# -- wallets and the verify progress bar ----------------------------------------------------
+
+
+def test_evm_and_tempo_wallets_load_from_a_keystore(
+    runner: CliRunner, live: Any, policy_file: Path, tmp_path: Path
+) -> None:
+    from mpp_client.methods import EvmWallet
+
+    wallet = EvmWallet(b"\x11" * 32, chain_ids=[31337])
+    keystore = tmp_path / "payer.json"
+    wallet.save_keystore(keystore, PASSPHRASE, iterations=2)
+    url = live(PaidServer({"/paid": "0.25 USD"})) + "/paid"
+    env = {"MPP_WALLET_PASSPHRASE": PASSPHRASE}
+    for kind in ("evm", "tempo"):
+        result = mpp(
+            runner,
+            "quote",
+            url,
+            "--json",
+            "--wallet",
+            f"{kind}:{keystore}",
+            "--chain-id",
+            "31337",
+            "--policy",
+            str(policy_file),
+            "--insecure-localhost",
+            env=env,
+        )
+        data = json.loads(result.stdout)
+        # The server sells for dev vouchers only: the wallet loaded, and says it cannot pay.
+        assert (
+            result.exit_code == 3 and "no configured payment method" in data["offers"][0]["error"]
+        )
+        assert f"configured: {kind}" in data["offers"][0]["error"]
+    wrong = mpp(
+        runner,
+        "quote",
+        url,
+        "--wallet",
+        f"evm:{keystore}",
+        env={"MPP_WALLET_PASSPHRASE": "wrong"},
+    )
+    assert wrong.exit_code == 2 and "wrong passphrase" in wrong.stderr
+    bad = mpp(
+        runner, "quote", url, "--wallet", f"tempo:{keystore}", "--rpc-url", "http://x", env=env
+    )
+    assert bad.exit_code == 2 and "rpc_url needs chain_id" in bad.stderr
+
+
+def test_verify_shows_a_progress_bar_on_a_terminal_for_long_logs(
+    runner: CliRunner,
+    live: Any,
+    policy_file: Path,
+    ledger_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from mpp_client.cli import _ledger
+
+    _spend(runner, live(PaidServer({"/paid": "0.25 USD"})) + "/paid", policy_file, times=2)
+    screen = io.StringIO()
+    monkeypatch.setattr(_ledger, "PROGRESS_FROM", 2)
+    monkeypatch.setattr(
+        _ledger, "err", lambda: Console(file=screen, force_terminal=True, width=100)
+    )
+    result = mpp(runner, "ledger", "verify")
+    assert result.exit_code == 0 and "ledger verified" in result.stdout
+    assert "verifying the audit log of 2 payments" in screen.getvalue()
+    screen.truncate(0)
+    assert mpp(runner, "ledger", "verify", "--quiet").exit_code == 0
+    assert screen.getvalue() == ""

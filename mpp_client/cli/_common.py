@@ -307,7 +307,11 @@ def make_wallets(
         if kind == "dev" and not where:
             wallets.append(DevWallet())
         elif kind in ("evm", "tempo") and where:
-            wallets.append(_eth_wallet(kind, Path(where).expanduser(), chain_id, rpc_url))
+            try:
+                wallets.append(_eth_wallet(kind, Path(where).expanduser(), chain_id, rpc_url))
+            except (TypeError, ValueError) as exc:
+                # The wallets' own messages name the setting, never the key.
+                fail(f"--wallet {kind}: {exc}")
         else:
             fail(f"unknown wallet {spec!r}: use dev, evm:KEYSTORE or tempo:KEYSTORE")
     return wallets
@@ -329,7 +333,7 @@ def _eth_wallet(kind: str, path: Path, chain_id: int | None, rpc_url: str | None
 
     # One reader for Web3 keystores: decrypt through the EVM wallet's, then hand
     # the account over; the key never appears here as text.
-    account = EvmWallet.from_keystore(path, secret)._account
+    account = EvmWallet.from_keystore(path, secret, chain_ids=[chain_id or 1])._account
     return TempoWallet(account, chain_id=chain_id, rpc_url=rpc_url)
 
 
