@@ -45,6 +45,7 @@ from ._exceptions import (
     TermsExpired,
     TermsRefused,
 )
+from ._flow import QuotedOffer, QuoteResult
 from ._version import __version__
 from .auth import PaymentAuth
 from .client import AsyncClient, Client, payment_decision, payment_record
@@ -60,7 +61,17 @@ from .policy import (
     SimplePolicy,
     SpendPolicy,
 )
-from .protocol import Challenge, Credential, Problem, Receipt, parse_challenges
+from .protocol import (
+    Challenge,
+    Credential,
+    DiscoveredOffer,
+    Discovery,
+    DiscoveryError,
+    PricedOperation,
+    Problem,
+    Receipt,
+    parse_challenges,
+)
 
 if TYPE_CHECKING:
     from .identity import AgentKey, OwnerKey, sign_record, verify_record, verify_signature
@@ -108,6 +119,9 @@ __all__ = [
     "Credential",
     "Decision",
     "DevWallet",
+    "DiscoveredOffer",
+    "Discovery",
+    "DiscoveryError",
     "InsecureTransport",
     "KeystoreError",
     "Ledger",
@@ -135,9 +149,12 @@ __all__ = [
     "Policy",
     "PolicyDenied",
     "PolicyError",
+    "PricedOperation",
     "Problem",
     "ProtocolError",
     "Quote",
+    "QuoteResult",
+    "QuotedOffer",
     "Receipt",
     "Revocations",
     "RevocationsInvalid",

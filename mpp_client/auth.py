@@ -63,12 +63,13 @@ class PaymentAuth(httpx.Auth):
         agent_key: the agent's key; it signs the decision record of every
             payment it makes (``record.signature``), so the owner can later
             prove which agent authorized what.
-        on_payment, on_refusal, on_unknown: event hooks, sync or async, called
-            when a paid request ends: with the committed record; with the
-            error that ended a call without paying; with the
-            ``PaymentOutcomeUnknown`` of a payment that stays counted. They run
-            after the ledger recorded the outcome; an exception in a hook is
-            logged and never reaches the payment.
+        on_payment: an event hook, sync or async, called with the committed
+            record when a paid request ends. Like the two below, it runs after
+            the ledger recorded the outcome; an exception in a hook is logged
+            and never reaches the payment.
+        on_refusal: called with the error that ended a call without paying.
+        on_unknown: called with the ``PaymentOutcomeUnknown`` of a payment that
+            stays counted until resolved.
         telemetry: emit OpenTelemetry spans (``mpp.payment`` and a child per
             step) and metrics (``mpp.payments``, ``mpp.spend``,
             ``mpp.refusals``, ``mpp.unknown``, ``mpp.payment.duration``)

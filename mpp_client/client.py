@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 import httpx
 
 if TYPE_CHECKING:
     from .identity import AgentKey
 
+from ._flow import Engine, QuoteResult, quote_options, quote_response
 from ._flow._observe import PaymentHook, RefusalHook, UnknownHook
 from ._flow._transport import TRANSPORT_ERROR
 from ._headers import strip_credentials
@@ -19,6 +21,8 @@ from .auth import PaymentAuth
 from .ledger import Ledger, PaymentRecord
 from .methods import PaymentMethod
 from .policy import Approver, Decision, SpendPolicy
+from .protocol import DISCOVERY_PATH, MAX_DISCOVERY_BYTES, Discovery, DiscoveryError
+from .protocol import parse_discovery as _parse_discovery
 
 __all__ = ["AsyncClient", "Client", "payment_decision", "payment_record"]
 
@@ -147,6 +151,51 @@ class _PaymentMixin:
     def __repr__(self) -> str:
         return f"<mpp_client.{type(self).__name__} payment={self._payment!r}>"
 
+    # -- quotes and discovery -------------------------------------------------------
+
+    def _quote_request(
+        self, method: str, url: httpx.URL | str, options: dict[str, Any]
+    ) -> httpx.Request:
+        options["extensions"] = quote_options(options.get("extensions"))
+        request: httpx.Request = self.build_request(method, url, **options)  # type: ignore[attr-defined]
+        return request
+
+    def _discovery_request(self, origin: httpx.URL | str, options: dict[str, Any]) -> httpx.Request:
+        url = httpx.URL(origin).join(DISCOVERY_PATH)
+        options["extensions"] = quote_options(options.get("extensions"))
+        request: httpx.Request = self.build_request("GET", url, **options)  # type: ignore[attr-defined]
+        return request
+
+    @property
+    def _engine(self) -> Engine | None:
+        return self._payment._engine if self._payment is not None else None
+
+
+def _discovered(response: httpx.Response, body: bytes) -> Discovery:
+    if response.status_code != 200:
+        raise DiscoveryError(
+            f"GET {DISCOVERY_PATH} answered HTTP {response.status_code}: "
+            "the service publishes no discovery document",
+            response=response,
+        )
+    try:
+        return _parse_discovery(body)
+    except DiscoveryError as exc:
+        exc.response = response
+        raise
+
+
+def _too_large(response: httpx.Response) -> DiscoveryError:
+    return DiscoveryError(
+        f"the discovery document is over {MAX_DISCOVERY_BYTES} bytes; not reading it",
+        response=response,
+    )
+
+
+def _declared_too_large(response: httpx.Response) -> bool:
+    length = response.headers.get("content-length", "")
+    return length.isdigit() and int(length) > MAX_DISCOVERY_BYTES
+
 
 class Client(_PaymentMixin, httpx.Client):
     """An ``httpx.Client`` that pays ``402 Payment Required`` responses.
@@ -176,6 +225,56 @@ class Client(_PaymentMixin, httpx.Client):
             request.extensions[TRANSPORT_ERROR] = exc  # see _flow._drivers._lost_cause
             raise
 
+    def quote(self, url: httpx.URL | str, method: str = "GET", **options: Any) -> QuoteResult:
+        """What requesting ``url`` would cost, and what the policy would say. Never pays.
+
+        Sends the request without paying (as ``extensions={"mpp": {"pay":
+        False}}`` would), reads every offer of the 402, quotes each with the
+        configured methods and asks the policy, as the payment flow would,
+        and stops there: nothing is claimed, reserved, paid or written to the
+        ledger. ``options`` are ``build_request`` arguments (``headers``,
+        ``json``, ``content``, ``params``...); per-call limits in
+        ``extensions={"mpp": {...}}`` (``max_amount``, ``payee``) narrow the
+        decision as they would a payment.
+
+        The answer holds for now only: budgets move and challenges expire, and
+        a later payment decides afresh. A server that does not answer 402 gets
+        a result with no offers (``payment_required`` is False).
+        """
+        request = self._quote_request(method, url, options)
+        response = self.send(request, stream=True)
+        try:
+            return quote_response(self._engine, response)
+        finally:
+            response.close()
+
+    def discover(self, origin: httpx.URL | str, **options: Any) -> Discovery:
+        """The priced operations ``origin`` advertises in ``/openapi.json``.
+
+        Advisory only: the discovery document is unsigned, so the 402
+        challenge the server sends when a request is made is what is checked,
+        decided and paid, always, whatever this says. Useful to show prices
+        and find paid endpoints before calling them. Reads at most
+        ``MAX_DISCOVERY_BYTES``; raises :class:`~mpp_client.protocol.DiscoveryError`
+        for a missing, oversized or malformed document. Never pays.
+        ``options`` are ``build_request`` arguments (``headers``, ``timeout``...).
+        """
+        request = self._discovery_request(origin, options)
+        response = self.send(request, stream=True)
+        try:
+            if _declared_too_large(response):
+                raise _too_large(response)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_DISCOVERY_BYTES:
+                    raise _too_large(response)
+                chunks.append(chunk)
+        finally:
+            response.close()
+        return _discovered(response, b"".join(chunks))
+
 
 class AsyncClient(_PaymentMixin, httpx.AsyncClient):
     """The async twin of :class:`Client`: an ``httpx.AsyncClient`` that pays."""
@@ -188,3 +287,34 @@ class AsyncClient(_PaymentMixin, httpx.AsyncClient):
         except httpx.TransportError as exc:
             request.extensions[TRANSPORT_ERROR] = exc  # see _flow._drivers._lost_cause
             raise
+
+    async def quote(self, url: httpx.URL | str, method: str = "GET", **options: Any) -> QuoteResult:
+        """The async twin of :meth:`Client.quote`: what a request would cost. Never pays."""
+        request = self._quote_request(method, url, options)
+        response = await self.send(request, stream=True)
+        try:
+            engine = self._engine
+            if engine is not None and engine.ledger.blocking:
+                # The policy reads the ledger: off the event loop, as the flow does.
+                return await anyio.to_thread.run_sync(quote_response, engine, response)
+            return quote_response(engine, response)
+        finally:
+            await response.aclose()
+
+    async def discover(self, origin: httpx.URL | str, **options: Any) -> Discovery:
+        """The async twin of :meth:`Client.discover`. Advisory only: the 402 always wins."""
+        request = self._discovery_request(origin, options)
+        response = await self.send(request, stream=True)
+        try:
+            if _declared_too_large(response):
+                raise _too_large(response)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_DISCOVERY_BYTES:
+                    raise _too_large(response)
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return _discovered(response, b"".join(chunks))

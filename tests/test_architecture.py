@@ -225,6 +225,13 @@ def test_the_checker_itself_catches_what_the_layout_forbids(
 #: What ``import mpp_client`` promises. Adding a name is a decision (and a
 #: CHANGELOG line); removing one breaks users and needs a deprecation first.
 PUBLIC = {
+    # quotes and discovery (issue 12)
+    "DiscoveredOffer",
+    "Discovery",
+    "DiscoveryError",
+    "PricedOperation",
+    "QuoteResult",
+    "QuotedOffer",
     "AgentKey",
     "Amount",
     "ApprovalRequest",

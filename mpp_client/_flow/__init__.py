@@ -12,12 +12,14 @@
 ``_options``   the per-call options (``extensions={"mpp": ...}``)
 ``_transport`` where credentials may go, URL redaction, 402 body limits
 ``_receipts``  what a paid response's receipt says about the payment
+``_quote``     what a request would cost and what the policy would say (no payment)
 """
 
 from ._call import Call, DryRun, Engine, Offer, Pending, Plan
 from ._drivers import drive_async, drive_sync
 from ._loop import payment_loop
 from ._options import CallOptions
+from ._quote import QuotedOffer, QuoteResult, quote_options, quote_response
 from ._transport import MAX_402_BODY, is_loopback, redact_url
 
 __all__ = [
@@ -29,9 +31,13 @@ __all__ = [
     "Offer",
     "Pending",
     "Plan",
+    "QuoteResult",
+    "QuotedOffer",
     "drive_async",
     "drive_sync",
     "is_loopback",
     "payment_loop",
+    "quote_options",
+    "quote_response",
     "redact_url",
 ]

@@ -267,14 +267,11 @@ class Call:
 
         for method, challenge in self._candidates(offers, passed_over):
             try:
-                quote = _canonical_payee(method._flow_quote(challenge))
-                self._check_terms(challenge, quote, target, now)
+                offer, decision = self.evaluate(method, challenge, target, now)
             except ChallengeError as exc:
                 passed(challenge, exc)
                 continue
-            decided = self._decide(method, challenge, quote, target=target, now=now)
-            decision = self._narrow(decided, quote)
-            offer = Offer(challenge, method, quote, target, now)
+            quote = offer.quote
             if decision.mode == "dry-run":
                 logger.info("dry run: %s %s for %s", decision.outcome, quote.amount, redacted)
                 return DryRun(offer, decision)
@@ -317,6 +314,22 @@ class Call:
             reasons=tuple(passed_over),
             response=response,
         )
+
+    def evaluate(
+        self, method: PaymentMethod, challenge: Challenge, target: Target, now: datetime
+    ) -> tuple[Offer, Decision]:
+        """Quote one offer with ``method``, check its terms, and ask the policy.
+
+        The decision includes the call's own narrowing. Nothing is written:
+        no challenge is claimed, nothing reserved, nothing logged, so quoting
+        (``Client.quote``) runs this alone, and :meth:`plan` runs it for each
+        candidate before it reserves. Raises :class:`ChallengeError` for terms
+        that cannot be paid.
+        """
+        quote = _canonical_payee(method._flow_quote(challenge))
+        self._check_terms(challenge, quote, target, now)
+        decided = self._decide(method, challenge, quote, target=target, now=now)
+        return Offer(challenge, method, quote, target, now), self._narrow(decided, quote)
 
     def reserve(
         self, offer: Offer, decision: Decision, response: httpx.Response | None = None

@@ -21,6 +21,15 @@ from ._challenge import (
 )
 from ._credential import MAX_CREDENTIAL_BYTES, Credential
 from ._digest import content_digest, digest_matches, parse_digest
+from ._discovery import (
+    DISCOVERY_PATH,
+    MAX_DISCOVERY_BYTES,
+    DiscoveredOffer,
+    Discovery,
+    DiscoveryError,
+    PricedOperation,
+    parse_discovery,
+)
 from ._jcs import canonical_json
 from ._receipt import PROBLEM_BASE, Problem, Receipt
 from ._terms import BASE_UNITS, ChargeTerms, Quote, charge_terms
@@ -29,13 +38,19 @@ from ._time import format_rfc3339, parse_rfc3339
 __all__ = [
     "AUTHORIZATION",
     "BASE_UNITS",
+    "DISCOVERY_PATH",
     "MAX_CHALLENGE_BYTES",
     "MAX_CREDENTIAL_BYTES",
+    "MAX_DISCOVERY_BYTES",
     "PAYMENT_AUTHORIZATION",
     "PROBLEM_BASE",
     "Challenge",
     "ChargeTerms",
     "Credential",
+    "DiscoveredOffer",
+    "Discovery",
+    "DiscoveryError",
+    "PricedOperation",
     "Problem",
     "Quote",
     "Receipt",
@@ -52,5 +67,6 @@ __all__ = [
     "parse_challenges",
     "parse_challenges_lenient",
     "parse_digest",
+    "parse_discovery",
     "parse_rfc3339",
 ]
