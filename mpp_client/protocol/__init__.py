@@ -22,6 +22,21 @@ from ._challenge import (
 from ._credential import MAX_CREDENTIAL_BYTES, Credential
 from ._digest import content_digest, digest_matches, parse_digest
 from ._jcs import canonical_json
+from ._mcp import (
+    MCP_META_CREDENTIAL,
+    MCP_META_PAYMENT_REQUIRED,
+    MCP_META_RECEIPT,
+    MCP_PAYMENT_REQUIRED,
+    MCP_VERIFICATION_FAILED,
+    McpChallenge,
+    McpPaymentRequired,
+    is_mcp_payment_required,
+    mcp_challenge_object,
+    mcp_credential,
+    mcp_receipt,
+    parse_mcp_credential,
+    parse_mcp_receipt,
+)
 from ._receipt import PROBLEM_BASE, Problem, Receipt
 from ._terms import BASE_UNITS, ChargeTerms, Quote, charge_terms
 from ._time import format_rfc3339, parse_rfc3339
@@ -31,11 +46,18 @@ __all__ = [
     "BASE_UNITS",
     "MAX_CHALLENGE_BYTES",
     "MAX_CREDENTIAL_BYTES",
+    "MCP_META_CREDENTIAL",
+    "MCP_META_PAYMENT_REQUIRED",
+    "MCP_META_RECEIPT",
+    "MCP_PAYMENT_REQUIRED",
+    "MCP_VERIFICATION_FAILED",
     "PAYMENT_AUTHORIZATION",
     "PROBLEM_BASE",
     "Challenge",
     "ChargeTerms",
     "Credential",
+    "McpChallenge",
+    "McpPaymentRequired",
     "Problem",
     "Quote",
     "Receipt",
@@ -49,8 +71,14 @@ __all__ = [
     "format_accept_payment",
     "format_challenge",
     "format_rfc3339",
+    "is_mcp_payment_required",
+    "mcp_challenge_object",
+    "mcp_credential",
+    "mcp_receipt",
     "parse_challenges",
     "parse_challenges_lenient",
     "parse_digest",
+    "parse_mcp_credential",
+    "parse_mcp_receipt",
     "parse_rfc3339",
 ]
