@@ -35,3 +35,9 @@ __all__ = [
     "payment_loop",
     "redact_url",
 ]
+
+# The MCP transport's loop and driver (mpp_client.integrations.mcp performs its CallTool).
+from ._call import Target
+from ._mcp import CallTool, McpOutcome, ToolAnswer, drive_mcp, mcp_payment_loop
+
+__all__ += ["CallTool", "McpOutcome", "Target", "ToolAnswer", "drive_mcp", "mcp_payment_loop"]
