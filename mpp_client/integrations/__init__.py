@@ -18,3 +18,7 @@ Every tool is built from the user's :class:`~mpp_client.Client` or
 :class:`~mpp_client.AsyncClient`, so the policy, mandate, ledger and approver
 are theirs; see ``docs/integrations.md``.
 """
+
+from ._tools import ToolReport, budget_left
+
+__all__ = ["ToolReport", "budget_left"]

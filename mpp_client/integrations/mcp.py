@@ -65,7 +65,6 @@ from .._flow import (  # noqa: E402
     Call,
     CallOptions,
     CallTool,
-    Engine,
     Target,
     ToolAnswer,
     drive_mcp,
@@ -79,6 +78,7 @@ from ..ledger import PaymentRecord  # noqa: E402
 from ..money import Amount, MoneyError  # noqa: E402
 from ..policy import Decision  # noqa: E402
 from ..protocol import McpPaymentRequired, is_mcp_payment_required  # noqa: E402
+from ._tools import call_options, engine_of  # noqa: E402
 
 __all__ = [
     "PaidMcpSession",
@@ -89,31 +89,6 @@ __all__ = [
     "engine_of",
     "paying_http_client",
 ]
-
-
-def engine_of(payment: Client | AsyncClient | PaymentAuth) -> Engine:
-    """The payment configuration behind a user's client (policy, ledger, approver, methods)."""
-    auth = payment.payment_auth if isinstance(payment, Client | AsyncClient) else payment
-    if not isinstance(auth, PaymentAuth):
-        raise TypeError(
-            "pass an mpp_client.Client or AsyncClient built with methods=[...], or a PaymentAuth"
-        )
-    return auth._engine
-
-
-def call_options(
-    *,
-    purpose: str | None = None,
-    tags: Mapping[str, str] | None = None,
-    max_amount: Amount | str | None = None,
-    payee: str | None = None,
-    pay: bool = True,
-) -> CallOptions:
-    """Per-call options, checked exactly as ``extensions={"mpp": ...}`` is on HTTP."""
-    given = {"purpose": purpose, "tags": tags, "max_amount": max_amount, "payee": payee}
-    raw: dict[str, Any] = {"pay": pay, **{k: v for k, v in given.items() if v is not None}}
-    probe = httpx.Request("POST", "https://options.invalid/", extensions={"mpp": raw})
-    return CallOptions.from_request(probe)
 
 
 def _options_dict(options: CallOptions) -> dict[str, Any]:
