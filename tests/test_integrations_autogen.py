@@ -10,6 +10,7 @@ beyond loopback, no API key.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,7 +103,9 @@ async def test_the_agent_pays_and_the_model_sees_what_was_paid(
     assert paid.startswith("HTTP 200. Paid 0.25 USD to 'merchant-1' via dev")
     assert "Budget 'budget': 0.75 USD of 1.00 USD remains" in paid
     assert refused.startswith("NOT PAID: policy refused to pay 2.00 USD")
-    assert "Price: 2.00 USD" in refused and "0.75 USD of 1.00 USD remains" in refused
+    assert "Price: 2.00 USD" in refused
+    # The agent runs the two calls concurrently: the budget line is as the ledger stood.
+    assert re.search(r"Budget 'budget': (1\.00|0\.75) USD of 1\.00 USD remains", refused)
     assert not any(r.is_error for r in executed.content)  # refusals are answers, not crashes
     assert results_seen(model) == [paid, refused]
     assert len(server.payments) == 1
