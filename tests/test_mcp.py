@@ -14,6 +14,7 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
 import pytest
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
@@ -36,7 +37,7 @@ from mpp_client.integrations.mcp import (
     connect_stdio,
     connect_streamable_http,
 )
-from mpp_client.protocol import MCP_META_CREDENTIAL, MCP_META_RECEIPT
+from mpp_client.protocol import MCP_META_CREDENTIAL, MCP_META_PAYMENT_REQUIRED, MCP_META_RECEIPT
 from mpp_client.testing import LocalServer, VerificationFailed
 from mpp_client.testing.mcp import McpTool, PaidMcpServer
 
@@ -397,3 +398,85 @@ async def test_plain_http_needs_the_loopback_opt_in() -> None:
     finally:
         local.stop()
     assert server.payments == []
+
+
+class InResult(PaidMcpServer):
+    """Asks for payment in a tool result's ``_meta`` (the form mppx's client also reads)."""
+
+    async def answer(
+        self, name: str, arguments: Mapping[str, Any], meta: Mapping[str, Any] | None
+    ) -> tuple[str, dict[str, Any] | None, bool]:
+        try:
+            return await super().answer(name, arguments, meta)
+        except MCPError as asked:
+            if asked.code != -32042:
+                raise
+            return "payment required", {MCP_META_PAYMENT_REQUIRED: asked.data}, True
+
+
+async def test_challenges_in_a_tool_results_meta_are_paid_too() -> None:
+    server = InResult(tools())
+    async with server.connect() as session:
+        result = await PaidMcpSession(session, client()).call_tool("forecast", {"city": "Oslo"})
+    assert result.text == "sunny in Oslo"
+    assert result.record is not None and result.record.status == "committed"
+    assert len(server.payments) == 1
+
+
+async def test_a_dry_run_policy_decides_and_never_pays() -> None:
+    policy = mpp_client.Policy.from_mapping(
+        {
+            "currency": "USD",
+            "mode": "dry-run",
+            "per_call": "1.00 USD",
+            "allow": {
+                "hosts": ["*"],
+                "realms": ["*"],
+                "payees": ["*"],
+                "methods": ["dev"],
+                "intents": ["charge"],
+                "assets": ["USD"],
+            },
+        }
+    )
+    server = PaidMcpServer(tools())
+    async with server.connect() as session:
+        result = await PaidMcpSession(session, client(policy=policy)).call_tool("forecast")
+    assert result.result is None and result.payment_required is not None
+    assert result.decision is not None and result.decision.outcome == "allow"
+    assert server.payments == [] and not result.paid
+
+
+class Stalls(PaidMcpServer):
+    """Takes the payment, then never answers."""
+
+    async def answer(
+        self, name: str, arguments: Mapping[str, Any], meta: Mapping[str, Any] | None
+    ) -> tuple[str, dict[str, Any] | None, bool]:
+        answered = await super().answer(name, arguments, meta)
+        await anyio.sleep_forever()
+        return answered  # pragma: no cover
+
+
+async def test_a_paid_call_that_times_out_stays_counted() -> None:
+    server = Stalls(tools())
+    payer = client()
+    async with server.connect() as session:
+        with pytest.raises(PaymentOutcomeUnknown, match="JSON-RPC error"):
+            await PaidMcpSession(session, payer).call_tool("forecast", read_timeout_seconds=0.5)
+    assert payer.ledger is not None
+    assert [r.status for r in payer.ledger.records()] == ["unknown"]
+    assert len(server.payments) == 1  # the server did take it
+
+
+async def test_a_paid_call_cancelled_in_flight_stays_counted_and_the_cancellation_goes_on() -> None:
+    server = Stalls(tools())
+    payer = client()
+    async with server.connect() as session:
+        paid = PaidMcpSession(session, payer)
+        with anyio.move_on_after(0.5) as scope:
+            await paid.call_tool("forecast")
+    assert scope.cancelled_caught
+    assert payer.ledger is not None
+    (record,) = payer.ledger.records()
+    assert record.status == "unknown" and "before a response arrived" in (record.reason or "")
