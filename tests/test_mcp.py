@@ -32,6 +32,7 @@ from mpp_client import (
     PolicyDenied,
     SimplePolicy,
 )
+from mpp_client.integrations._tools import paid_mcp_call
 from mpp_client.integrations.mcp import (
     PaidMcpSession,
     connect_stdio,
@@ -333,7 +334,7 @@ async def test_over_stdio() -> None:
     with open(os.devnull, "w") as errlog:
         async with connect_stdio(client(), params, name="weather", errlog=errlog) as session:
             result = await session.call_tool("forecast")
-            tools_ = await session.list_tools()
+            tools_ = await session.tools()
     assert [t.name for t in tools_] == ["forecast"]
     assert result.text == "sunny over stdio"
     assert result.record is not None and result.record.status == "committed"
@@ -374,9 +375,17 @@ async def test_over_http_one_payment_per_call_by_default(http_server: Any) -> No
     async with connect_streamable_http(payer, url) as session:
         free = await session.call_tool("free")  # pays the HTTP layer only
         assert [str(r.amount) for r in free.records] == ["0.05 USD"]
-        with pytest.raises(PaymentRejected, match="another payment for this tool call"):
-            await session.call_tool("forecast")
+        # The HTTP layer took this call's one payment: the tool's -32042 comes back unpaid.
+        priced = await session.call_tool("forecast")
+    assert priced.result is None and priced.payment_required is not None
+    assert [(str(r.amount), r.status) for r in priced.records] == [("0.05 USD", "committed")]
+    assert priced.paid
     assert server.payments == []
+    async with connect_streamable_http(payer, url) as session:
+        report = await paid_mcp_call(session, "forecast")
+    assert report.status == "refused" and report.paid
+    assert report.text.startswith("Paid 0.05 USD to 'merchant-1' via dev")
+    assert "asks for another payment, which this call may not make" in report.text
 
 
 async def test_over_http_the_calls_limits_bind_the_http_layer_too(http_server: Any) -> None:

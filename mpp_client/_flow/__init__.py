@@ -38,6 +38,7 @@ __all__ = [
 
 # The MCP transport's loop and driver (mpp_client.integrations.mcp performs its CallTool).
 from ._call import Target
-from ._mcp import CallTool, McpOutcome, ToolAnswer, drive_mcp, mcp_payment_loop
+from ._mcp import CallTool, McpOutcome, ToolAnswer, asked_payment, drive_mcp, mcp_payment_loop
 
 __all__ += ["CallTool", "McpOutcome", "Target", "ToolAnswer", "drive_mcp", "mcp_payment_loop"]
+__all__ += ["asked_payment"]

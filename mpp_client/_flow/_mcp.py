@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
-from .._exceptions import ChallengeError, PaymentRejected, ProtocolError
+from .._exceptions import ChallengeError, ProtocolError
 from .._text import printable
 from ..protocol import (
     MCP_META_CREDENTIAL,
@@ -53,6 +53,7 @@ __all__ = [
     "CallTool",
     "McpOutcome",
     "ToolAnswer",
+    "asked_payment",
     "drive_mcp",
     "mcp_payment_loop",
     "read_mcp_receipt",
@@ -97,7 +98,7 @@ McpEffect: TypeAlias = CallTool | Ask | Pay | Record
 McpLoop: TypeAlias = Generator[McpEffect, Any, McpOutcome]
 
 
-def _asked(answer: ToolAnswer) -> McpPaymentRequired | None:
+def asked_payment(answer: ToolAnswer) -> McpPaymentRequired | None:
     """The payment an answer asks for; raises ChallengeError for malformed challenge data."""
     if answer.error is not None:
         code, _, data = answer.error
@@ -118,17 +119,12 @@ def mcp_payment_loop(call: Call, target: Target, check: Callable[[], None]) -> M
     dry_run: DryRun | None = None
     while True:
         call.payments += answer.http_payments
-        required = _asked(answer)
+        required = asked_payment(answer)
         if required is None:
             break
         if not call.wants_payment:
-            if call.payments and call.options.pay:
-                raise PaymentRejected(
-                    "the server asked for another payment for this tool call after "
-                    f"{call.payments} was made (max_payments {call.engine.max_payments}); "
-                    "not paying again",
-                    problem=required.problem,
-                )
+            # pay=False, or the call already paid as often as it may (at the HTTP
+            # layer, say): the answer goes back as it is, unpaid.
             break
         if not required.offers:
             detail = f": {required.broken[0].message}" if required.broken else ""

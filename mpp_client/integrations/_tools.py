@@ -450,11 +450,17 @@ async def paid_mcp_call(
         return report_error(engine, exc)
     records = list(paid.records)
     if paid.result is None:
+        if records:
+            text = (
+                _paid_text(engine, records) + " The tool asks for another payment, which this "
+                "call may not make (one payment per call); the tool did not answer."
+            )
+        else:
+            text = "NOT PAID: the tool asks for payment and this call does not pay." + _budget_text(
+                engine, paid.decision
+            )
         return ToolReport(
-            "refused",
-            "NOT PAID: the tool asks for payment and this call does not pay."
-            + _budget_text(engine, paid.decision),
-            decision=paid.decision,
+            "refused", text, records=tuple(records), record=paid.record, decision=paid.decision
         )
     head = _paid_text(engine, records) if records else "Not paid (free)."
     if paid.is_error:

@@ -142,5 +142,5 @@ async def mcp_tools(
     options = {"max_amount": max_amount, "payee": payee, "purpose": purpose, "tags": tags}
     return [
         PaidMcpTool(session, t.name, t.description or t.name, t.input_schema, options)
-        for t in await session.list_tools()
+        for t in await session.tools()
     ]

@@ -130,7 +130,7 @@ async def mcp_tools(
     (the policy still decides); the model's arguments go to the tool as they are.
     """
     tools: list[BaseTool] = []
-    for listed in await session.list_tools():
+    for listed in await session.tools():
 
         async def arun(__name: str = listed.name, **arguments: Any) -> tuple[str, ToolReport]:
             report = await paid_mcp_call(

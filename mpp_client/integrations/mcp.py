@@ -23,8 +23,10 @@ its requests to the user's httpx client.)
 What each outcome becomes:
 
 - paid and answered: :class:`PaidToolResult` with ``record`` (the ledger's);
-- a payment request not paid by choice (``pay=False``, a dry-run policy):
-  :class:`PaidToolResult` with ``result`` None and ``payment_required``;
+- a payment request not paid by choice (``pay=False``, a dry-run policy, or
+  the call already paid ``max_payments`` times, at the HTTP layer say):
+  :class:`PaidToolResult` with ``result`` None, ``payment_required``, and
+  ``records`` of what was paid;
 - a refusal or failure: the typed :class:`~mpp_client.PaymentError` of the
   HTTP flow (``PolicyDenied``, ``NoAcceptableChallenge``, ``PaymentRejected``
   for a credential the server refused with ``-32043``, ``PaymentOutcomeUnknown``
@@ -67,6 +69,7 @@ from .._flow import (  # noqa: E402
     CallTool,
     Target,
     ToolAnswer,
+    asked_payment,
     drive_mcp,
     is_loopback,
     mcp_payment_loop,
@@ -75,9 +78,9 @@ from .._flow import (  # noqa: E402
 from ..auth import PaymentAuth  # noqa: E402
 from ..client import AsyncClient, Client, payment_record  # noqa: E402
 from ..ledger import PaymentRecord  # noqa: E402
-from ..money import Amount, MoneyError  # noqa: E402
+from ..money import Amount  # noqa: E402
 from ..policy import Decision  # noqa: E402
-from ..protocol import McpPaymentRequired, is_mcp_payment_required  # noqa: E402
+from ..protocol import McpPaymentRequired  # noqa: E402
 from ._tools import call_options, engine_of  # noqa: E402
 
 __all__ = [
@@ -203,8 +206,8 @@ class PaidMcpSession:
             "credentials only travel over HTTPS"
         )
 
-    async def list_tools(self) -> list[types.Tool]:
-        """Every tool the server offers (all pages)."""
+    async def tools(self) -> list[types.Tool]:
+        """Every tool the server offers (all pages of ``list_tools``)."""
         tools: list[types.Tool] = []
         cursor: str | None = None
         while True:
@@ -233,12 +236,9 @@ class PaidMcpSession:
         ``max_amount``, ``payee``, ``purpose``, ``tags`` and ``pay`` narrow
         this call as ``extensions={"mpp": ...}`` does an HTTP request.
         """
-        try:
-            options = call_options(
-                purpose=purpose, tags=tags, max_amount=max_amount, payee=payee, pay=pay
-            )
-        except MoneyError as exc:  # pragma: no cover - CallOptions wraps these already
-            raise PaymentError(str(exc)) from None
+        options = call_options(
+            purpose=purpose, tags=tags, max_amount=max_amount, payee=payee, pay=pay
+        )
         call = Call(self.engine, options)
         target = Target(f"{self._base}#{name}", self._host, "tools/call")
         slot = _HttpSlot(_options_dict(options))
@@ -279,21 +279,23 @@ class PaidMcpSession:
         )
         answer = outcome.answer
         records = [*slot.records, *([call.record] if call.record is not None else [])]
+        decision = outcome.dry_run.decision if outcome.dry_run else None
+        required = asked_payment(answer)
+        if required is not None:  # not paid: pay=False, a dry run, max_payments reached
+            return PaidToolResult(
+                None,
+                record=records[-1] if records else None,
+                records=tuple(records),
+                decision=decision,
+                payment_required=required,
+            )
         if answer.error is not None:
-            code, message, data = answer.error
-            if is_mcp_payment_required(code, data):
-                return PaidToolResult(
-                    None,
-                    records=tuple(records),
-                    decision=outcome.dry_run.decision if outcome.dry_run else None,
-                    payment_required=McpPaymentRequired.parse(code, data),
-                )
-            raise MCPError(code, message, data)
+            raise MCPError(*answer.error)
         return PaidToolResult(
             answer.result,
             record=records[-1] if records else None,
             records=tuple(records),
-            decision=outcome.dry_run.decision if outcome.dry_run else None,
+            decision=decision,
         )
 
 

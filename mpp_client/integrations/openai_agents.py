@@ -94,7 +94,7 @@ async def mcp_tools(
 ) -> list[FunctionTool]:
     """The session's MCP tools as function tools that pay per call (narrowed by these options)."""
     tools: list[FunctionTool] = []
-    for listed in await session.list_tools():
+    for listed in await session.tools():
 
         async def invoke(
             context: RunContextWrapper[Any], text: str, __name: str = listed.name

@@ -101,7 +101,7 @@ async def mcp_toolset(
 ) -> FunctionToolset[Any]:
     """The session's MCP tools as a toolset whose tools pay per call (narrowed by these options)."""
     tools: list[Tool[Any]] = []
-    for listed in await session.list_tools():
+    for listed in await session.tools():
 
         async def call(__name: str = listed.name, **arguments: Any) -> ToolReturn:
             report = await paid_mcp_call(
