@@ -155,3 +155,55 @@ def test_telemetry_without_the_otel_extra_names_the_install() -> None:
     assert result.returncode == 0, result.stderr
     assert 'pip install "mpp-client[otel]"' in result.stdout
     assert "loaded: False" in result.stdout
+
+
+INTEGRATION_EXTRAS = (
+    '"mcp", "mcp_types", "httpx2", "langchain_core", "autogen_core", "autogen_agentchat", '
+    '"autogen_ext", "agents", "openai", "pydantic_ai"'
+)
+
+
+def test_core_imports_without_the_integration_extras() -> None:
+    result = run(
+        f"""
+        BLOCKED.update({{{INTEGRATION_EXTRAS}}})
+        import mpp_client, mpp_client.integrations, mpp_client.testing.mcp
+        from mpp_client.integrations import ToolReport
+        from mpp_client.testing.mcp import McpTool, PaidMcpServer
+        PaidMcpServer({{"forecast": McpTool("0.25 USD")}})
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        print("loaded:", loaded)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "loaded: []" in result.stdout
+
+
+def test_a_missing_integration_extra_names_the_pip_install() -> None:
+    result = run(
+        f"""
+        BLOCKED.update({{{INTEGRATION_EXTRAS}}})
+        import importlib
+        import mpp_client
+        from mpp_client.testing.mcp import PaidMcpServer
+        for name in ["mcp", "langchain", "autogen", "openai_agents", "pydantic_ai"]:
+            try:
+                importlib.import_module("mpp_client.integrations." + name)
+            except mpp_client.PaymentError as exc:
+                print(name, "->", exc)
+        try:
+            PaidMcpServer().server
+        except mpp_client.PaymentError as exc:
+            print("server ->", exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert 'mcp -> mpp_client.integrations.mcp needs mcp: pip install "mpp-client[mcp]"' in out
+    assert "langchain -> mpp_client.integrations.langchain needs langchain_core" in out
+    assert 'pip install "mpp-client[langchain]"' in out
+    assert 'pip install "mpp-client[autogen]"' in out
+    assert "openai_agents -> mpp_client.integrations.openai_agents needs agents" in out
+    assert 'pip install "mpp-client[openai-agents]"' in out
+    assert 'pip install "mpp-client[pydantic-ai]"' in out
+    assert 'server -> the paid MCP server needs the mcp SDK: pip install "mpp-client[mcp]"' in out

@@ -41,3 +41,10 @@ __all__ = [
     "quote_response",
     "redact_url",
 ]
+
+# The MCP transport's loop and driver (mpp_client.integrations.mcp performs its CallTool).
+from ._call import Target
+from ._mcp import CallTool, McpOutcome, ToolAnswer, asked_payment, drive_mcp, mcp_payment_loop
+
+__all__ += ["CallTool", "McpOutcome", "Target", "ToolAnswer", "drive_mcp", "mcp_payment_loop"]
+__all__ += ["asked_payment"]

@@ -31,6 +31,21 @@ from ._discovery import (
     parse_discovery,
 )
 from ._jcs import canonical_json
+from ._mcp import (
+    MCP_META_CREDENTIAL,
+    MCP_META_PAYMENT_REQUIRED,
+    MCP_META_RECEIPT,
+    MCP_PAYMENT_REQUIRED,
+    MCP_VERIFICATION_FAILED,
+    McpChallenge,
+    McpPaymentRequired,
+    is_mcp_payment_required,
+    mcp_challenge_object,
+    mcp_credential,
+    mcp_receipt,
+    parse_mcp_credential,
+    parse_mcp_receipt,
+)
 from ._receipt import PROBLEM_BASE, Problem, Receipt
 from ._terms import BASE_UNITS, ChargeTerms, Quote, charge_terms
 from ._time import format_rfc3339, parse_rfc3339
@@ -42,6 +57,11 @@ __all__ = [
     "MAX_CHALLENGE_BYTES",
     "MAX_CREDENTIAL_BYTES",
     "MAX_DISCOVERY_BYTES",
+    "MCP_META_CREDENTIAL",
+    "MCP_META_PAYMENT_REQUIRED",
+    "MCP_META_RECEIPT",
+    "MCP_PAYMENT_REQUIRED",
+    "MCP_VERIFICATION_FAILED",
     "PAYMENT_AUTHORIZATION",
     "PROBLEM_BASE",
     "Challenge",
@@ -50,6 +70,8 @@ __all__ = [
     "DiscoveredOffer",
     "Discovery",
     "DiscoveryError",
+    "McpChallenge",
+    "McpPaymentRequired",
     "PricedOperation",
     "Problem",
     "Quote",
@@ -64,9 +86,15 @@ __all__ = [
     "format_accept_payment",
     "format_challenge",
     "format_rfc3339",
+    "is_mcp_payment_required",
+    "mcp_challenge_object",
+    "mcp_credential",
+    "mcp_receipt",
     "parse_challenges",
     "parse_challenges_lenient",
     "parse_digest",
     "parse_discovery",
+    "parse_mcp_credential",
+    "parse_mcp_receipt",
     "parse_rfc3339",
 ]
