@@ -18,11 +18,13 @@ challenge ids) into them.
     │   ├── BudgetExceeded
     │   └── ApprovalRequired
     ├── PaymentFailed           the method could not pay; nothing was spent
-    │   └── TermsRefused        ...because the wallet refused the terms when paying
-    │       └── TermsExpired    (both are also ChallengeErrors; TermsExpired a ChallengeExpired)
+    │   ├── TermsRefused        ...because the wallet refused the terms when paying
+    │   │   └── TermsExpired    (both are also ChallengeErrors; TermsExpired a ChallengeExpired)
+    │   └── SignerFailed        ...because a wallet's signer failed (mpp_client.methods)
     ├── PaymentRejected         paid attempt answered with a new 402
     ├── PaymentOutcomeUnknown   money may have moved, the result is unclear
     ├── ProtocolError           a receipt, problem or credential is malformed
+    │   └── DiscoveryError      an /openapi.json is missing or malformed (mpp_client.protocol)
     ├── PolicyError             a policy document is invalid (mpp_client.policy)
     ├── KeystoreError           a key file cannot be read, decrypted or written
     │   └── SignerError         a key store or token is unreachable or failed to sign
