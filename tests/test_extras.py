@@ -5,34 +5,45 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 
-BLOCKER = textwrap.dedent(
-    """
-    import importlib.abc, sys
+import pytest
 
-    BLOCKED = {"uvicorn", "starlette", "web3", "eth_account", "pytempo", "stripe", "psycopg",
-               "mpp", "rfc8785", "respx", "keyring", "keyrings", "pkcs11"}
+from .helpers import run_without
 
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, Block())
-    """
-)
+#: Every optional package: the core must import and work without any of them.
+EXTRAS = {
+    "uvicorn", "starlette", "web3", "eth_account", "pytempo", "stripe", "psycopg",
+    "mpp", "rfc8785", "keyring", "keyrings", "pkcs11",
+}  # fmt: skip
 
 
 def run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", BLOCKER + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return run_without(EXTRAS, code)
+
+
+@pytest.mark.parametrize(
+    ("module", "package", "extra"),
+    [
+        ("mpp_client.methods.evm", "eth_account", "evm"),
+        ("mpp_client.methods.tempo", "pytempo", "tempo"),
+        ("mpp_client.methods.stripe", "stripe", "stripe"),
+    ],
+)
+def test_each_wallet_extra_missing_alone_names_its_install(
+    module: str, package: str, extra: str
+) -> None:
+    result = run_without(
+        {package},
+        f"""
+        import mpp_client
+        try:
+            import {module}
+        except ImportError as exc:
+            print("error:", exc)
+        """,
     )
+    assert result.returncode == 0, result.stderr
+    assert f'pip install "mpp-client[{extra}]"' in result.stdout
 
 
 def test_core_imports_without_any_extra() -> None:

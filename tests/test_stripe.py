@@ -457,33 +457,3 @@ def test_the_policy_refuses_before_a_token_exists(fake: FakeStripe) -> None:
         with pytest.raises(PolicyDenied):
             client.get("https://api.example.com/generate")
     assert fake.requests == []
-
-
-def test_without_the_extra_the_import_names_the_pip_install() -> None:
-    import subprocess
-    import sys
-    import textwrap
-
-    code = textwrap.dedent(
-        """
-        import importlib.abc, sys
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "stripe":
-                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-                return None
-
-        sys.meta_path.insert(0, Block())
-        import mpp_client
-        try:
-            import mpp_client.methods.stripe
-        except ImportError as exc:
-            print("error:", exc)
-        """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert 'pip install "mpp-client[stripe]"' in result.stdout

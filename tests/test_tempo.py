@@ -1336,36 +1336,3 @@ def test_a_node_on_another_chain_is_refused_before_signing(tempo_chain: TempoCha
     with pytest.raises(PaymentFailed, match=f"serves chain {tempo_chain.chain_id}"):
         pay_unquoted(w, challenge(chainId=42431))
     assert spy.signed == 0
-
-
-# -- without the extra -----------------------------------------------------------------
-
-
-def test_without_the_extra_the_import_names_the_pip_install() -> None:
-    import subprocess
-    import sys
-    import textwrap
-
-    code = textwrap.dedent(
-        """
-        import importlib.abc, sys
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "pytempo":
-                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-                return None
-
-        sys.meta_path.insert(0, Block())
-        import mpp_client
-        try:
-            import mpp_client.methods.tempo
-        except ImportError as exc:
-            print("error:", exc)
-        """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert 'pip install "mpp-client[tempo]"' in result.stdout
