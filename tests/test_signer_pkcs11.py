@@ -384,3 +384,93 @@ def test_softhsm_conf_is_the_temporary_one(module: str) -> None:
     # The tests never touch the machine's own SoftHSM configuration or tokens.
     assert "SOFTHSM2_CONF" in os.environ
     assert Path(os.environ["SOFTHSM2_CONF"]).parent.name.startswith("softhsm")
+
+
+# -- a wallet whose key never leaves the token, paying on a real chain ----------------
+
+
+@pytest.mark.parametrize("hardware", [True, False], ids=["vouched-hardware", "software-token"])
+def test_an_evm_wallet_with_its_key_in_the_token_pays_and_the_hardware_rule_decides(
+    module: str, token: Pkcs11Token, vouched: Pkcs11Token, hardware: bool, live: Any
+) -> None:
+    """The wallet signs its EIP-3009 authorization inside SoftHSM (through the signer
+    seam); the server settles it on anvil. A policy requiring a hardware key above
+    0.10 USD pays with a vouched-hardware token, and refuses the same key otherwise."""
+    from mpp_client import PolicyDenied
+    from mpp_client.methods import EvmWallet
+    from mpp_client.money import AssetEntry
+    from mpp_client.testing.evm import EvmVerifier
+    from tests.chain.tooling import (
+        TOKEN_DECIMALS,
+        TOKEN_NAME,
+        TOKEN_VERSION,
+        compile_contracts,
+        start_world,
+    )
+    from tests.rails import OPEN
+
+    label = f"payer-{hardware}"
+    (vouched if hardware else token).generate_secp256k1(label)
+    signer = (vouched if hardware else token).secp256k1(label)
+    assert signer.hardware is hardware
+    world = start_world(anvil_binary(), compile_contracts())
+    try:
+        world.anvil.set_balance(signer.address, 10**18)
+        world.mint(signer.address, 1_000_000)
+        merchant = Account.create().address
+        verifier = EvmVerifier(
+            world.url,
+            token=world.token,
+            submitter=world.funded_account(),
+            credential_types=["authorization"],
+            token_domain=(TOKEN_NAME, TOKEN_VERSION),
+            decimals=TOKEN_DECIMALS,
+        )
+        server = PaidServer(
+            {"/paid": "0.25 USD"},
+            verifier=verifier,
+            currency=world.token,
+            recipient=merchant,
+            asset="USD",
+            decimals=TOKEN_DECIMALS,
+        )
+        asset = AssetEntry("evm", world.token, "USD", TOKEN_DECIMALS, world.chain_id, "TUSD")
+        policy = Policy.from_mapping(
+            {
+                "currency": "USD",
+                "per_call": "1.00 USD",
+                "allow": OPEN,
+                "signing": {"hardware_above": "0.10 USD"},
+                "assets": [
+                    {
+                        "method": "evm",
+                        "currency": world.token,
+                        "asset": "USD",
+                        "decimals": TOKEN_DECIMALS,
+                        "chain_id": world.chain_id,
+                    }
+                ],
+            }
+        )
+        wallet = EvmWallet(
+            signer,
+            rpc_urls={world.chain_id: world.url},
+            assets=[asset],
+            credential_types=("authorization",),
+        )
+        assert wallet.signer.location == "pkcs11"
+        url = live(server)
+        with Client(
+            methods=[wallet], policy=policy, ledger="memory:", allow_insecure_localhost=True
+        ) as client:
+            if hardware:
+                response = client.get(url + "/paid")
+                assert response.status_code == 200, response.text
+                assert world.balance(merchant) == 250_000
+                assert world.balance(signer.address) == 750_000
+            else:
+                with pytest.raises(PolicyDenied, match=r"signing\.hardware_above"):
+                    client.get(url + "/paid")
+                assert world.balance(merchant) == 0
+    finally:
+        world.anvil.stop()
