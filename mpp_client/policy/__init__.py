@@ -12,6 +12,8 @@ from ._base import (
     RuleResult,
     SpendHistory,
     SpendPolicy,
+    Usage,
+    program_scope,
 )
 from ._model import (
     Anomaly,
@@ -51,5 +53,7 @@ __all__ = [
     "SimplePolicy",
     "SpendHistory",
     "SpendPolicy",
+    "Usage",
     "Velocity",
+    "program_scope",
 ]
