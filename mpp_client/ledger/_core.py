@@ -39,7 +39,7 @@ from ._heads import HeadSink, LoadableHeads, as_heads, publish, published_proble
 from ._merkle import leaf_hash
 from ._merkle import root as merkle_root
 from ._record import COUNTED, PaymentRecord, Status, record_json, reused_challenge
-from ._store import PaymentRow, Store, Tx, unique
+from ._store import PaymentRow, Store, Tx, Window, unique
 from ._totals import (
     MAX_NANO,
     Cells,
@@ -270,19 +270,32 @@ class StoreLedger(Ledger):
         needed = unique(Filter.of(limit) for limit in applicable)
         key = held.challenge_key
 
+        windows = _windows_of(applicable)
+
         def work(tx: Tx) -> PaymentRecord:
-            tx.lock_scope(scope, exclusive=False)
-            earlier = tx.challenge_owner(key)
-            if earlier is not None:
-                raise reused_challenge(held, earlier)
-            if tx.payment(held.id) is not None:
+            reading = tx.read_for_reservation(
+                record_id=held.id,
+                challenge=key,
+                scope=scope,
+                payee=held.payee,
+                windows=[window for _, window in windows],
+            )
+            if reading.owner is not None:
+                raise reused_challenge(held, reading.owner)
+            if reading.taken:
                 raise PaymentError(f"ledger record {held.id!r} already exists")
-            registered = tx.filters_for(scope, held.payee, lock=True)
+            registered = reading.filters
             ids = {f.id for f in registered}
             missing = [f for f in needed if f.id not in ids]
             if missing:
                 raise _Unregistered(missing)
-            self._check(tx, held, applicable, charge)
+            usage = {
+                key: _usage(flt, sums, exact)
+                for (key, flt), sums, exact in zip(
+                    _keys(applicable), reading.sums, reading.exact, strict=True
+                )
+            }
+            self._check(held, applicable, charge, usage)
             draft = self._draft
             assert draft is not None
             row = PaymentRow(
@@ -317,17 +330,17 @@ class StoreLedger(Ledger):
             except _Unregistered as exc:
                 self._register(exc.filters)
 
-    def _check(self, tx: Tx, held: PaymentRecord, limits: Sequence[Limit], charge: int) -> None:
+    def _check(
+        self,
+        held: PaymentRecord,
+        limits: Sequence[Limit],
+        charge: int,
+        usage: Mapping[tuple[int, int | None], tuple[int, dict[str, int]]],
+    ) -> None:
         """Raise BudgetExceeded if ``held`` does not fit one of ``limits``."""
-        windows: dict[tuple[int, int | None], tuple[int, dict[str, int]]] = {}
         where = self.location
         for limit in limits:
-            flt = Filter.of(limit)
-            since_us = us(limit.since) if limit.since is not None else None
-            window = windows.get((flt.id, since_us))
-            if window is None:
-                window = windows[(flt.id, since_us)] = _window(tx, flt, since_us)
-            count, sums = window
+            count, sums = usage[_key(limit)]
             if limit.max_count is not None and count + 1 > limit.max_count:
                 # A rate counts payments in every currency (a cap, only its own).
                 raise BudgetExceeded(limit.rate_refusal(count, where))
@@ -657,21 +670,55 @@ def _scope_of(record: PaymentRecord, limits: Sequence[Limit]) -> str:
     return scopes.pop() if scopes else ""
 
 
+def _key(limit: Limit) -> tuple[int, int | None]:
+    """What a limit's usage depends on: its filter and its start."""
+    return Filter.of(limit).id, us(limit.since) if limit.since is not None else None
+
+
+def _keys(limits: Sequence[Limit]) -> list[tuple[tuple[int, int | None], Filter]]:
+    """Each distinct (filter, start) of ``limits`` once, in order."""
+    seen: dict[tuple[int, int | None], Filter] = {}
+    for limit in limits:
+        seen.setdefault(_key(limit), Filter.of(limit))
+    return list(seen.items())
+
+
+def _window_of(flt: Filter, since_us: int | None) -> Window:
+    ranges, start, end = since_parts(since_us)
+    return Window(flt.id, flt.scope, ranges, start, end)
+
+
+def _windows_of(limits: Sequence[Limit]) -> list[tuple[tuple[int, int | None], Window]]:
+    return [(key, _window_of(flt, key[1])) for key, flt in _keys(limits)]
+
+
+def _usage(
+    flt: Filter, sums: Sequence[tuple[str, int, int]], exact: Sequence[PaymentRow]
+) -> tuple[int, dict[str, int]]:
+    """(count in every currency, sum per currency): the buckets, then the exact part."""
+    count = 0
+    totals: dict[str, int] = {}
+    for currency, n, nano in sums:
+        count += n
+        totals[currency] = totals.get(currency, 0) + nano
+    for row in exact:
+        # The part of the first second the buckets do not split: exact, from the records.
+        if row.status in COUNTED and flt.matches_row(row):
+            count += 1
+            totals[row.currency] = totals.get(row.currency, 0) + row.charge_nano
+    return count, totals
+
+
 def _window(tx: Tx, flt: Filter, since_us: int | None) -> tuple[int, dict[str, int]]:
     """(count in every currency, sum per currency) of ``flt`` since ``since_us``."""
-    ranges, start, end = since_parts(since_us)
-    count = 0
-    sums: dict[str, int] = {}
-    for currency, n, nano in tx.bucket_sums(flt.id, ranges):
-        count += n
-        sums[currency] = sums.get(currency, 0) + nano
-    if end > start:
-        # The part of the first second the buckets do not split: exact, from the records.
-        for row in tx.payments_created(flt.scope, start, end):
-            if row.status in COUNTED and flt.matches_row(row):
-                count += 1
-                sums[row.currency] = sums.get(row.currency, 0) + row.charge_nano
-    return count, sums
+    window = _window_of(flt, since_us)
+    sums = tx.bucket_sums(flt.id, window.ranges)
+    exact = (
+        tx.payments_created(flt.scope, window.start_us, window.end_us)
+        if window.end_us > window.start_us
+        else []
+    )
+    return _usage(flt, sums, exact)
 
 
 def _from_us(value: int) -> datetime:

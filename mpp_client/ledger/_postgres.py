@@ -30,12 +30,29 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from .._exceptions import PaymentError
+from .._exceptions import ChallengeReused, PaymentError
 from ..identity import AgentKey
 from ._heads import HeadSink
-from ._sql import Cursor, SqlLedger, SqlStore, SqlTx
+from ._sql import _COLUMNS, Cursor, SqlLedger, SqlStore, SqlTx, _filter, _row
+from ._store import PaymentRow, Reading, Window
 
 __all__ = ["PostgresLedger", "PostgresStore"]
+
+
+#: Past every bucket index (an open-ended range, as an array element).
+_TOP = 2**62
+
+
+def _array(values: Sequence[Any]) -> str:
+    """A PostgreSQL array literal (cast in the query): far cheaper to send than a list."""
+    items = []
+    for value in values:
+        if isinstance(value, int):
+            items.append(str(value))
+        else:
+            text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+            items.append(f'"{text}"')
+    return "{" + ",".join(items) + "}"
 
 
 def _utcnow() -> datetime:
@@ -87,7 +104,8 @@ class PostgresStore(SqlStore):
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             try:
-                conn = self._psycopg.connect(self._url, autocommit=False)
+                # Autocommit outside ``transaction()`` blocks: the flush is one statement.
+                conn = self._psycopg.connect(self._url, autocommit=True)
             except self._psycopg.Error as exc:
                 # The URL may hold a password: name the failure, not the URL.
                 raise PaymentError(
@@ -101,18 +119,41 @@ class PostgresStore(SqlStore):
         conn = self._connection()
         errors = self._psycopg.Error
         try:
-            with conn.transaction(), conn.cursor() as cur:
-                if not write:
+            if not write:
+                with conn.transaction(), conn.cursor() as cur:
                     # One snapshot for the whole read: verify() reads several tables
                     # and must not see another agent's write in only some of them.
                     cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                yield SqlTx(self, Cursor(cur, "%s"))
+                    yield SqlTx(self, Cursor(cur, "%s"))
+                return
+            with conn.transaction(), conn.cursor() as cur:
+                tx = PostgresTx(self, Cursor(cur, "%s"), conn)
+                yield tx
+                tx.send_writes()
+            if tx.hot:
+                self._flush(conn)
         except errors as exc:
+            if self.challenge_violation(exc):
+                raise ChallengeReused(
+                    "the challenge was answered by another payment a moment ago: "
+                    "challenges are single use, refusing to pay it again"
+                ) from None
             if self.transient(exc):
                 raise
             raise PaymentError(
                 f"the PostgreSQL ledger failed: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def _flush(self, conn: Any) -> None:
+        """Wait until everything committed so far is on disk.
+
+        A transaction with an id commits synchronously, and a synchronous commit
+        waits for the write-ahead log up to its own commit record, which lies
+        after every commit before it: the asynchronously committed reservation
+        is durable once this returns, before the wallet is called. It locks
+        nothing, so writers of one budget flush their commits together.
+        """
+        conn.execute("SELECT pg_current_xact_id()")  # its own transaction (autocommit)
 
     def write(self) -> Any:
         return self._transaction(True)
@@ -127,9 +168,30 @@ class PostgresStore(SqlStore):
             tx.cur.execute("SELECT pg_advisory_xact_lock(%s)", (_key(self._prefix),))
             self.migrate(tx.cur)
 
+    def upsert_totals(
+        self, tx: SqlTx, items: Sequence[tuple[tuple[int, int, int, str], list[int]]]
+    ) -> None:
+        # Columns as arrays: one statement text (prepared once) whatever the number of cells.
+        t = self.names.totals
+        columns: list[list[Any]] = [[], [], [], [], [], []]
+        for (filter_id, level, bucket, currency), (n, nano) in items:
+            values = (filter_id, level, bucket, currency, n, nano)
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        tx._write(
+            f"INSERT INTO {t} (filter_id, level, bucket, currency, n, nano) "  # noqa: S608
+            "SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::bigint[], "
+            "?::bigint[]) ON CONFLICT (filter_id, level, bucket, currency) "
+            f"DO UPDATE SET n = {t}.n + excluded.n, nano = {t}.nano + excluded.nano",
+            [_array(column) for column in columns],
+        )
+
+    def scope_key(self, scope: str) -> int:
+        return _key(f"{self._prefix}scope:{scope}")
+
     def lock_scope(self, cur: Cursor, scope: str, *, exclusive: bool) -> None:
         kind = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        cur.execute(f"SELECT {kind}(?)", (_key(f"{self._prefix}scope:{scope}"),))
+        cur.execute(f"SELECT {kind}(?)", (self.scope_key(scope),))
 
     def _columns(self, cur: Cursor, table: str) -> set[str]:
         cur.execute(
@@ -174,6 +236,97 @@ class PostgresStore(SqlStore):
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+class PostgresTx(SqlTx):
+    """A write transaction in few statements: its reads in batches, its writes in one.
+
+    Writes are kept until the end and sent as one statement of data-modifying
+    ``WITH`` parts (each statement costs a round trip and the driver's work,
+    which is most of a reservation's cost). Reads of a reservation are three
+    statements: the scope lock, the filter rows (locked), then their totals
+    and the exact part of each window, read after the locks are held so they
+    see every commit before.
+    """
+
+    def __init__(self, store: PostgresStore, cur: Cursor, conn: Any) -> None:
+        super().__init__(store, cur)
+        self.conn = conn
+        self.writes: list[tuple[str, Sequence[Any]]] = []
+
+    def _write(self, sql: str, params: Sequence[Any]) -> None:
+        self.writes.append((sql, params))
+
+    def send_writes(self) -> None:
+        if not self.writes:
+            return
+        parts = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(self.writes))
+        params = [value for _, values in self.writes for value in values]
+        # A transaction holding budget rows lets go of them when it commits, not once
+        # the commit reached the disk: the flush after it makes it durable.
+        main = "SELECT set_config('synchronous_commit', 'off', true)" if self.hot else "SELECT 1"
+        self.writes = []
+        self.cur.execute(f"WITH {parts} {main}", params)
+
+    def read_for_reservation(
+        self, *, record_id: str, challenge: str, scope: str, payee: str, windows: Sequence[Window]
+    ) -> Reading:
+        self.hot = True
+        store = self.store
+        assert isinstance(store, PostgresStore)
+        n = self.n
+        lock_and_check = (
+            "SELECT pg_advisory_xact_lock_shared(?), "  # noqa: S608
+            f"ARRAY(SELECT id FROM {n.payments} WHERE id = ?), "
+            f"ARRAY(SELECT id FROM {n.payments} WHERE challenge = ?)"
+        )
+        row = self._one(lock_and_check, (store.scope_key(scope), record_id, challenge))
+        assert row is not None
+        # A new statement after the lock: it sees the registry as of now.
+        filters = [_filter(r) for r in self._all(*self._filters_query(scope, payee, True))]
+        sums: list[list[tuple[str, int, int]]] = [[] for _ in windows]
+        exact: list[list[PaymentRow]] = [[] for _ in windows]
+        if windows:
+            # Each window's bucket ranges as rows of arrays: one statement text whatever
+            # the windows, read after the filter rows are locked.
+            ranges: list[list[Any]] = [[], [], [], [], []]
+            for index, w in enumerate(windows):
+                for level, first, end in w.ranges:
+                    bounds = (index, w.filter_id, level, first, end if end is not None else _TOP)
+                    for column, value in zip(ranges, bounds, strict=True):
+                        column.append(value)
+            sums_sql = (
+                "SELECT r.w, t.currency, SUM(t.n), SUM(t.nano) FROM unnest(?::int[], "  # noqa: S608
+                "?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[]) AS r(w, f, lvl, lo, hi) "
+                f"JOIN {n.totals} t ON t.filter_id = r.f AND t.level = r.lvl "
+                "AND t.bucket >= r.lo AND t.bucket < r.hi GROUP BY r.w, t.currency"
+            )
+            for index, currency, count, nano in self._all(
+                sums_sql, [_array(column) for column in ranges]
+            ):
+                sums[int(index)].append((str(currency), int(count), int(nano)))
+            spans = [(i, w) for i, w in enumerate(windows) if w.end_us > w.start_us]
+            if spans:
+                columns = ", ".join(f"p.{c.strip()}" for c in _COLUMNS.split(","))
+                for r in self._all(
+                    f"SELECT r.w, {columns} FROM unnest(?::int[], ?::bigint[], ?::bigint[]) "  # noqa: S608
+                    f"AS r(w, lo, hi) JOIN {n.payments} p ON p.scope = ? "
+                    "AND p.created_us >= r.lo AND p.created_us < r.hi",
+                    (
+                        _array([i for i, _ in spans]),
+                        _array([w.start_us for _, w in spans]),
+                        _array([w.end_us for _, w in spans]),
+                        scope,
+                    ),
+                ):
+                    exact[int(r[0])].append(_row(r[1:]))
+        return Reading(
+            owner=str(row[2][0]) if row[2] else None,
+            taken=bool(row[1]),
+            filters=filters,
+            sums=sums,
+            exact=exact,
+        )
 
 
 class PostgresLedger(SqlLedger):

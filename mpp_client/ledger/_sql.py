@@ -172,6 +172,12 @@ class SqlStore(Store):
     def lock_scope(self, cur: Cursor, scope: str, *, exclusive: bool) -> None:
         """Nothing to lock where one writer at a time holds the whole database."""
 
+    def upsert_totals(
+        self, tx: SqlTx, items: Sequence[tuple[tuple[int, int, int, str], list[int]]]
+    ) -> None:
+        """Add cells to the totals: one multi-row upsert (per chunk of cells)."""
+        tx._upsert_values(items)
+
     ENTRIES_ORDER = "chain, seq"
 
     # -- schema -------------------------------------------------------------------------
@@ -263,6 +269,9 @@ class SqlTx(Tx):
         self.store = store
         self.cur = cur
         self.n = store.names
+        #: True once it locked budget rows (PostgreSQL commits those without
+        #: holding them through the flush, see :mod:`._postgres`).
+        self.hot = False
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         self.cur.execute(sql, params)
@@ -271,6 +280,10 @@ class SqlTx(Tx):
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self.cur.execute(sql, params)
         return self.cur.fetchall()
+
+    def _write(self, sql: str, params: Sequence[Any]) -> None:
+        """Every write goes through here (run now; a store may send them later, together)."""
+        self.cur.execute(sql, params)
 
     # -- payments ------------------------------------------------------------------
 
@@ -288,7 +301,7 @@ class SqlTx(Tx):
 
     def insert_payment(self, row: PaymentRow) -> None:
         try:
-            self.cur.execute(
+            self._write(
                 f"INSERT INTO {self.n.payments} ({_COLUMNS}) "  # noqa: S608
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -319,19 +332,21 @@ class SqlTx(Tx):
             raise
 
     def update_payment(self, row: PaymentRow) -> None:
-        self.cur.execute(
+        self._write(
             f"UPDATE {self.n.payments} SET status = ?, updated_us = ?, record = ?, rev = ?, "  # noqa: S608
             "log_chain = ?, log_seq = ? WHERE id = ?",
             (row.status, row.updated_us, row.record, row.rev, row.log_chain, row.log_seq, row.id),
         )
 
     def payments_created(self, scope: str, start_us: int, end_us: int) -> list[PaymentRow]:
-        rows = self._all(
+        return [_row(r) for r in self._all(*self._created_query(scope, start_us, end_us))]
+
+    def _created_query(self, scope: str, start_us: int, end_us: int) -> tuple[str, list[Any]]:
+        sql = (
             f"SELECT {_COLUMNS} FROM {self.n.payments} "  # noqa: S608
-            "WHERE scope = ? AND created_us >= ? AND created_us < ?",
-            (scope, start_us, end_us),
+            "WHERE scope = ? AND created_us >= ? AND created_us < ?"
         )
-        return [_row(r) for r in rows]
+        return sql, [scope, start_us, end_us]
 
     def counted_payments(self, scope: str, payee: str | None) -> Iterator[PaymentRow]:
         marks = ", ".join("?" * len(_COUNTED))
@@ -354,19 +369,23 @@ class SqlTx(Tx):
         self.store.lock_scope(self.cur, scope, exclusive=exclusive)
 
     def filters_for(self, scope: str, payee: str, *, lock: bool = False) -> list[Filter]:
+        if lock:
+            self.hot = True
+        return [_filter(r) for r in self._all(*self._filters_query(scope, payee, lock))]
+
+    def _filters_query(self, scope: str, payee: str, lock: bool) -> tuple[str, list[Any]]:
         lock_clause = self.store.FOR_UPDATE if lock else ""
-        rows = self._all(
+        sql = (
             f"SELECT scope, payee, method, tags FROM {self.n.filters} "  # noqa: S608
-            f"WHERE scope = ? AND (payee IS NULL OR payee = ?) ORDER BY id{lock_clause}",
-            (scope, payee),
+            f"WHERE scope = ? AND (payee IS NULL OR payee = ?) ORDER BY id{lock_clause}"
         )
-        return [_filter(r) for r in rows]
+        return sql, [scope, payee]
 
     def has_filter(self, filter_id: int) -> bool:
         return self._one(f"SELECT 1 FROM {self.n.filters} WHERE id = ?", (filter_id,)) is not None  # noqa: S608
 
     def insert_filter(self, flt: Filter) -> None:
-        self.cur.execute(
+        self._write(
             f"INSERT INTO {self.n.filters} (id, scope, payee, method, tags) "  # noqa: S608
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             (flt.id, flt.scope, flt.payee, flt.method, json.dumps([list(t) for t in flt.tags])),
@@ -375,6 +394,11 @@ class SqlTx(Tx):
     def bucket_sums(
         self, filter_id: int, ranges: Sequence[tuple[int, int, int | None]]
     ) -> list[tuple[str, int, int]]:
+        return _sums(self._all(*self._sums_query(filter_id, ranges)))
+
+    def _sums_query(
+        self, filter_id: int, ranges: Sequence[tuple[int, int, int | None]]
+    ) -> tuple[str, list[Any]]:
         terms: list[str] = []
         params: list[Any] = [filter_id]
         for level, first, end in ranges:
@@ -384,15 +408,18 @@ class SqlTx(Tx):
             else:
                 terms.append("(level = ? AND bucket >= ? AND bucket < ?)")
                 params += [level, first, end]
-        rows = self._all(
+        sql = (
             f"SELECT currency, SUM(n), SUM(nano) FROM {self.n.totals} "  # noqa: S608
-            f"WHERE filter_id = ? AND ({' OR '.join(terms)}) GROUP BY currency",
-            params,
+            f"WHERE filter_id = ? AND ({' OR '.join(terms)}) GROUP BY currency"
         )
-        return [(str(c), int(n), int(nano)) for c, n, nano in rows]
+        return sql, params
 
     def add_totals(self, cells: Cells) -> None:
         items = [(k, v) for k, v in cells.items() if v != [0, 0]]
+        if items:
+            self.store.upsert_totals(self, items)
+
+    def _upsert_values(self, items: Sequence[tuple[tuple[int, int, int, str], list[int]]]) -> None:
         t = self.n.totals
         for start in range(0, len(items), _CHUNK):
             chunk = items[start : start + _CHUNK]
@@ -400,7 +427,7 @@ class SqlTx(Tx):
             params: list[Any] = []
             for (filter_id, level, bucket, currency), (n, nano) in chunk:
                 params += [filter_id, level, bucket, currency, n, nano]
-            self.cur.execute(
+            self._write(
                 f"INSERT INTO {t} (filter_id, level, bucket, currency, n, nano) "  # noqa: S608
                 f"VALUES {values} ON CONFLICT (filter_id, level, bucket, currency) "
                 f"DO UPDATE SET n = {t}.n + excluded.n, nano = {t}.nano + excluded.nano",
@@ -411,14 +438,11 @@ class SqlTx(Tx):
 
     def insert_entries(self, entries: Sequence[Entry]) -> None:
         sql = f"INSERT INTO {self.n.log} (chain, seq, record_id, entry) VALUES (?, ?, ?, ?)"  # noqa: S608
-        if len(entries) == 1:
-            e = entries[0]
-            self.cur.execute(sql, (e.chain, e.seq, e.record_id, e.entry))
-        else:
-            self.cur.executemany(sql, [(e.chain, e.seq, e.record_id, e.entry) for e in entries])
+        for e in entries:
+            self._write(sql, (e.chain, e.seq, e.record_id, e.entry))
 
     def put_head(self, head: SignedHead) -> None:
-        self.cur.execute(
+        self._write(
             f"INSERT INTO {self.n.heads} (chain, size, root, at, agent, signature) "  # noqa: S608
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (chain) DO UPDATE SET size = excluded.size, "
             "root = excluded.root, at = excluded.at, agent = excluded.agent, "
@@ -427,7 +451,7 @@ class SqlTx(Tx):
         )
 
     def put_checkpoint(self, head: SignedHead) -> None:
-        self.cur.execute(
+        self._write(
             f"INSERT INTO {self.n.checkpoints} (chain, size, root, at, agent, signature) "  # noqa: S608
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (chain, size) DO UPDATE SET "
             "root = excluded.root, at = excluded.at, agent = excluded.agent, "
@@ -440,7 +464,7 @@ class SqlTx(Tx):
         return str(row[0]) if row is not None else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self.cur.execute(
+        self._write(
             f"INSERT INTO {self.n.meta} (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",  # noqa: S608
             (key, value),
         )
@@ -605,6 +629,10 @@ class SqlTx(Tx):
             (checkpoint.tree_size, checkpoint.root, checkpoint.at, checkpoint.agent,
              checkpoint.signature),
         )  # fmt: skip
+
+
+def _sums(rows: Sequence[Sequence[Any]]) -> list[tuple[str, int, int]]:
+    return [(str(c), int(n), int(nano)) for c, n, nano in rows]
 
 
 def _filter(values: Sequence[Any]) -> Filter:

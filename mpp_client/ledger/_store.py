@@ -29,7 +29,7 @@ from ._chain import Entry, SignedHead
 from ._legacy import AuditEvent, Checkpoint
 from ._totals import Cells, Filter
 
-__all__ = ["PaymentRow", "Store", "Tx"]
+__all__ = ["PaymentRow", "Reading", "Store", "Tx", "Window"]
 
 
 @dataclass(slots=True)
@@ -74,8 +74,51 @@ class PaymentRow:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One "count and sum since T" a reservation checks: a filter's bucket ranges, and
+    the exact part ``[start_us, end_us)`` of its first second (empty when end <= start)."""
+
+    filter_id: int
+    scope: str
+    ranges: Sequence[tuple[int, int, int | None]]
+    start_us: int
+    end_us: int
+
+
+@dataclass(slots=True)
+class Reading:
+    """What a reservation reads before it writes (see :meth:`Tx.read_for_reservation`)."""
+
+    #: The payment that already answered the challenge, if any.
+    owner: str | None
+    #: True when a payment with the record's id exists.
+    taken: bool
+    #: The registered filters of the scope for the payee (locked for update).
+    filters: list[Filter]
+    #: Per window: (currency, count, nano) from the buckets, and the exact part's payments.
+    sums: list[list[tuple[str, int, int]]]
+    exact: list[list[PaymentRow]]
+
+
 class Tx(abc.ABC):
     """One transaction's primitive operations."""
+
+    def read_for_reservation(
+        self, *, record_id: str, challenge: str, scope: str, payee: str, windows: Sequence[Window]
+    ) -> Reading:
+        """Everything a reservation reads, after locking (the scope shared, its filters):
+        one call, so a store with round trips can send it all at once."""
+        self.lock_scope(scope, exclusive=False)
+        owner = self.challenge_owner(challenge)
+        taken = self.payment(record_id) is not None
+        filters = self.filters_for(scope, payee, lock=True)
+        sums = [self.bucket_sums(w.filter_id, w.ranges) for w in windows]
+        exact = [
+            self.payments_created(w.scope, w.start_us, w.end_us) if w.end_us > w.start_us else []
+            for w in windows
+        ]
+        return Reading(owner, taken, filters, sums, exact)
 
     # -- payments ------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from .._decision import Limit
@@ -135,7 +136,7 @@ class Filter:
 
     @classmethod
     def of(cls, limit: Limit) -> Filter:
-        return cls(limit.scope, limit.payee, limit.method, tuple(sorted(limit.tags.items())))
+        return _filter_of(limit.scope, limit.payee, limit.method, tuple(sorted(limit.tags.items())))
 
     @classmethod
     def from_key(cls, key: str) -> Filter:
@@ -171,6 +172,14 @@ class Filter:
         if self.tags:
             parts.append(f"tags {dict(self.tags)}")
         return ", ".join(parts)
+
+
+@lru_cache(maxsize=4096)
+def _filter_of(
+    scope: str, payee: str | None, method: str | None, tags: tuple[tuple[str, str], ...]
+) -> Filter:
+    # A policy names the same few filters on every payment: hash each description once.
+    return Filter(scope, payee, method, tags)
 
 
 def buckets(created_us: int) -> list[tuple[int, int]]:
