@@ -144,6 +144,7 @@ class _MemoryTx(Tx):
 
     def counted_payments(self, scope: str, payee: str | None) -> Iterator[PaymentRow]:
         for key in list(self.s.by_scope.get(scope, [])):
+            self._visit()
             row = self.s.payments[key[2]]
             if row.status in COUNTED and (payee is None or row.payee == payee):
                 yield row
@@ -280,6 +281,7 @@ class _MemoryTx(Tx):
     ) -> tuple[int, int]:
         flt = Filter("", payee, method, tuple(sorted(tags.items())))
         count = nano = 0
+        self._visit(len(self.s.payments))
         for row in self.s.payments.values():
             if row.status not in COUNTED or (scope is not None and row.scope != scope):
                 continue

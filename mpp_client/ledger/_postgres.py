@@ -186,6 +186,13 @@ class PostgresStore(SqlStore):
             [_array(column) for column in columns],
         )
 
+    def bulk_insert(
+        self, tx: SqlTx, table: str, columns: str, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        with tx.cur.raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
     def scope_key(self, scope: str) -> int:
         return _key(f"{self._prefix}scope:{scope}")
 
@@ -275,8 +282,11 @@ class PostgresTx(SqlTx):
         store = self.store
         assert isinstance(store, PostgresStore)
         n = self.n
+        # Every read below is an index range by design; the planner cannot know the
+        # ranges are a second wide, so it is told not to scan tables instead.
         lock_and_check = (
             "SELECT pg_advisory_xact_lock_shared(?), "  # noqa: S608
+            "set_config('enable_seqscan', 'off', true), "
             f"ARRAY(SELECT id FROM {n.payments} WHERE id = ?), "
             f"ARRAY(SELECT id FROM {n.payments} WHERE challenge = ?)"
         )
@@ -295,11 +305,14 @@ class PostgresTx(SqlTx):
                     bounds = (index, w.filter_id, level, first, end if end is not None else _TOP)
                     for column, value in zip(ranges, bounds, strict=True):
                         column.append(value)
+            # LATERAL: one index range scan per bucket range, whatever the planner
+            # would guess about a join with an array.
             sums_sql = (
-                "SELECT r.w, t.currency, SUM(t.n), SUM(t.nano) FROM unnest(?::int[], "  # noqa: S608
-                "?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[]) AS r(w, f, lvl, lo, hi) "
-                f"JOIN {n.totals} t ON t.filter_id = r.f AND t.level = r.lvl "
-                "AND t.bucket >= r.lo AND t.bucket < r.hi GROUP BY r.w, t.currency"
+                "SELECT r.w, c.currency, c.n, c.nano FROM unnest(?::int[], ?::bigint[], "  # noqa: S608
+                "?::bigint[], ?::bigint[], ?::bigint[]) AS r(w, f, lvl, lo, hi) "
+                "CROSS JOIN LATERAL (SELECT currency, SUM(n) AS n, SUM(nano) AS nano "
+                f"FROM {n.totals} t WHERE t.filter_id = r.f AND t.level = r.lvl "
+                "AND t.bucket >= r.lo AND t.bucket < r.hi GROUP BY currency) c"
             )
             for index, currency, count, nano in self._all(
                 sums_sql, [_array(column) for column in ranges]
@@ -307,11 +320,13 @@ class PostgresTx(SqlTx):
                 sums[int(index)].append((str(currency), int(count), int(nano)))
             spans = [(i, w) for i, w in enumerate(windows) if w.end_us > w.start_us]
             if spans:
-                columns = ", ".join(f"p.{c.strip()}" for c in _COLUMNS.split(","))
+                exact_sql = (
+                    f"SELECT r.w, x.* FROM unnest(?::int[], ?::bigint[], ?::bigint[]) "  # noqa: S608
+                    f"AS r(w, lo, hi) CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM {n.payments} p "
+                    "WHERE p.scope = ? AND p.created_us >= r.lo AND p.created_us < r.hi) x"
+                )
                 for r in self._all(
-                    f"SELECT r.w, {columns} FROM unnest(?::int[], ?::bigint[], ?::bigint[]) "  # noqa: S608
-                    f"AS r(w, lo, hi) JOIN {n.payments} p ON p.scope = ? "
-                    "AND p.created_us >= r.lo AND p.created_us < r.hi",
+                    exact_sql,
                     (
                         _array([i for i, _ in spans]),
                         _array([w.start_us for _, w in spans]),
@@ -321,8 +336,8 @@ class PostgresTx(SqlTx):
                 ):
                     exact[int(r[0])].append(_row(r[1:]))
         return Reading(
-            owner=str(row[2][0]) if row[2] else None,
-            taken=bool(row[1]),
+            owner=str(row[3][0]) if row[3] else None,
+            taken=bool(row[2]),
             filters=filters,
             sums=sums,
             exact=exact,

@@ -69,6 +69,11 @@ class Cursor:
             sql = sql.replace("?", self._placeholder)
         self._cur.executemany(sql, [tuple(r) for r in rows])
 
+    @property
+    def raw(self) -> Any:
+        """The driver's own cursor."""
+        return self._cur
+
     def fetchone(self) -> tuple[Any, ...] | None:
         row = self._cur.fetchone()
         return tuple(row) if row is not None else None
@@ -177,6 +182,13 @@ class SqlStore(Store):
     ) -> None:
         """Add cells to the totals: one multi-row upsert (per chunk of cells)."""
         tx._upsert_values(items)
+
+    def bulk_insert(
+        self, tx: SqlTx, table: str, columns: str, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert many rows at once (an import)."""
+        marks = ", ".join("?" * len(columns.split(",")))
+        tx.cur.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)  # noqa: S608
 
     ENTRIES_ORDER = "chain, seq"
 
@@ -304,23 +316,7 @@ class SqlTx(Tx):
             self._write(
                 f"INSERT INTO {self.n.payments} ({_COLUMNS}) "  # noqa: S608
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    row.id,
-                    row.created_us,
-                    row.updated_us,
-                    row.status,
-                    row.scope,
-                    row.payee,
-                    row.method,
-                    row.currency,
-                    row.charge_nano,
-                    row.tagset,
-                    row.challenge,
-                    row.record,
-                    row.rev,
-                    row.log_chain,
-                    row.log_seq,
-                ),
+                _values(row),
             )
         except Exception as exc:
             if self.store.challenge_violation(exc):
@@ -330,6 +326,9 @@ class SqlTx(Tx):
                     "challenges are single use, refusing to pay it again"
                 ) from None
             raise
+
+    def insert_payments(self, rows: Sequence[PaymentRow]) -> None:
+        self.store.bulk_insert(self, self.n.payments, _COLUMNS, [_values(r) for r in rows])
 
     def update_payment(self, row: PaymentRow) -> None:
         self._write(
@@ -399,18 +398,20 @@ class SqlTx(Tx):
     def _sums_query(
         self, filter_id: int, ranges: Sequence[tuple[int, int, int | None]]
     ) -> tuple[str, list[Any]]:
-        terms: list[str] = []
-        params: list[Any] = [filter_id]
+        # One range of the primary key per level: each is a seek and a short walk.
+        parts: list[str] = []
+        params: list[Any] = []
         for level, first, end in ranges:
-            if end is None:
-                terms.append("(level = ? AND bucket >= ?)")
-                params += [level, first]
-            else:
-                terms.append("(level = ? AND bucket >= ? AND bucket < ?)")
-                params += [level, first, end]
+            bound = "" if end is None else " AND bucket < ?"
+            parts.append(
+                f"SELECT currency, n, nano FROM {self.n.totals} "  # noqa: S608
+                f"WHERE filter_id = ? AND level = ? AND bucket >= ?{bound}"
+            )
+            params += [filter_id, level, first] + ([] if end is None else [end])
         sql = (
-            f"SELECT currency, SUM(n), SUM(nano) FROM {self.n.totals} "  # noqa: S608
-            f"WHERE filter_id = ? AND ({' OR '.join(terms)}) GROUP BY currency"
+            "SELECT currency, SUM(n), SUM(nano) FROM ("  # noqa: S608
+            + " UNION ALL ".join(parts)
+            + ") AS cells GROUP BY currency"
         )
         return sql, params
 
@@ -438,6 +439,10 @@ class SqlTx(Tx):
 
     def insert_entries(self, entries: Sequence[Entry]) -> None:
         sql = f"INSERT INTO {self.n.log} (chain, seq, record_id, entry) VALUES (?, ?, ?, ?)"  # noqa: S608
+        if len(entries) > 8:
+            values = [(e.chain, e.seq, e.record_id, e.entry) for e in entries]
+            self.store.bulk_insert(self, self.n.log, "chain, seq, record_id, entry", values)
+            return
         for e in entries:
             self._write(sql, (e.chain, e.seq, e.record_id, e.entry))
 
@@ -479,8 +484,11 @@ class SqlTx(Tx):
     def has_paid(self, scope: str | None, payee: str) -> bool:
         who, params = self._who(scope, payee)
         for status in ("committed", "unknown"):
+            # In the index's order, so the planner walks the index (one probe) even
+            # where a table scan looks cheap: for a new payee it would read every row.
             row = self._one(
-                f"SELECT 1 FROM {self.n.payments} WHERE {who} AND status = ? LIMIT 1",  # noqa: S608
+                f"SELECT created_us FROM {self.n.payments} WHERE {who} AND status = ? "  # noqa: S608
+                "ORDER BY created_us DESC LIMIT 1",
                 (*params, status),
             )
             if row is not None:
@@ -499,10 +507,11 @@ class SqlTx(Tx):
     def failure_streak(self, scope: str | None, payee: str) -> tuple[int, int | None]:
         who, params = self._who(scope, payee)
         last = self._one(
-            f"SELECT MAX(created_us) FROM {self.n.payments} WHERE {who} AND status = ?",  # noqa: S608
+            f"SELECT created_us FROM {self.n.payments} WHERE {who} AND status = ? "  # noqa: S608
+            "ORDER BY created_us DESC LIMIT 1",
             (*params, "committed"),
         )
-        after = int(last[0]) if last is not None and last[0] is not None else None
+        after = int(last[0]) if last is not None else None
         since = "" if after is None else " AND created_us > ?"
         bound = [] if after is None else [after]
         rows = self._all(
@@ -629,6 +638,26 @@ class SqlTx(Tx):
             (checkpoint.tree_size, checkpoint.root, checkpoint.at, checkpoint.agent,
              checkpoint.signature),
         )  # fmt: skip
+
+
+def _values(row: PaymentRow) -> tuple[Any, ...]:
+    return (
+        row.id,
+        row.created_us,
+        row.updated_us,
+        row.status,
+        row.scope,
+        row.payee,
+        row.method,
+        row.currency,
+        row.charge_nano,
+        row.tagset,
+        row.challenge,
+        row.record,
+        row.rev,
+        row.log_chain,
+        row.log_seq,
+    )
 
 
 def _sums(rows: Sequence[Sequence[Any]]) -> list[tuple[str, int, int]]:

@@ -134,6 +134,11 @@ class Tx(abc.ABC):
     def insert_payment(self, row: PaymentRow) -> None:
         """Add a payment. A challenge key already taken raises ChallengeReused."""
 
+    def insert_payments(self, rows: Sequence[PaymentRow]) -> None:
+        """Add many payments (a bulk import)."""
+        for row in rows:
+            self.insert_payment(row)
+
     @abc.abstractmethod
     def update_payment(self, row: PaymentRow) -> None:
         """Replace a payment's status, record and log columns."""
