@@ -576,6 +576,11 @@ class SqlTx(Tx):
         return [Entry(str(c), int(s), r, bytes(e)) for c, s, r, e in rows]
 
     def chain_size(self, chain: str) -> int:
+        if chain == "legacy":  # its events are numbered from 1
+            if not self._has_legacy():
+                return 0
+            row = self._one(f"SELECT MAX(seq) FROM {self.n.legacy_audit}")  # noqa: S608
+            return int(row[0]) if row is not None and row[0] is not None else 0
         row = self._one(f"SELECT MAX(seq) FROM {self.n.log} WHERE chain = ?", (chain,))  # noqa: S608
         return int(row[0]) + 1 if row is not None and row[0] is not None else 0
 

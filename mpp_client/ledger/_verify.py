@@ -129,6 +129,7 @@ def verify(
 
     # -- the legacy chain --------------------------------------------------------------
     legacy_latest: dict[str, tuple[int, Mapping[str, Any] | None]] = {}
+    legacy_leaves: list[bytes] = []
     legacy = tx.legacy_events()
     if legacy:
         old, legacy_latest = verify_chain(
@@ -142,6 +143,7 @@ def verify(
         report.checkpoints += old.checkpoints
         report.chains += 1
         problems.extend(old.problems)
+        legacy_leaves = old.leaves
         legacy_head = heads.get("legacy")
         if legacy_head is not None:
             _compare_head(report, legacy_head, len(old.leaves), root(old.leaves).hex(), "legacy")
@@ -149,7 +151,8 @@ def verify(
     # -- the chains ----------------------------------------------------------------------
     chains: dict[str, _Chain] = {}
     for wanted in [*checkpoints, *published]:
-        chains.setdefault(wanted.chain, _Chain()).roots[wanted.size] = ""
+        if wanted.chain != "legacy":
+            chains.setdefault(wanted.chain, _Chain()).roots[wanted.size] = ""
     latest: dict[str, _Latest] = {}
     for stored in tx.all_entries():
         report.events += 1
@@ -231,7 +234,10 @@ def verify(
         state = chains.get(head.chain)
         have = state.roots.get(head.size, "") if state else ""
         if head.chain == "legacy":
-            continue  # compared with the stored legacy head above
+            if head.size <= len(legacy_leaves):
+                have = root(legacy_leaves[: head.size]).hex()
+            state = _Chain()
+            state.frontier.size = len(legacy_leaves)
         if not have:
             stored_size = state.frontier.size if state else 0
             problems.append(
