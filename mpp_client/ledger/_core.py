@@ -169,17 +169,36 @@ class StoreLedger(Ledger):
 
     # -- transactions ---------------------------------------------------------------
 
-    def _transact(self, work: Callable[[Tx], T], *, write: bool = True) -> T:
-        """Run ``work`` in one transaction, again while the store says it may."""
+    def _transact(self, work: Callable[[Tx], T], *, write: bool = True, light: bool = False) -> T:
+        """Run ``work`` in one transaction, again while the store says it may.
+
+        Under the ledger's lock: a SQL store has one connection per ledger
+        object, which threads take turns on. ``light`` reads need no snapshot
+        across statements (the policy's questions: the reservation re-checks
+        everything atomically), so a store may answer them without one.
+        """
+        with self._lock:
+            return self._run(work, write=write, light=light)
+
+    def _run(self, work: Callable[[Tx], T], *, write: bool, light: bool) -> T:
         store = self._store
+        opener = store.write if write else store.peek if light else store.read
+        try:
+            with opener() as tx:
+                return work(tx)
+        except Exception as exc:
+            if not store.transient(exc):
+                raise
+        # It was rolled back whole (busy, serialization failure, deadlock): again,
+        # after a growing random pause, a bounded number of times.
         try:
             for attempt in tenacity.Retrying(
-                stop=tenacity.stop_after_attempt(_ATTEMPTS),
+                stop=tenacity.stop_after_attempt(_ATTEMPTS - 1),
                 wait=tenacity.wait_random_exponential(multiplier=0.005, max=0.5),
                 retry=tenacity.retry_if_exception(store.transient),
                 reraise=True,
             ):
-                with attempt, store.write() if write else store.read() as tx:
+                with attempt, opener() as tx:
                     return work(tx)
         except Exception as exc:
             if store.transient(exc):
@@ -529,10 +548,10 @@ class StoreLedger(Ledger):
                 return None
             return _window(tx, flt, since_us)
 
-        window = self._transact(work, write=False)
+        window = self._transact(work, write=False, light=True)
         if window is None:
             self._register([flt])
-            window = self._transact(work, write=False)
+            window = self._transact(work, write=False, light=True)
             assert window is not None
         self._known.add(flt.id)
         count, sums = window
@@ -541,16 +560,20 @@ class StoreLedger(Ledger):
         return Usage(count, spent)
 
     def has_paid(self, payee: str, *, scope: str | None = None) -> bool:
-        return self._transact(lambda tx: tx.has_paid(scope, payee), write=False)
+        return self._transact(lambda tx: tx.has_paid(scope, payee), write=False, light=True)
 
     def recent_charges(self, payee: str, n: int, *, scope: str | None = None) -> list[Amount]:
-        texts = self._transact(lambda tx: tx.recent_committed(scope, payee, n), write=False)
-        return [PaymentRecord.from_dict(json.loads(text)).charge for text in texts]
+        charges = self._transact(
+            lambda tx: tx.recent_committed(scope, payee, n), write=False, light=True
+        )
+        return [Amount(units, currency, decimals) for units, currency, decimals in charges]
 
     def failure_streak(
         self, payee: str, *, scope: str | None = None
     ) -> tuple[int, datetime | None]:
-        streak, latest = self._transact(lambda tx: tx.failure_streak(scope, payee), write=False)
+        streak, latest = self._transact(
+            lambda tx: tx.failure_streak(scope, payee), write=False, light=True
+        )
         when = _from_us(latest) if latest is not None else None
         return streak, when
 

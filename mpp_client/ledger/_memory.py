@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,7 @@ class MemoryStore(Store):
         self.filters_by_scope: dict[str, list[Filter]] = {}
         self.totals: dict[tuple[int, int, int, str], list[int]] = {}
         self.currencies: dict[int, set[str]] = {}
+        self.charges: dict[str, tuple[int, str, int]] = {}
         self.entries: dict[str, list[Entry]] = {}
         self.heads: dict[str, SignedHead] = {}
         self.checkpoints: list[SignedHead] = []
@@ -75,6 +77,15 @@ class MemoryStore(Store):
     def read(self) -> Iterator[Tx]:
         with self._lock:
             yield _MemoryTx(self)
+
+    def charge(self, record_id: str) -> tuple[int, str, int]:
+        """A committed payment's exact charge (read from its record once, then kept)."""
+        charge = self.charges.get(record_id)
+        if charge is None:
+            data = json.loads(self.payments[record_id].record)
+            charge = (int(data["charge_units"]), data["charge_currency"], data["charge_decimals"])
+            self.charges[record_id] = charge  # a committed payment's charge never changes
+        return charge
 
     # -- index upkeep (under the lock) ----------------------------------------------
 
@@ -245,13 +256,13 @@ class _MemoryTx(Tx):
             self.s.committed.get(p) or self.s.unknown.get(p) for p in self._pairs(scope, payee)
         )
 
-    def recent_committed(self, scope: str | None, payee: str, n: int) -> list[str]:
+    def recent_committed(self, scope: str | None, payee: str, n: int) -> list[tuple[int, str, int]]:
         keys: list[_Key] = []
         for pair in self._pairs(scope, payee):
             keys.extend(self.s.committed.get(pair, [])[-n:])
         newest = sorted(keys, reverse=True)[:n]
         self._visit(len(newest) + 1)
-        return [self.s.payments[key[2]].record for key in newest]
+        return [self.s.charge(key[2]) for key in newest]
 
     def failure_streak(self, scope: str | None, payee: str) -> tuple[int, int | None]:
         streak, newest = 0, None

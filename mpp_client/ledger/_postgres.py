@@ -83,6 +83,10 @@ class PostgresStore(SqlStore):
     INT = "BIGINT"
     BLOB = "BYTEA"
     FOR_UPDATE = " FOR UPDATE"
+    CHARGE = (
+        "record::jsonb ->> 'charge_units', record::jsonb ->> 'charge_currency', "
+        "record::jsonb ->> 'charge_decimals'"
+    )
 
     def __init__(self, url: str, *, prefix: str) -> None:
         super().__init__(prefix)
@@ -157,6 +161,20 @@ class PostgresStore(SqlStore):
 
     def write(self) -> Any:
         return self._transaction(True)
+
+    @contextmanager
+    def peek(self) -> Iterator[SqlTx]:
+        # No transaction: each statement on its own (one round trip each).
+        conn = self._connection()
+        try:
+            with conn.cursor() as cur:
+                yield SqlTx(self, Cursor(cur, "%s"))
+        except self._psycopg.Error as exc:
+            if self.transient(exc):
+                raise
+            raise PaymentError(
+                f"the PostgreSQL ledger failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def read(self) -> Any:
         return self._transaction(False)

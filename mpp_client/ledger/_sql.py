@@ -191,6 +191,10 @@ class SqlStore(Store):
         tx.cur.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)  # noqa: S608
 
     ENTRIES_ORDER = "chain, seq"
+    CHARGE = (
+        "json_extract(record, '$.charge_units'), json_extract(record, '$.charge_currency'), "
+        "json_extract(record, '$.charge_decimals')"
+    )
 
     # -- schema -------------------------------------------------------------------------
 
@@ -495,14 +499,15 @@ class SqlTx(Tx):
                 return True
         return False
 
-    def recent_committed(self, scope: str | None, payee: str, n: int) -> list[str]:
+    def recent_committed(self, scope: str | None, payee: str, n: int) -> list[tuple[int, str, int]]:
         who, params = self._who(scope, payee)
+        charge = self.store.CHARGE  # the exact charge, read out of the record by the database
         rows = self._all(
-            f"SELECT record FROM {self.n.payments} WHERE {who} AND status = ? "  # noqa: S608
+            f"SELECT {charge} FROM {self.n.payments} WHERE {who} AND status = ? "  # noqa: S608
             "ORDER BY created_us DESC LIMIT ?",
             (*params, "committed", n),
         )
-        return [str(r[0]) for r in rows]
+        return [(int(units), str(currency), int(decimals)) for units, currency, decimals in rows]
 
     def failure_streak(self, scope: str | None, payee: str) -> tuple[int, int | None]:
         who, params = self._who(scope, payee)

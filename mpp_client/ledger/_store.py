@@ -211,8 +211,9 @@ class Tx(abc.ABC):
         """A payment to ``payee`` committed or unknown (one index probe)."""
 
     @abc.abstractmethod
-    def recent_committed(self, scope: str | None, payee: str, n: int) -> list[str]:
-        """Record texts of the last ``n`` committed payments to ``payee``, newest first."""
+    def recent_committed(self, scope: str | None, payee: str, n: int) -> list[tuple[int, str, int]]:
+        """Charges (units, currency, decimals: exact) of the last ``n`` committed payments
+        to ``payee``, newest first."""
 
     @abc.abstractmethod
     def failure_streak(self, scope: str | None, payee: str) -> tuple[int, int | None]:
@@ -294,6 +295,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def read(self) -> AbstractContextManager[Tx]:
         """A consistent read-only snapshot."""
+
+    def peek(self) -> AbstractContextManager[Tx]:
+        """A read whose statements need not share a snapshot (a few index lookups)."""
+        return self.read()
 
     def transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` rolled a whole transaction back and it may simply run again

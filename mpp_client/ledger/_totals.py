@@ -240,16 +240,66 @@ def backfill(flt: Filter, rows: Iterable[PaymentRow]) -> Cells:
     return cells
 
 
-def recompute(filters: Sequence[Filter], rows: Iterable[PaymentRow]) -> Cells:
-    """Every registered filter's totals, recomputed from the records (for ``verify``)."""
-    by_scope: dict[str, list[Filter]] = {}
-    for flt in filters:
-        by_scope.setdefault(flt.scope, []).append(flt)
-    cells: Cells = {}
-    for row in rows:
+class Recount:
+    """Every registered filter's totals, recomputed from the payments (for ``verify``).
+
+    Fed one payment at a time (:meth:`add`); each is tried only against the
+    filters of its scope for any payee or its own payee, and counted in its
+    one-second bucket; :meth:`cells` then sums the levels above from the
+    ones below, so the work is the payments plus the buckets, not the
+    payments times the filters times the levels.
+    """
+
+    def __init__(self, filters: Sequence[Filter]) -> None:
+        self._any: dict[str, list[Filter]] = {}
+        self._payee: dict[tuple[str, str], list[Filter]] = {}
+        for flt in filters:
+            if flt.payee is None:
+                self._any.setdefault(flt.scope, []).append(flt)
+            else:
+                self._payee.setdefault((flt.scope, flt.payee), []).append(flt)
+        self._seconds: dict[tuple[int, str], dict[int, list[int]]] = {}
+
+    def add(self, row: PaymentRow) -> None:
         if row.status not in COUNTED:
-            continue
-        for flt in by_scope.get(row.scope, ()):
-            if flt.matches_row(row):
-                add_row(cells, flt.id, row, 1)
-    return {key: value for key, value in cells.items() if value != [0, 0]}
+            return
+        candidates = self._any.get(row.scope, [])
+        own = self._payee.get((row.scope, row.payee))
+        if own:
+            candidates = [*candidates, *own]
+        second = row.created_us // _US
+        for flt in candidates:
+            if (flt.method is None or flt.method == row.method) and all(
+                token in row.tagset for token in flt.tokens
+            ):
+                cells = self._seconds.setdefault((flt.id, row.currency), {})
+                cell = cells.get(second)
+                if cell is None:
+                    cells[second] = [1, row.charge_nano]
+                else:
+                    cell[0] += 1
+                    cell[1] += row.charge_nano
+
+    def cells(self) -> Cells:
+        out: Cells = {}
+        for (filter_id, currency), seconds in self._seconds.items():
+            level = seconds
+            total = [0, 0]
+            for depth in range(LEVELS):
+                upper: dict[int, list[int]] = {}
+                for bucket, (n, nano) in level.items():
+                    if n or nano:
+                        out[(filter_id, depth, bucket, currency)] = [n, nano]
+                    if depth == 0:
+                        total[0] += n
+                        total[1] += nano
+                    cell = upper.get(bucket >> _BITS)
+                    if cell is None:
+                        upper[bucket >> _BITS] = [n, nano]
+                    else:
+                        cell[0] += n
+                        cell[1] += nano
+                level = upper
+            if total != [0, 0]:
+                out[(filter_id, LIFETIME, 0, currency)] = total
+        return out

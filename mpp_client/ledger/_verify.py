@@ -37,7 +37,7 @@ from ._legacy import verify_chain
 from ._merkle import Frontier, root
 from ._record import PaymentRecord, challenge_key
 from ._store import PaymentRow, Tx
-from ._totals import recompute, tagset, to_nano, us
+from ._totals import Recount, tagset, to_nano, us
 
 __all__ = ["VerifyReport", "verify"]
 
@@ -252,12 +252,14 @@ def verify(
         if sig is not None:
             problems.append(sig)
 
-    # -- payments against the log --------------------------------------------------------
-    rows = list(tx.all_payments())
-    report.payments = len(rows)
+    # -- payments against the log, and recounted for the totals --------------------------
+    filters = tx.all_filters()
+    recount = Recount(filters)
     seen_ids: set[str] = set()
     answered: set[str] = set()
-    for row in rows:
+    for row in tx.all_payments():
+        report.payments += 1
+        recount.add(row)
         seen_ids.add(row.id)
         mine = latest.get(row.id)
         if mine is not None:
@@ -274,23 +276,34 @@ def verify(
             problems.append(f"payment {record_id}: in audit legacy event {seq} but deleted")
 
     # -- totals against the payments -------------------------------------------------------
-    filters = tx.all_filters()
-    expected = recompute(filters, rows)
+    expected = recount.cells()
     names = {f.id: str(f) for f in filters}
-    stored_totals = {key: value for key, value in tx.all_totals() if value != (0, 0)}
-    report.totals = len(stored_totals)
-    for key in sorted(set(expected) | set(stored_totals)):
-        want = tuple(expected.get(key, (0, 0)))
-        have_total = stored_totals.get(key, (0, 0))
-        if want != have_total:
-            filter_id, level, bucket, currency = key
-            name = names.get(filter_id, f"unregistered filter {filter_id}")
-            problems.append(
-                f"totals of budget filter ({name}), level {level} bucket {bucket} {currency}: "
-                f"stored {have_total[0]} payments / {have_total[1]} nano, the payments say "
-                f"{want[0]} / {want[1]} (modified)"
-            )
+    report.totals = 0
+    for key, have_total in tx.all_totals():
+        want = expected.pop(key, None)
+        if have_total == (0, 0) and want is None:
+            continue
+        report.totals += 1
+        if want is None or have_total != (want[0], want[1]):
+            problems.append(_totals_problem(names, key, have_total, want))
+    for key, want in sorted(expected.items()):  # counted by the payments, not stored
+        problems.append(_totals_problem(names, key, (0, 0), want))
     return report
+
+
+def _totals_problem(
+    names: Mapping[int, str],
+    key: tuple[int, int, int, str],
+    have: tuple[int, int],
+    want: list[int] | None,
+) -> str:
+    filter_id, level, bucket, currency = key
+    name = names.get(filter_id, f"unregistered filter {filter_id}")
+    n, nano = want if want is not None else (0, 0)
+    return (
+        f"totals of budget filter ({name}), level {level} bucket {bucket} {currency}: "
+        f"stored {have[0]} payments / {have[1]} nano, the payments say {n} / {nano} (modified)"
+    )
 
 
 def _compare_head(
