@@ -22,7 +22,7 @@ import itertools
 import json
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -33,14 +33,14 @@ from .._exceptions import BudgetExceeded, LedgerIntegrityError, PaymentError
 from ..identity import AgentKey
 from ..money import Amount
 from ..protocol import Receipt
-from . import _export
 from ._base import Ledger
 from ._chain import ChainWriter, Draft, Entry, SignedHead
-from ._heads import HeadSink, LoadableHeads, as_heads, publish, published_problems
+from ._heads import HeadSink, LoadableHeads, publish, published_problems
 from ._merkle import leaf_hash
 from ._merkle import root as merkle_root
 from ._record import COUNTED, PaymentRecord, Status, record_json, reused_challenge
-from ._store import PaymentRow, Store, Tx, Window, unique
+from ._reports import Reports
+from ._store import PaymentRow, Store, Tx, unique
 from ._totals import (
     MAX_NANO,
     Cells,
@@ -49,12 +49,10 @@ from ._totals import (
     backfill,
     cap_nano,
     from_nano,
-    since_parts,
-    tagset,
     to_nano,
     us,
 )
-from ._verify import VerifyReport, verify
+from ._windows import distinct, limit_key, read_window, usage_of, windows_of
 
 __all__ = ["StoreLedger"]
 
@@ -73,7 +71,7 @@ class _Unregistered(Exception):
         self.filters = filters
 
 
-class StoreLedger(Ledger):
+class StoreLedger(Reports, Ledger):
     """A ledger over a :class:`~._store.Store`: the one implementation of the algorithm.
 
     ``agent_key`` signs each chain's tree heads; ``trusted_agents`` are other
@@ -290,7 +288,7 @@ class StoreLedger(Ledger):
         needed = unique(Filter.of(limit) for limit in applicable)
         key = held.challenge_key
 
-        windows = _windows_of(applicable)
+        windows = windows_of(applicable)
 
         def work(tx: Tx) -> PaymentRecord:
             reading = tx.read_for_reservation(
@@ -310,15 +308,15 @@ class StoreLedger(Ledger):
             if missing:
                 raise _Unregistered(missing)
             usage = {
-                key: _usage(flt, sums, exact)
+                key: usage_of(flt, sums, exact)
                 for (key, flt), sums, exact in zip(
-                    _keys(applicable), reading.sums, reading.exact, strict=True
+                    distinct(applicable), reading.sums, reading.exact, strict=True
                 )
             }
             self._check(held, applicable, charge, usage)
             draft = self._draft
             assert draft is not None
-            row = _row_of(held, draft.chain, draft.seq)
+            row = PaymentRow.of(held, draft.chain, draft.seq)
             tx.insert_payment(row)
             cells: Cells = {}
             for flt in registered:
@@ -344,7 +342,7 @@ class StoreLedger(Ledger):
         """Raise BudgetExceeded if ``held`` does not fit one of ``limits``."""
         where = self.location
         for limit in limits:
-            count, sums = usage[_key(limit)]
+            count, sums = usage[limit_key(limit)]
             if limit.max_count is not None and count + 1 > limit.max_count:
                 # A rate counts payments in every currency (a cap, only its own).
                 raise BudgetExceeded(limit.rate_refusal(count, where))
@@ -503,7 +501,7 @@ class StoreLedger(Ledger):
                     if record.charge.units < 0 or to_nano(record.charge) > MAX_NANO:
                         raise PaymentError(f"cannot import a charge of {record.charge}")
                     stamped = dataclasses.replace(record, scope=record.scope or "")
-                    row = _row_of(stamped, draft.chain, draft.seq)
+                    row = PaymentRow.of(stamped, draft.chain, draft.seq)
                     rows.append(row)
                     draft.append(
                         "import",
@@ -546,7 +544,7 @@ class StoreLedger(Ledger):
         def work(tx: Tx) -> tuple[int, dict[str, int]] | None:
             if flt.id not in self._known and not tx.has_filter(flt.id):
                 return None
-            return _window(tx, flt, since_us)
+            return read_window(tx, flt, since_us)
 
         window = self._transact(work, write=False, light=True)
         if window is None:
@@ -577,165 +575,9 @@ class StoreLedger(Ledger):
         when = _from_us(latest) if latest is not None else None
         return streak, when
 
-    # -- reports (these may read every record) -------------------------------------------
-
-    def records(self) -> list[PaymentRecord]:
-        rows = self._transact(lambda tx: list(tx.all_payments()), write=False)
-        return [PaymentRecord.from_dict(json.loads(row.record)) for row in rows]
-
-    def get(self, record_id: str) -> PaymentRecord | None:
-        row = self._transact(lambda tx: tx.payment(record_id), write=False)
-        return PaymentRecord.from_dict(json.loads(row.record)) if row is not None else None
-
-    def spent(
-        self,
-        currency: str,
-        *,
-        window: timedelta | None = None,
-        since: datetime | None = None,
-        payee: str | None = None,
-        method: str | None = None,
-        tags: Mapping[str, str] | None = None,
-        scope: str | None = None,
-    ) -> Amount:
-        if window is not None:
-            since = max(filter(None, (since, self._clock() - window)))
-        _, nano = self._transact(
-            lambda tx: tx.sum_matching(
-                scope=scope,
-                currency=currency,
-                since_us=us(since) if since is not None else None,
-                payee=payee,
-                method=method,
-                tags=dict(tags or {}),
-            ),
-            write=False,
-        )
-        return from_nano(nano, currency)
-
-    def count(
-        self,
-        *,
-        since: datetime | None = None,
-        payee: str | None = None,
-        method: str | None = None,
-        scope: str | None = None,
-    ) -> int:
-        count, _ = self._transact(
-            lambda tx: tx.sum_matching(
-                scope=scope,
-                currency=None,
-                since_us=us(since) if since is not None else None,
-                payee=payee,
-                method=method,
-                tags={},
-            ),
-            write=False,
-        )
-        return count
-
-    # -- the audit log ------------------------------------------------------------------
-
-    def verify(
-        self,
-        *,
-        trusted_agents: Sequence[str] | None = None,
-        against: Any = None,
-        any_signer: bool = False,
-        allow_unsigned: bool = False,
-        require_signatures: bool | None = None,
-    ) -> VerifyReport:
-        """Check the whole ledger in one snapshot; every problem is named.
-
-        Strict by default when this ledger has an agent key or was written
-        with one: every chain's head must then be signed by a trusted agent
-        (this ledger's own, ``trusted_agents`` given here or to the ledger).
-        ``any_signer=True`` accepts any valid signature; ``allow_unsigned=True``
-        accepts unsigned heads. ``against``: heads published outside the
-        database (heads, their dicts, a heads directory); by default those
-        the ledger's ``heads=`` sink can load (a SQLite ledger's head files).
-        ``require_signatures`` (True or False) says explicitly whether
-        unsigned heads are a problem.
-        """
-        published = as_heads(against) if against is not None else self._published()
-
-        def work(tx: Tx) -> VerifyReport:
-            meta = tx.all_meta()
-            keyed = any(key.startswith("agent:") for key in meta)
-            signed = any(h.agent is not None for h in [*published, *tx.heads()])
-            strict = self._agent is not None or keyed or signed
-            trusted: set[str] | None = None
-            if not any_signer and (strict or trusted_agents is not None):
-                trusted = {*self._trusted, *(trusted_agents or ())}
-                if self._agent is not None:
-                    trusted.add(self._agent.did)
-            required = strict and not allow_unsigned
-            if require_signatures is not None:
-                required = require_signatures
-            return verify(
-                tx,
-                ledger_id=self._ledger_id,
-                trusted=trusted,
-                require_signed=required,
-                against=published,
-            )
-
-        with self._lock:
-            return self._transact(work, write=False)
-
-    def _published(self) -> list[SignedHead]:
-        if isinstance(self._heads, LoadableHeads):
-            return self._heads.load()
-        return []
-
-    def inclusion_proof(self, record_id: str) -> dict[str, Any]:
-        """Prove that the latest entry of ``record_id`` is in its chain's signed head.
-
-        The result is JSON data, checked offline by
-        :func:`mpp_client.ledger.verify_exported_proof`.
-        """
-        with self._lock:
-            return self._transact(
-                lambda tx: _export.inclusion_proof(tx, record_id, self._agent, self._clock())
-            )
-
-    def export_jsonl(self) -> Iterator[str]:
-        """The audit log as JSON Lines: one entry per line (see :mod:`._export`)."""
-        lines = self._transact(lambda tx: list(_export.jsonl(tx)), write=False)
-        yield from lines
-
-    def export_csv(self) -> str:
-        """Payments as CSV, one row each (public terms only)."""
-        return _export.csv_text(self.records())
-
-    def totals(self, currency: str, *, by: str, since: datetime | None = None) -> dict[str, Amount]:
-        """Counted spend per ``payee``, ``method``, ``status`` or ``tag:<name>``."""
-        return _export.totals_by(self.records(), currency, by=by, since=since)
-
     def close(self) -> None:
         with self._lock:
             self._store.close()
-
-
-def _row_of(record: PaymentRecord, chain: str, seq: int) -> PaymentRow:
-    """The stored row of ``record`` (rev 0), logged at ``chain``/``seq``."""
-    return PaymentRow(
-        id=record.id,
-        created_us=us(record.created_at),
-        updated_us=us(record.updated_at or record.created_at),
-        status=record.status,
-        scope=record.scope or "",
-        payee=record.payee,
-        method=record.method,
-        currency=record.charge.currency,
-        charge_nano=to_nano(record.charge),
-        tagset=tagset(record.tags),
-        challenge=record.challenge_key,
-        record=record_json(record),
-        rev=0,
-        log_chain=chain,
-        log_seq=seq,
-    )
 
 
 def _scope_of(record: PaymentRecord, limits: Sequence[Limit]) -> str:
@@ -746,57 +588,6 @@ def _scope_of(record: PaymentRecord, limits: Sequence[Limit]) -> str:
     if len(scopes) > 1:
         raise PaymentError(f"the limits of one payment name several scopes: {sorted(scopes)}")
     return scopes.pop() if scopes else ""
-
-
-def _key(limit: Limit) -> tuple[int, int | None]:
-    """What a limit's usage depends on: its filter and its start."""
-    return Filter.of(limit).id, us(limit.since) if limit.since is not None else None
-
-
-def _keys(limits: Sequence[Limit]) -> list[tuple[tuple[int, int | None], Filter]]:
-    """Each distinct (filter, start) of ``limits`` once, in order."""
-    seen: dict[tuple[int, int | None], Filter] = {}
-    for limit in limits:
-        seen.setdefault(_key(limit), Filter.of(limit))
-    return list(seen.items())
-
-
-def _window_of(flt: Filter, since_us: int | None) -> Window:
-    ranges, start, end = since_parts(since_us)
-    return Window(flt.id, flt.scope, ranges, start, end)
-
-
-def _windows_of(limits: Sequence[Limit]) -> list[tuple[tuple[int, int | None], Window]]:
-    return [(key, _window_of(flt, key[1])) for key, flt in _keys(limits)]
-
-
-def _usage(
-    flt: Filter, sums: Sequence[tuple[str, int, int]], exact: Sequence[PaymentRow]
-) -> tuple[int, dict[str, int]]:
-    """(count in every currency, sum per currency): the buckets, then the exact part."""
-    count = 0
-    totals: dict[str, int] = {}
-    for currency, n, nano in sums:
-        count += n
-        totals[currency] = totals.get(currency, 0) + nano
-    for row in exact:
-        # The part of the first second the buckets do not split: exact, from the records.
-        if row.status in COUNTED and flt.matches_row(row):
-            count += 1
-            totals[row.currency] = totals.get(row.currency, 0) + row.charge_nano
-    return count, totals
-
-
-def _window(tx: Tx, flt: Filter, since_us: int | None) -> tuple[int, dict[str, int]]:
-    """(count in every currency, sum per currency) of ``flt`` since ``since_us``."""
-    window = _window_of(flt, since_us)
-    sums = tx.bucket_sums(flt.id, window.ranges)
-    exact = (
-        tx.payments_created(flt.scope, window.start_us, window.end_us)
-        if window.end_us > window.start_us
-        else []
-    )
-    return _usage(flt, sums, exact)
 
 
 def _from_us(value: int) -> datetime:

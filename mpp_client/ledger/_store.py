@@ -27,7 +27,8 @@ from typing import Any
 
 from ._chain import Entry, SignedHead
 from ._legacy import AuditEvent, Checkpoint
-from ._totals import Cells, Filter
+from ._record import PaymentRecord, record_json
+from ._totals import Cells, Filter, tagset, to_nano, us
 
 __all__ = ["PaymentRow", "Reading", "Store", "Tx", "Window"]
 
@@ -57,6 +58,27 @@ class PaymentRow:
     rev: int | None = None
     log_chain: str | None = None
     log_seq: int | None = None
+
+    @classmethod
+    def of(cls, record: PaymentRecord, chain: str, seq: int) -> PaymentRow:
+        """The stored row of ``record`` (revision 0), logged at ``chain``/``seq``."""
+        return cls(
+            id=record.id,
+            created_us=us(record.created_at),
+            updated_us=us(record.updated_at or record.created_at),
+            status=record.status,
+            scope=record.scope or "",
+            payee=record.payee,
+            method=record.method,
+            currency=record.charge.currency,
+            charge_nano=to_nano(record.charge),
+            tagset=tagset(record.tags),
+            challenge=record.challenge_key,
+            record=record_json(record),
+            rev=0,
+            log_chain=chain,
+            log_seq=seq,
+        )
 
     def columns(self) -> list[Any]:
         """What an entry's header says about this payment (see :mod:`._chain`)."""
