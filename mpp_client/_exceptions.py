@@ -25,6 +25,7 @@ challenge ids) into them.
     ├── PaymentOutcomeUnknown   money may have moved, the result is unclear
     ├── ProtocolError           a receipt, problem or credential is malformed
     │   └── DiscoveryError      an /openapi.json is missing or malformed (mpp_client.protocol)
+    ├── LedgerIntegrityError    the ledger is behind the tree heads it published
     ├── PolicyError             a policy document is invalid (mpp_client.policy)
     ├── KeystoreError           a key file cannot be read, decrypted or written
     │   └── SignerError         a key store or token is unreachable or failed to sign
@@ -56,6 +57,7 @@ __all__ = [
     "ChallengeReused",
     "InsecureTransport",
     "KeystoreError",
+    "LedgerIntegrityError",
     "MandateAgentMismatch",
     "MandateError",
     "MandateExpired",
@@ -241,6 +243,22 @@ class ProtocolError(PaymentError):
 
 class PolicyError(PaymentError):
     """A policy document is invalid; the message names the setting."""
+
+
+class LedgerIntegrityError(PaymentError):
+    """The ledger holds less than the signed tree heads it published outside itself.
+
+    Raised when a ledger opens and a chain is shorter than, or differs from, a
+    head it published (for a SQLite file, the heads in ``<file>.heads/``):
+    payments or their log entries were deleted, or the file was replaced by
+    an older copy. Nothing is paid from it until someone looks. ``problems``
+    names each chain. If the file was replaced on purpose, move its heads
+    directory away too.
+    """
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(printable(problem) for problem in problems)
 
 
 class KeystoreError(PaymentError):

@@ -2,7 +2,8 @@
 
 The PostgreSQL store uses ``$MPP_TEST_POSTGRES_URL`` (default: the local
 server at 127.0.0.1:5432, database ``test``); each test gets its own table
-prefix and drops its tables afterwards.
+prefix and drops its tables afterwards. Every store is opened with an agent
+key, so ``verify()`` is strict (signed heads by that agent) by default.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from mpp_client.ledger import (
     MemoryLedger,
     PaymentRecord,
     PostgresLedger,
+    SignedHead,
     SqliteLedger,
-    SqlLedger,
+    StoreLedger,
 )
 from mpp_client.money import Amount
+from mpp_client.policy import Limit
+from mpp_client.protocol import Receipt, b64url_encode, canonical_json
 
 PG_URL = os.environ.get("MPP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 #: Has microseconds, so any lossy time round trip shows.
@@ -72,7 +76,10 @@ def make_record(
     tick: bool = True,
     **fields: Any,
 ) -> PaymentRecord:
-    """A fresh record created now; the clock then moves one second (so order is clear)."""
+    """A fresh record created now; the clock then moves one second (so order is clear).
+
+    Its scope is ``""`` unless given (``scope=None``: the ledger's choice).
+    """
     value = Amount.coerce(charge)
     record = PaymentRecord(
         id=fields.pop("id", uuid.uuid4().hex),
@@ -87,11 +94,49 @@ def make_record(
         charge=value,
         payee=payee,
         challenge_id=fields.pop("challenge_id", uuid.uuid4().hex[:16]),
+        scope=fields.pop("scope", ""),
         **fields,
     )
     if tick:
         clock.advance(seconds=1)
     return record
+
+
+def receipt(reference: str = "tx-1", **extra: Any) -> Receipt:
+    """A receipt as the flow gets it: parsed from a header, method extras kept."""
+    body = {
+        "status": "success",
+        "method": "dev",
+        "reference": reference,
+        "timestamp": "2026-11-21T12:00:05.5Z",
+        **extra,
+    }
+    return Receipt.parse(b64url_encode(canonical_json(body)))
+
+
+def activity(ledger: StoreLedger, clock: Clock) -> dict[str, str]:
+    """Every kind of event, with checkpoints at 4 and 8 (every 4) and one taken at 11.
+
+    seq 0-1: r1 reserve, commit | 2-3: r2 reserve, release | 4-5: r3 reserve, unknown
+    6-7: r4 reserve, unknown | 8: r4 resolve | 9: refusal | 10: r5 reserve (held)
+    Counted: r1 0.25 + r3 0.30 + r4 0.05 + r5 0.40 = the 1.00 USD budget.
+    """
+    budget = [Limit("budget", cap=Amount.parse("1.00 USD"))]
+    ids: dict[str, str] = {}
+
+    def reserve(name: str, charge: str) -> str:
+        ids[name] = ledger.reserve(make_record(clock, charge), budget).id
+        return ids[name]
+
+    ledger.commit(reserve("r1", "0.25 USD"), receipt("tx-r1"))
+    ledger.release(reserve("r2", "0.10 USD"), "declined")
+    ledger.mark_unknown(reserve("r3", "0.30 USD"), "timeout")
+    ledger.mark_unknown(reserve("r4", "0.05 USD"), "timeout")
+    ledger.resolve(ids["r4"], "committed", "the merchant confirmed", receipt=receipt("tx-r4"))
+    ledger.log_refusal(make_record(clock, "5.00 USD"), "5.00 USD exceeds the per-call cap")
+    reserve("r5", "0.40 USD")
+    ledger.checkpoint()
+    return ids
 
 
 class Raw:
@@ -100,8 +145,14 @@ class Raw:
     def __init__(self, kind: str, target: str, prefix: str) -> None:
         self.kind = kind
         self.payments = f"{prefix}payments"
-        self.audit = f"{prefix}audit"
-        self.checkpoints = f"{prefix}checkpoints"
+        self.log = f"{prefix}log"
+        self.heads = f"{prefix}log_heads"
+        self.checkpoints = f"{prefix}log_checkpoints"
+        self.filters = f"{prefix}filters"
+        self.totals = f"{prefix}totals"
+        self.meta = f"{prefix}meta"
+        self.audit = f"{prefix}audit"  # the legacy chain, in migrated ledgers
+        self.legacy_checkpoints = f"{prefix}checkpoints"
         self._conn: Any
         if kind == "sqlite":
             self._conn = sqlite3.connect(target, isolation_level=None)
@@ -119,13 +170,18 @@ class Raw:
         finally:
             cur.close()
 
-    def events(self) -> list[tuple[int, str, str | None, str, str, str | None, str | None]]:
-        """(seq, kind, record_id, body, hash, agent, signature) in seq order."""
+    def events(self) -> list[tuple[str, int, str | None, bytes]]:
+        """(chain, seq, record_id, entry) of every log entry, by chain and seq."""
         rows = self.execute(
-            f"SELECT seq, kind, record_id, body, hash, agent, signature FROM {self.audit} "
-            "ORDER BY seq"
+            f"SELECT chain, seq, record_id, entry FROM {self.log} ORDER BY chain, seq"
         )
-        return [(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+        return [(str(r[0]), int(r[1]), r[2], bytes(r[3])) for r in rows]
+
+    def stored_heads(self) -> list[SignedHead]:
+        """The stored heads (with the ledger id from meta)."""
+        (ledger,) = self.execute(f"SELECT value FROM {self.meta} WHERE key = 'ledger'")[0]
+        rows = self.execute(f"SELECT chain, size, root, at, agent, signature FROM {self.heads}")
+        return [SignedHead(ledger, r[0], int(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
 
     def close(self) -> None:
         self._conn.close()
@@ -140,7 +196,7 @@ class Store:
     clock: Clock
     agent: AgentKey
     #: Open another ledger on the same storage (None for memory).
-    reopen: Callable[[], SqlLedger] | None = None
+    reopen: Callable[[], StoreLedger] | None = None
     #: Raw SQL access to the same storage (None for memory).
     raw: Raw | None = None
     path: Path | None = None
@@ -152,8 +208,9 @@ class Store:
         return self.kind != "memory"
 
     @property
-    def sql(self) -> SqlLedger:
-        assert isinstance(self.ledger, SqlLedger)
+    def sql(self) -> StoreLedger:
+        """The ledger with its log, checks and exports (every store has them)."""
+        assert isinstance(self.ledger, StoreLedger)
         return self.ledger
 
     def close(self) -> None:
@@ -165,11 +222,12 @@ def open_store(kind: str, tmp_path: Path, *, checkpoint_every: int = 256) -> Sto
     clock = Clock()
     agent = AgentKey.generate()
     if kind == "memory":
-        return Store(kind, MemoryLedger(clock=clock), clock, agent)
+        memory = MemoryLedger(clock=clock, agent_key=agent, checkpoint_every=checkpoint_every)
+        return Store(kind, memory, clock, agent)
     if kind == "sqlite":
         path = tmp_path / "l.sqlite3"
 
-        def reopen_sqlite() -> SqlLedger:
+        def reopen_sqlite() -> StoreLedger:
             return SqliteLedger(
                 path, agent_key=agent, clock=clock, checkpoint_every=checkpoint_every
             )
@@ -183,7 +241,7 @@ def open_store(kind: str, tmp_path: Path, *, checkpoint_every: int = 256) -> Sto
     assert kind == "postgres"
     prefix = f"t{uuid.uuid4().hex[:10]}_"
 
-    def reopen_pg() -> SqlLedger:
+    def reopen_pg() -> StoreLedger:
         return PostgresLedger(
             PG_URL, prefix=prefix, agent_key=agent, clock=clock, checkpoint_every=checkpoint_every
         )

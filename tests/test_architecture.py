@@ -249,6 +249,7 @@ PUBLIC = {
     "InsecureTransport",
     "KeystoreError",
     "Ledger",
+    "LedgerIntegrityError",
     "Limit",
     "Mandate",
     "MandateAgentMismatch",

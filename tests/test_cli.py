@@ -360,7 +360,7 @@ def test_ledger_verify_export_and_path(
     assert ok.exit_code == 0 and "ledger verified" in ok.stdout
     assert json.loads(mpp(runner, "ledger", "verify", "--json").stdout)["ok"] is True
     jsonl = mpp(runner, "ledger", "export").stdout.splitlines()
-    assert len(jsonl) >= 4 and all("hash" in json.loads(line) for line in jsonl)
+    assert len(jsonl) >= 4 and all("leaf" in json.loads(line) for line in jsonl)
     csv_out = tmp_path / "payments.csv"
     assert mpp(runner, "ledger", "export", "--format", "csv", "-o", str(csv_out)).exit_code == 0
     assert csv_out.read_text().splitlines()[0].startswith("id,created_at,status")
@@ -374,10 +374,11 @@ def test_ledger_verify_export_and_path(
         (table,) = [
             name
             for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if "audit" in name
+            if name.endswith("_log")
         ]
         changed = db.execute(
-            f"UPDATE {table} SET body = replace(body, '0.25 USD', '0.01 USD')"
+            f"UPDATE {table} SET entry = "
+            "CAST(replace(CAST(entry AS TEXT), '0.25 USD', '0.01 USD') AS BLOB)"
         ).rowcount
         assert changed > 0
     tampered = mpp(runner, "ledger", "verify")

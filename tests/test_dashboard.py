@@ -39,6 +39,7 @@ HOSTILE = "<script>alert(1)</script>\x1b[31m"
 POLICY = Policy.from_mapping(
     {
         "currency": "USD",
+        "scope": "shop-agent",
         "per_call": "1.00 USD",
         "budgets": [
             {"name": "total", "limit": "10.00 USD"},
@@ -85,6 +86,7 @@ def record(
         decision=Decision("allow", tuple(rules), charge=amount),
         purpose=purpose,
         tags=tags or {},
+        scope="shop-agent",
     )
 
 
@@ -172,9 +174,12 @@ def test_a_failed_verification_is_shown(ledger: SqliteLedger) -> None:
         (table,) = [
             name
             for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if "audit" in name
+            if name.endswith("_log")
         ]
-        db.execute(f"UPDATE {table} SET body = replace(body, '0.40 USD', '0.04 USD')")
+        db.execute(
+            f"UPDATE {table} SET entry = "
+            "CAST(replace(CAST(entry AS TEXT), '0.40 USD', '0.04 USD') AS BLOB)"
+        )
     html = get(Dashboard(ledger, clock=lambda: NOW)).text
     assert "FAILED" in html and "modified" in html
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from mpp_client import Amount, BudgetExceeded, Limit, MemoryLedger, PaymentError, SimplePolicy
 from mpp_client.ledger import PaymentRecord
 from mpp_client.methods import Quote
-from mpp_client.policy import PaymentContext
+from mpp_client.policy import PaymentContext, program_scope
 from mpp_client.protocol import Challenge
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -43,8 +45,21 @@ def test_per_call_cap_boundaries(amount: str, allowed: bool) -> None:
 
 def test_budget_is_handed_to_the_ledger() -> None:
     decision = SimplePolicy(max_per_call="1 USD", budget="5 USD").decide(context("1 USD"))
-    assert decision.limits == (Limit("budget", Amount.parse("5.00 USD")),)
+    scope = program_scope()
+    assert decision.limits == (Limit("budget", Amount.parse("5.00 USD"), scope=scope),)
     assert decision.charge == Amount.parse("1 USD")
+    assert decision.scope == scope
+    named = SimplePolicy(max_per_call="1 USD", budget="5 USD", scope="nightly-report")
+    decision = named.decide(context("1 USD"))
+    assert decision.limits == (Limit("budget", Amount.parse("5.00 USD"), scope="nightly-report"),)
+    assert decision.scope == "nightly-report"
+
+
+def test_the_default_scope_is_the_running_program() -> None:
+    main = sys.modules["__main__"]
+    path = getattr(main, "__file__", None)
+    assert path is not None  # pytest runs from a file
+    assert program_scope() == "program:" + str(Path(path).resolve())
 
 
 def test_unknown_asset_and_method_are_denied() -> None:

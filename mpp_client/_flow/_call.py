@@ -577,6 +577,8 @@ class Call:
             decision=decision,
             purpose=self.options.purpose,
             tags=self.options.tags or {},
+            # The decision's budget scope (None: the ledger takes its limits').
+            scope=decision.scope,
         )
         agent = self.engine.agent_key
         if agent is None:

@@ -215,6 +215,7 @@ def budget_rows(
         limit = Limit(
             budget.name,
             budget.limit,
+            scope=policy.budget_scope,
             since=since,
             payee=budget.payee,
             method=budget.method,

@@ -1,8 +1,10 @@
 """The spend ledger: reservations, commits, releases, unknown outcomes, and the audit log.
 
-``SqliteLedger`` (the default, one file) and ``PostgresLedger`` (a fleet's
-shared budget) keep a tamper-evident, hash-chained, signed audit log;
-``MemoryLedger`` keeps state in memory only.
+``SqliteLedger`` (the default, one file), ``PostgresLedger`` (a fleet's
+shared budget) and ``MemoryLedger`` (in memory only) run one algorithm over
+three stores: budgets checked against running totals, a tamper-evident log
+of per-writer hash chains with signed tree heads, published outside the
+database, and ``verify()``.
 """
 
 from __future__ import annotations
@@ -10,23 +12,33 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .._exceptions import LedgerIntegrityError
 from ..identity import AgentKey
-from ._audit import VerifyReport, verify_exported_proof
-from ._base import COUNTED, Ledger, PaymentRecord, Status
+from ._base import COUNTED, Ledger, PaymentRecord, Status, Usage
+from ._chain import SignedHead
+from ._core import StoreLedger
+from ._export import verify_exported_proof
+from ._heads import HeadFiles
 from ._memory import MemoryLedger
 from ._postgres import PostgresLedger
 from ._sql import SqlLedger
 from ._sqlite import SqliteLedger, default_ledger_path
+from ._verify import VerifyReport
 
 __all__ = [
     "COUNTED",
+    "HeadFiles",
     "Ledger",
+    "LedgerIntegrityError",
     "MemoryLedger",
     "PaymentRecord",
     "PostgresLedger",
+    "SignedHead",
     "SqlLedger",
     "SqliteLedger",
     "Status",
+    "StoreLedger",
+    "Usage",
     "VerifyReport",
     "default_ledger_path",
     "open_ledger",
@@ -52,7 +64,7 @@ def open_ledger(
     if text.startswith(("postgresql://", "postgres://")):
         return PostgresLedger(text, agent_key=agent_key)
     if text == "memory:":
-        return MemoryLedger()
+        return MemoryLedger(agent_key=agent_key)
     if text.startswith("sqlite:///"):
         text = text[len("sqlite:///") :]
     return SqliteLedger(Path(text), agent_key=agent_key)

@@ -37,6 +37,7 @@ from typing import Any, TypeGuard
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "Frontier",
     "InclusionProof",
     "consistency_proof",
     "inclusion_proof",
@@ -128,6 +129,52 @@ def root(leaves: Sequence[bytes]) -> bytes:
     """
     _check_leaves(leaves)
     return _mth(leaves, 0, len(leaves))
+
+
+class Frontier:
+    """The right edge of a growing RFC 9162 tree: enough to append and to take the root.
+
+    A tree of ``n`` leaves is, left to right, one complete subtree per set bit
+    of ``n`` (largest first); the frontier keeps just their roots, so it holds
+    O(log n) hashes and appending is O(1) amortized (O(log n) at worst). A log
+    that keeps its frontier in memory signs a new tree head after every write
+    without ever re-reading what it wrote before. The root folds the subtree
+    roots from the right, which is exactly the RFC's split at the largest power
+    of two (the left part of every split is one of these complete subtrees).
+    """
+
+    __slots__ = ("_nodes", "size")
+
+    def __init__(self) -> None:
+        self._nodes: list[bytes] = []
+        self.size = 0
+
+    def append(self, leaf: bytes) -> None:
+        """Add one leaf hash (see :func:`leaf_hash`) at the right."""
+        if not _is_hash(leaf):
+            raise ValueError(f"a leaf is a {HASH_SIZE}-byte leaf hash")
+        node, n = leaf, self.size
+        while n & 1:  # each trailing 1 bit: a complete subtree of the new node's size
+            node = node_hash(self._nodes.pop(), node)
+            n >>= 1
+        self._nodes.append(node)
+        self.size += 1
+
+    def root(self) -> bytes:
+        """MTH of the leaves so far (:data:`EMPTY_ROOT` for none)."""
+        if not self._nodes:
+            return EMPTY_ROOT
+        nodes = self._nodes
+        value = nodes[-1]
+        for i in range(len(nodes) - 2, -1, -1):
+            value = node_hash(nodes[i], value)
+        return value
+
+    def copy(self) -> Frontier:
+        other = Frontier()
+        other._nodes = list(self._nodes)
+        other.size = self.size
+        return other
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:

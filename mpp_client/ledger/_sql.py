@@ -1,112 +1,56 @@
-"""Durable ledgers on SQL: the shared logic of the SQLite and PostgreSQL stores.
+"""Durable stores on SQL: the tables, the queries and the migrations SQLite and PostgreSQL share.
 
-Two tables hold the state: ``payments`` (one row per payment, its current
-status and the columns budgets are summed over) and ``audit`` (the append-only
-hash-chained log). Every change writes both in one transaction, under the
-store's write lock (SQLite's ``BEGIN IMMEDIATE``; a PostgreSQL advisory lock),
-so a reservation checks every limit and holds the amount atomically even
-against other processes and other machines.
+Tables (``<prefix>`` is ``mpp_`` by default):
 
-Budgets are summed in SQL over an integer column holding each charge in
-billionths of its currency (``charge_nano``), rounded *up* when an asset has
-more than nine decimals: a budget can be counted a hair high, never low.
+* ``payments``: one row per payment: its record, status, and the columns
+  budgets are counted over; indexed by challenge (unique), by scope and
+  creation time, and by payee, scope, status and creation time;
+* ``log``, ``log_heads``, ``log_checkpoints``: the entries of every writer's
+  chain, each chain's latest signed tree head, and the heads kept as
+  checkpoints (:mod:`._chain`);
+* ``filters`` and ``totals``: the registered budget filters and their running
+  totals per currency and time bucket (:mod:`._totals`);
+* ``meta``: the ledger's id, and which agents wrote it;
+* ``audit`` and ``checkpoints``: the legacy chain of ledgers written before
+  chains per writer, kept as they were (:mod:`._legacy`).
+
+Files and prefixes written by earlier versions are migrated on open: the new
+tables and columns are added, their payments keep counting in the scope
+``""``, and their audit rows stay readable as the legacy chain.
 """
 
 from __future__ import annotations
 
 import abc
-import csv
-import io
 import json
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .._decision import Limit
-from .._exceptions import BudgetExceeded, PaymentError
-from ..identity import AgentKey
-from ..money import Amount
-from ..protocol import Receipt
-from ._audit import (
-    GENESIS,
-    AuditEvent,
-    Checkpoint,
-    VerifyReport,
-    export_proof,
-    make_checkpoint,
-    make_event,
-    verify_chain,
-)
-from ._base import COUNTED, Ledger, PaymentRecord, Status, challenge_key, reused_challenge
+from .._exceptions import ChallengeReused
+from ._chain import Entry, SignedHead
+from ._core import StoreLedger
+from ._legacy import AuditEvent, Checkpoint
+from ._record import COUNTED, challenge_key
+from ._store import PaymentRow, Store, Tx
+from ._totals import Cells, Filter, tag_token, tagset
 
-__all__ = ["Cursor", "SqlLedger", "to_nano"]
+__all__ = ["Cursor", "SqlLedger", "SqlStore"]
 
-_NANO = 9
-_MAX_NANO = 2**63 - 1
 _COUNTED = tuple(sorted(COUNTED))
-
-
-def to_nano(amount: Amount) -> int:
-    """The amount in billionths of its currency, rounded up (never undercounts)."""
-    if amount.decimals <= _NANO:
-        return amount.units * _pow10(_NANO - amount.decimals)
-    return -((-amount.units) // _pow10(amount.decimals - _NANO))
-
-
-def _cap_nano(cap: Amount) -> int:
-    """A cap in billionths, rounded down (never overcounts the room left)."""
-    if cap.decimals <= _NANO:
-        return cap.units * _pow10(_NANO - cap.decimals)
-    return cap.units // _pow10(cap.decimals - _NANO)
-
-
-def _tag_token(key: str, value: str) -> str:
-    # JSON quoting makes each pair unambiguous inside the tagset string.
-    return json.dumps([key, value], ensure_ascii=False)
-
-
-def _tagset(tags: Mapping[str, str]) -> str:
-    """All tags of a payment, one searchable token per pair (see ``_usage``)."""
-    return "".join(_tag_token(k, v) for k, v in sorted(tags.items()))
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _pow10(exponent: int) -> int:
-    return int(10**exponent)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _us(moment: datetime) -> int:
-    """Exact microseconds since the epoch (no float rounding)."""
-    if moment.tzinfo is None:
-        raise ValueError("ledger times must be timezone-aware")
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _from_nano(nano: int, currency: str) -> Amount:
-    amount = Amount(nano, currency, _NANO)
-    # Present it with as few decimals as are exact (at least 2 for readability).
-    for decimals in range(2, _NANO):
-        try:
-            return amount.rescale(decimals)
-        except ValueError:
-            continue
-    return amount
+_COLUMNS = (
+    "id, created_us, updated_us, status, scope, payee, method, currency, charge_nano, "
+    "tagset, challenge, record, rev, log_chain, log_seq"
+)
+#: Cells per upsert statement (six parameters each).
+_CHUNK = 400
 
 
 class Cursor:
-    """A DB-API cursor as the SQL ledger uses it: ``?`` placeholders, tuple rows.
+    """A DB-API cursor as the SQL stores use it: ``?`` placeholders, tuple rows.
 
-    ``paramstyle`` is the driver's placeholder (``"?"`` for sqlite3, ``"%s"``
-    for psycopg); queries are written with ``?`` and translated here.
+    ``placeholder`` is the driver's (``"?"`` for sqlite3, ``"%s"`` for
+    psycopg); queries are written with ``?`` and translated here.
     """
 
     __slots__ = ("_cur", "_placeholder")
@@ -120,6 +64,16 @@ class Cursor:
             sql = sql.replace("?", self._placeholder)
         self._cur.execute(sql, tuple(params))
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self._placeholder != "?":
+            sql = sql.replace("?", self._placeholder)
+        self._cur.executemany(sql, [tuple(r) for r in rows])
+
+    @property
+    def raw(self) -> Any:
+        """The driver's own cursor."""
+        return self._cur
+
     def fetchone(self) -> tuple[Any, ...] | None:
         row = self._cur.fetchone()
         return tuple(row) if row is not None else None
@@ -129,73 +83,175 @@ class Cursor:
 
 
 @dataclass(frozen=True, slots=True)
-class _Names:
+class Names:
     payments: str
-    audit: str
+    log: str
+    heads: str
     checkpoints: str
+    filters: str
+    totals: str
+    meta: str
+    legacy_audit: str
+    legacy_checkpoints: str
 
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class SqlLedger(Ledger):
-    """A ledger stored in SQL tables. Subclasses provide connections and locking.
-
-    ``agent_key`` signs every audit event and checkpoint. ``checkpoint_every``
-    events, a signed Merkle tree head is stored.
-    """
-
-    blocking = True
-
-    def __init__(
-        self,
-        *,
-        agent_key: AgentKey | None = None,
-        prefix: str = "mpp_",
-        checkpoint_every: int = 256,
-        clock: Callable[[], datetime] = _utcnow,
-    ) -> None:
+    @classmethod
+    def of(cls, prefix: str) -> Names:
         if not prefix.replace("_", "").isalnum():
             raise ValueError("table prefix must be letters, digits and underscores")
-        self._agent = agent_key
-        self._names = _Names(f"{prefix}payments", f"{prefix}audit", f"{prefix}checkpoints")
-        self._checkpoint_every = checkpoint_every
-        self._clock = clock
-        self._lock = threading.RLock()
+        return cls(
+            *(
+                prefix + name
+                for name in (
+                    "payments",
+                    "log",
+                    "log_heads",
+                    "log_checkpoints",
+                    "filters",
+                    "totals",
+                    "meta",
+                    "audit",
+                    "checkpoints",
+                )
+            )
+        )
+
+
+def _row(values: Sequence[Any]) -> PaymentRow:
+    return PaymentRow(
+        str(values[0]),
+        int(values[1]),
+        int(values[2]),
+        str(values[3]),
+        str(values[4]),
+        str(values[5]),
+        str(values[6]),
+        str(values[7]),
+        int(values[8]),
+        str(values[9]),
+        values[10],
+        str(values[11]),
+        None if values[12] is None else int(values[12]),
+        values[13],
+        None if values[14] is None else int(values[14]),
+    )
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _head(values: Sequence[Any], ledger: str) -> SignedHead:
+    # Heads are stored without the ledger id (it is the ledger's own, in meta).
+    return SignedHead(ledger, str(values[0]), int(values[1]), str(values[2]), str(values[3]),
+                      values[4], values[5])  # fmt: skip
+
+
+class SqlStore(Store):
+    """The queries of both SQL stores; subclasses provide connections and dialect."""
+
+    blocking = True
+    #: Dialect words filled into the DDL.
+    INT = "INTEGER"
+    BLOB = "BLOB"
+    NO_ROWID = ""
+    CHECK_INT = ""
+    FOR_UPDATE = ""
+
+    def __init__(self, prefix: str) -> None:
+        self.names = Names.of(prefix)
 
     # -- what subclasses provide ------------------------------------------------------
 
     @abc.abstractmethod
-    def _write(self) -> AbstractContextManager[Cursor]:
-        """A transaction holding the ledger's exclusive write lock."""
-
-    @abc.abstractmethod
-    def _read(self) -> AbstractContextManager[Cursor]:
-        """A consistent read."""
-
-    @abc.abstractmethod
-    def _ddl(self) -> list[str]:
-        """Statements creating the tables (idempotent)."""
-
-    @abc.abstractmethod
     def _columns(self, cur: Cursor, table: str) -> set[str]:
-        """The column names of ``table``."""
+        """The column names of ``table`` (empty when it does not exist)."""
 
-    def _setup(self) -> None:
-        with self._write() as cur:
-            for statement in self._ddl():
-                cur.execute(statement)
-            self._migrate(cur)
+    @abc.abstractmethod
+    def stream(self, tx: SqlTx, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """Rows of a big query, read as they are used (inside ``tx``)."""
 
-    def _migrate(self, cur: Cursor) -> None:
-        """Bring tables made by an earlier version up to date (idempotent)."""
-        n = self._names
-        if "challenge" not in self._columns(cur, n.payments):
+    @abc.abstractmethod
+    def challenge_violation(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a unique violation of the challenge index."""
+
+    def lock_scope(self, cur: Cursor, scope: str, *, exclusive: bool) -> None:
+        """Nothing to lock where one writer at a time holds the whole database."""
+
+    def upsert_totals(
+        self, tx: SqlTx, items: Sequence[tuple[tuple[int, int, int, str], list[int]]]
+    ) -> None:
+        """Add cells to the totals: one multi-row upsert (per chunk of cells)."""
+        tx._upsert_values(items)
+
+    def bulk_insert(
+        self, tx: SqlTx, table: str, columns: str, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert many rows at once (an import)."""
+        marks = ", ".join("?" * len(columns.split(",")))
+        tx.cur.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)  # noqa: S608
+
+    ENTRIES_ORDER = "chain, seq"
+    CHARGE = (
+        "json_extract(record, '$.charge_units'), json_extract(record, '$.charge_currency'), "
+        "json_extract(record, '$.charge_decimals')"
+    )
+
+    # -- schema -------------------------------------------------------------------------
+
+    def ddl(self) -> list[str]:
+        n = self.names
+        i, blob = self.INT, self.BLOB
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {n.payments} (
+                id TEXT PRIMARY KEY, created_us {i} NOT NULL, updated_us {i} NOT NULL,
+                status TEXT NOT NULL, payee TEXT NOT NULL, method TEXT NOT NULL,
+                currency TEXT NOT NULL, charge_nano {i} NOT NULL,
+                tagset TEXT NOT NULL DEFAULT '', challenge TEXT, record TEXT NOT NULL,
+                scope TEXT NOT NULL DEFAULT '', rev {i}, log_chain TEXT, log_seq {i})""",
+            f"""CREATE TABLE IF NOT EXISTS {n.log} (
+                chain TEXT NOT NULL, seq {i} NOT NULL, record_id TEXT, entry {blob} NOT NULL,
+                PRIMARY KEY (chain, seq))""",
+            f"""CREATE TABLE IF NOT EXISTS {n.heads} (
+                chain TEXT PRIMARY KEY, size {i} NOT NULL, root TEXT NOT NULL, at TEXT NOT NULL,
+                agent TEXT, signature TEXT)""",
+            f"""CREATE TABLE IF NOT EXISTS {n.checkpoints} (
+                chain TEXT NOT NULL, size {i} NOT NULL, root TEXT NOT NULL, at TEXT NOT NULL,
+                agent TEXT, signature TEXT, PRIMARY KEY (chain, size))""",
+            f"""CREATE TABLE IF NOT EXISTS {n.filters} (
+                id {i} PRIMARY KEY, scope TEXT NOT NULL, payee TEXT, method TEXT,
+                tags TEXT NOT NULL)""",
+            f"CREATE INDEX IF NOT EXISTS {n.filters}_scope ON {n.filters} (scope, payee)",
+            f"""CREATE TABLE IF NOT EXISTS {n.totals} (
+                filter_id {i} NOT NULL, level {i} NOT NULL, bucket {i} NOT NULL,
+                currency TEXT NOT NULL, n {i} NOT NULL, nano {i} NOT NULL {self.CHECK_INT},
+                PRIMARY KEY (filter_id, level, bucket, currency)){self.NO_ROWID}""",
+            f"""CREATE TABLE IF NOT EXISTS {n.meta} (
+                key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+        ]
+
+    def migrate(self, cur: Cursor) -> None:
+        """Create what is missing and bring tables of earlier versions up to date."""
+        n = self.names
+        columns = self._columns(cur, n.payments)
+        if columns:
+            self._migrate_payments(cur, columns)
+        for statement in self.ddl():
+            cur.execute(statement)
+        p = n.payments
+        cur.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {p}_challenge ON {p} (challenge)")
+        cur.execute(f"CREATE INDEX IF NOT EXISTS {p}_scope ON {p} (scope, created_us)")
+        cur.execute(f"CREATE INDEX IF NOT EXISTS {p}_who ON {p} (payee, scope, status, created_us)")
+        # Budgets are no longer summed over the payments: their old indexes go.
+        cur.execute(f"DROP INDEX IF EXISTS {p}_budget")
+        cur.execute(f"DROP INDEX IF EXISTS {p}_payee")
+
+    def _migrate_payments(self, cur: Cursor, columns: set[str]) -> None:
+        p = self.names.payments
+        if "challenge" not in columns:
             # Challenges are single use across restarts: index what each record answered.
             # A ledger written before this may hold a replayed id twice; the first keeps it.
-            cur.execute(f"ALTER TABLE {n.payments} ADD COLUMN challenge TEXT")
-            cur.execute(f"SELECT id, record FROM {n.payments} ORDER BY created_us, id")  # noqa: S608
+            cur.execute(f"ALTER TABLE {p} ADD COLUMN challenge TEXT")
+            cur.execute(f"SELECT id, record FROM {p} ORDER BY created_us, id")  # noqa: S608
             seen: set[str] = set()
             for record_id, stored in cur.fetchall():
                 data = json.loads(stored)
@@ -203,491 +259,427 @@ class SqlLedger(Ledger):
                 if key in seen:
                     continue
                 seen.add(key)
-                cur.execute(
-                    f"UPDATE {n.payments} SET challenge = ? WHERE id = ?",  # noqa: S608
-                    (key, record_id),
-                )
-        cur.execute(
-            f"CREATE UNIQUE INDEX IF NOT EXISTS {n.payments}_challenge ON {n.payments} (challenge)"
-        )
-        if "tagset" not in self._columns(cur, n.payments):
-            cur.execute(f"ALTER TABLE {n.payments} ADD COLUMN tagset TEXT NOT NULL DEFAULT ''")
-            cur.execute(f"SELECT id, record FROM {n.payments}")  # noqa: S608
+                cur.execute(f"UPDATE {p} SET challenge = ? WHERE id = ?", (key, record_id))  # noqa: S608
+        if "tagset" not in columns:
+            cur.execute(f"ALTER TABLE {p} ADD COLUMN tagset TEXT NOT NULL DEFAULT ''")
+            cur.execute(f"SELECT id, record FROM {p}")  # noqa: S608
             for record_id, stored in cur.fetchall():
                 tags = json.loads(stored).get("tags") or {}
                 if tags:
                     cur.execute(
-                        f"UPDATE {n.payments} SET tagset = ? WHERE id = ?",  # noqa: S608
-                        (_tagset(tags), record_id),
+                        f"UPDATE {p} SET tagset = ? WHERE id = ?",  # noqa: S608
+                        (tagset(tags), record_id),
                     )
+        if "scope" not in columns:
+            # Payments from before scopes keep counting, in the scope "".
+            cur.execute(f"ALTER TABLE {p} ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
+        for column, kind in (("rev", self.INT), ("log_chain", "TEXT"), ("log_seq", self.INT)):
+            if column not in columns:
+                cur.execute(f"ALTER TABLE {p} ADD COLUMN {column} {kind}")
 
-    # -- writing ----------------------------------------------------------------------
 
-    def _append(
-        self, cur: Cursor, kind: str, record: PaymentRecord | None, extra: Mapping[str, Any]
-    ) -> AuditEvent:
-        n = self._names
-        cur.execute(f"SELECT seq, hash FROM {n.audit} ORDER BY seq DESC LIMIT 1")  # noqa: S608
-        last = cur.fetchone()
-        seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
-        body: dict[str, Any] | None = record.to_dict() if record is not None else None
-        if extra:
-            body = {**(body or {}), **extra}
-        event = make_event(
-            seq=seq,
-            at=self._clock(),
-            kind=kind,
-            record=body,
-            prev=prev,
-            agent=self._agent,
-            record_id=record.id if record is not None else None,
+class SqlTx(Tx):
+    """The primitive operations as SQL, over one transaction's cursor."""
+
+    def __init__(self, store: SqlStore, cur: Cursor) -> None:
+        self.store = store
+        self.cur = cur
+        self.n = store.names
+        #: True once it locked budget rows (PostgreSQL commits those without
+        #: holding them through the flush, see :mod:`._postgres`).
+        self.hot = False
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self.cur.execute(sql, params)
+        return self.cur.fetchone()
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self.cur.execute(sql, params)
+        return self.cur.fetchall()
+
+    def _write(self, sql: str, params: Sequence[Any]) -> None:
+        """Every write goes through here (run now; a store may send them later, together)."""
+        self.cur.execute(sql, params)
+
+    # -- payments ------------------------------------------------------------------
+
+    def payment(self, record_id: str, *, lock: bool = False) -> PaymentRow | None:
+        lock_clause = self.store.FOR_UPDATE if lock else ""
+        row = self._one(
+            f"SELECT {_COLUMNS} FROM {self.n.payments} WHERE id = ?{lock_clause}",  # noqa: S608
+            (record_id,),
         )
-        cur.execute(
-            f"INSERT INTO {n.audit} (seq, at_us, kind, record_id, body, hash, agent, signature) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.seq,
-                _us(self._clock()),
-                kind,
-                event.record_id,
-                event.body.decode("utf-8"),
-                event.hash,
-                event.agent,
-                event.signature,
-            ),
+        return _row(row) if row is not None else None
+
+    def challenge_owner(self, key: str) -> str | None:
+        row = self._one(f"SELECT id FROM {self.n.payments} WHERE challenge = ?", (key,))  # noqa: S608
+        return str(row[0]) if row is not None else None
+
+    def insert_payment(self, row: PaymentRow) -> None:
+        try:
+            self._write(
+                f"INSERT INTO {self.n.payments} ({_COLUMNS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _values(row),
+            )
+        except Exception as exc:
+            if self.store.challenge_violation(exc):
+                # Another writer answered it between our check and our insert.
+                raise ChallengeReused(
+                    "the challenge was answered by another payment a moment ago: "
+                    "challenges are single use, refusing to pay it again"
+                ) from None
+            raise
+
+    def insert_payments(self, rows: Sequence[PaymentRow]) -> None:
+        self.store.bulk_insert(self, self.n.payments, _COLUMNS, [_values(r) for r in rows])
+
+    def update_payment(self, row: PaymentRow) -> None:
+        self._write(
+            f"UPDATE {self.n.payments} SET status = ?, updated_us = ?, record = ?, rev = ?, "  # noqa: S608
+            "log_chain = ?, log_seq = ? WHERE id = ?",
+            (row.status, row.updated_us, row.record, row.rev, row.log_chain, row.log_seq, row.id),
         )
-        if seq % self._checkpoint_every == 0:
-            self._checkpoint(cur)
-        return event
 
-    def _checkpoint(self, cur: Cursor) -> Checkpoint:
-        n = self._names
-        cur.execute(f"SELECT body FROM {n.audit} ORDER BY seq")  # noqa: S608
-        bodies = [str(row[0]).encode("utf-8") for row in cur.fetchall()]
-        checkpoint = make_checkpoint(bodies, self._clock(), self._agent)
-        cur.execute(f"DELETE FROM {n.checkpoints} WHERE tree_size = ?", (checkpoint.tree_size,))  # noqa: S608
-        cur.execute(
-            f"INSERT INTO {n.checkpoints} (tree_size, root, at, agent, signature) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?)",
-            (
-                checkpoint.tree_size,
-                checkpoint.root,
-                checkpoint.at,
-                checkpoint.agent,
-                checkpoint.signature,
-            ),
+    def payments_created(self, scope: str, start_us: int, end_us: int) -> list[PaymentRow]:
+        return [_row(r) for r in self._all(*self._created_query(scope, start_us, end_us))]
+
+    def _created_query(self, scope: str, start_us: int, end_us: int) -> tuple[str, list[Any]]:
+        sql = (
+            f"SELECT {_COLUMNS} FROM {self.n.payments} "  # noqa: S608
+            "WHERE scope = ? AND created_us >= ? AND created_us < ?"
         )
-        return checkpoint
+        return sql, [scope, start_us, end_us]
 
-    def checkpoint(self) -> Checkpoint:
-        """Store a signed tree head over every event so far, now."""
-        with self._lock, self._write() as cur:
-            return self._checkpoint(cur)
+    def counted_payments(self, scope: str, payee: str | None) -> Iterator[PaymentRow]:
+        marks = ", ".join("?" * len(_COUNTED))
+        if payee is None:
+            sql = (
+                f"SELECT {_COLUMNS} FROM {self.n.payments} WHERE scope = ? AND status IN ({marks})"  # noqa: S608
+            )
+            params: tuple[Any, ...] = (scope, *_COUNTED)
+        else:
+            sql = (
+                f"SELECT {_COLUMNS} FROM {self.n.payments} "  # noqa: S608
+                f"WHERE payee = ? AND scope = ? AND status IN ({marks})"
+            )
+            params = (payee, scope, *_COUNTED)
+        return (_row(r) for r in self._all(sql, params))
 
-    def _usage(self, cur: Cursor, limit: Limit, currency: str | None) -> tuple[int, int]:
-        """(count, summed charge_nano) of counted payments matching ``limit``."""
-        n = self._names
+    # -- filters and totals ----------------------------------------------------------
+
+    def lock_scope(self, scope: str, *, exclusive: bool) -> None:
+        self.store.lock_scope(self.cur, scope, exclusive=exclusive)
+
+    def filters_for(self, scope: str, payee: str, *, lock: bool = False) -> list[Filter]:
+        if lock:
+            self.hot = True
+        return [_filter(r) for r in self._all(*self._filters_query(scope, payee, lock))]
+
+    def _filters_query(self, scope: str, payee: str, lock: bool) -> tuple[str, list[Any]]:
+        lock_clause = self.store.FOR_UPDATE if lock else ""
+        sql = (
+            f"SELECT scope, payee, method, tags FROM {self.n.filters} "  # noqa: S608
+            f"WHERE scope = ? AND (payee IS NULL OR payee = ?) ORDER BY id{lock_clause}"
+        )
+        return sql, [scope, payee]
+
+    def has_filter(self, filter_id: int) -> bool:
+        return self._one(f"SELECT 1 FROM {self.n.filters} WHERE id = ?", (filter_id,)) is not None  # noqa: S608
+
+    def insert_filter(self, flt: Filter) -> None:
+        self._write(
+            f"INSERT INTO {self.n.filters} (id, scope, payee, method, tags) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (flt.id, flt.scope, flt.payee, flt.method, json.dumps([list(t) for t in flt.tags])),
+        )
+
+    def bucket_sums(
+        self, filter_id: int, ranges: Sequence[tuple[int, int, int | None]]
+    ) -> list[tuple[str, int, int]]:
+        return _sums(self._all(*self._sums_query(filter_id, ranges)))
+
+    def _sums_query(
+        self, filter_id: int, ranges: Sequence[tuple[int, int, int | None]]
+    ) -> tuple[str, list[Any]]:
+        # One range of the primary key per level: each is a seek and a short walk.
+        parts: list[str] = []
+        params: list[Any] = []
+        for level, first, end in ranges:
+            bound = "" if end is None else " AND bucket < ?"
+            parts.append(
+                f"SELECT currency, n, nano FROM {self.n.totals} "  # noqa: S608
+                f"WHERE filter_id = ? AND level = ? AND bucket >= ?{bound}"
+            )
+            params += [filter_id, level, first] + ([] if end is None else [end])
+        sql = (
+            "SELECT currency, SUM(n), SUM(nano) FROM ("  # noqa: S608
+            + " UNION ALL ".join(parts)
+            + ") AS cells GROUP BY currency"
+        )
+        return sql, params
+
+    def add_totals(self, cells: Cells) -> None:
+        items = [(k, v) for k, v in cells.items() if v != [0, 0]]
+        if items:
+            self.store.upsert_totals(self, items)
+
+    def _upsert_values(self, items: Sequence[tuple[tuple[int, int, int, str], list[int]]]) -> None:
+        t = self.n.totals
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start : start + _CHUNK]
+            values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+            params: list[Any] = []
+            for (filter_id, level, bucket, currency), (n, nano) in chunk:
+                params += [filter_id, level, bucket, currency, n, nano]
+            self._write(
+                f"INSERT INTO {t} (filter_id, level, bucket, currency, n, nano) "  # noqa: S608
+                f"VALUES {values} ON CONFLICT (filter_id, level, bucket, currency) "
+                f"DO UPDATE SET n = {t}.n + excluded.n, nano = {t}.nano + excluded.nano",
+                params,
+            )
+
+    # -- the log -------------------------------------------------------------------
+
+    def insert_entries(self, entries: Sequence[Entry]) -> None:
+        sql = f"INSERT INTO {self.n.log} (chain, seq, record_id, entry) VALUES (?, ?, ?, ?)"  # noqa: S608
+        if len(entries) > 8:
+            values = [(e.chain, e.seq, e.record_id, e.entry) for e in entries]
+            self.store.bulk_insert(self, self.n.log, "chain, seq, record_id, entry", values)
+            return
+        for e in entries:
+            self._write(sql, (e.chain, e.seq, e.record_id, e.entry))
+
+    def put_head(self, head: SignedHead) -> None:
+        self._write(
+            f"INSERT INTO {self.n.heads} (chain, size, root, at, agent, signature) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (chain) DO UPDATE SET size = excluded.size, "
+            "root = excluded.root, at = excluded.at, agent = excluded.agent, "
+            "signature = excluded.signature",
+            (head.chain, head.size, head.root, head.at, head.agent, head.signature),
+        )
+
+    def put_checkpoint(self, head: SignedHead) -> None:
+        self._write(
+            f"INSERT INTO {self.n.checkpoints} (chain, size, root, at, agent, signature) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (chain, size) DO UPDATE SET "
+            "root = excluded.root, at = excluded.at, agent = excluded.agent, "
+            "signature = excluded.signature",
+            (head.chain, head.size, head.root, head.at, head.agent, head.signature),
+        )
+
+    def meta(self, key: str) -> str | None:
+        row = self._one(f"SELECT value FROM {self.n.meta} WHERE key = ?", (key,))  # noqa: S608
+        return str(row[0]) if row is not None else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write(
+            f"INSERT INTO {self.n.meta} (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",  # noqa: S608
+            (key, value),
+        )
+
+    # -- history ---------------------------------------------------------------------
+
+    def _who(self, scope: str | None, payee: str) -> tuple[str, list[Any]]:
+        if scope is None:
+            return "payee = ?", [payee]
+        return "payee = ? AND scope = ?", [payee, scope]
+
+    def has_paid(self, scope: str | None, payee: str) -> bool:
+        who, params = self._who(scope, payee)
+        for status in ("committed", "unknown"):
+            # In the index's order, so the planner walks the index (one probe) even
+            # where a table scan looks cheap: for a new payee it would read every row.
+            row = self._one(
+                f"SELECT created_us FROM {self.n.payments} WHERE {who} AND status = ? "  # noqa: S608
+                "ORDER BY created_us DESC LIMIT 1",
+                (*params, status),
+            )
+            if row is not None:
+                return True
+        return False
+
+    def recent_committed(self, scope: str | None, payee: str, n: int) -> list[tuple[int, str, int]]:
+        who, params = self._who(scope, payee)
+        charge = self.store.CHARGE  # the exact charge, read out of the record by the database
+        rows = self._all(
+            f"SELECT {charge} FROM {self.n.payments} WHERE {who} AND status = ? "  # noqa: S608
+            "ORDER BY created_us DESC LIMIT ?",
+            (*params, "committed", n),
+        )
+        return [(int(units), str(currency), int(decimals)) for units, currency, decimals in rows]
+
+    def failure_streak(self, scope: str | None, payee: str) -> tuple[int, int | None]:
+        who, params = self._who(scope, payee)
+        last = self._one(
+            f"SELECT created_us FROM {self.n.payments} WHERE {who} AND status = ? "  # noqa: S608
+            "ORDER BY created_us DESC LIMIT 1",
+            (*params, "committed"),
+        )
+        after = int(last[0]) if last is not None else None
+        since = "" if after is None else " AND created_us > ?"
+        bound = [] if after is None else [after]
+        rows = self._all(
+            f"SELECT updated_us FROM {self.n.payments} WHERE {who} AND status = ?{since} "  # noqa: S608
+            "ORDER BY created_us DESC",
+            (*params, "unknown", *bound),
+        )
+        return len(rows), (int(rows[0][0]) if rows else None)
+
+    # -- reports ---------------------------------------------------------------------
+
+    def sum_matching(
+        self,
+        *,
+        scope: str | None,
+        currency: str | None,
+        since_us: int | None,
+        payee: str | None,
+        method: str | None,
+        tags: Mapping[str, str],
+    ) -> tuple[int, int]:
         where = [f"status IN ({', '.join('?' * len(_COUNTED))})"]
         params: list[Any] = list(_COUNTED)
-        if currency is not None:
-            where.append("currency = ?")
-            params.append(currency)
-        if limit.since is not None:
-            where.append("created_us >= ?")
-            params.append(_us(limit.since))
-        if limit.payee is not None:
-            where.append("payee = ?")
-            params.append(limit.payee)
-        if limit.method is not None:
-            where.append("method = ?")
-            params.append(limit.method)
-        for key, value in sorted(limit.tags.items()):
+        for column, value in (
+            ("scope = ?", scope),
+            ("currency = ?", currency),
+            ("created_us >= ?", since_us),
+            ("payee = ?", payee),
+            ("method = ?", method),
+        ):
+            if value is not None:
+                where.append(column)
+                params.append(value)
+        for key, value in sorted(tags.items()):
             where.append("tagset LIKE ? ESCAPE '\\'")
-            params.append(f"%{_like_escape(_tag_token(key, value))}%")
-        cur.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(charge_nano), 0) FROM {n.payments} "  # noqa: S608
+            params.append(f"%{_like_escape(tag_token(key, value))}%")
+        row = self._one(
+            f"SELECT COUNT(*), COALESCE(SUM(charge_nano), 0) FROM {self.n.payments} "  # noqa: S608
             f"WHERE {' AND '.join(where)}",
             params,
         )
-        row = cur.fetchone()
         assert row is not None
         return int(row[0]), int(row[1])
 
-    def reserve(self, record: PaymentRecord, limits: Sequence[Limit]) -> PaymentRecord:
-        held = record.with_status("reserved", now=self._clock())
-        charge = to_nano(held.charge)
-        if held.charge.units < 0:
-            raise PaymentError(f"refusing to record a negative charge ({held.charge})")
-        if charge > _MAX_NANO:  # would not fit the 64-bit column budgets are summed over
-            raise PaymentError(f"{held.charge} is too large for the ledger")
-        with self._lock, self._write() as cur:
-            n = self._names
-            key = held.challenge_key
-            cur.execute(f"SELECT id FROM {n.payments} WHERE challenge = ?", (key,))  # noqa: S608
-            earlier = cur.fetchone()
-            if earlier is not None:
-                raise reused_challenge(held, str(earlier[0]))
-            for limit in limits:
-                if not held.in_scope(limit):
-                    continue
-                if limit.max_count is not None:
-                    # A rate counts payments in every currency (a cap, only its own).
-                    count, _ = self._usage(cur, limit, None)
-                    if count + 1 > limit.max_count:
-                        raise BudgetExceeded(limit.rate_refusal(count))
-                if limit.cap is None:
-                    continue
-                if held.charge.currency != limit.cap.currency:
-                    raise BudgetExceeded(limit.currency_refusal(held.charge))
-                _, used = self._usage(cur, limit, limit.cap.currency)
-                cap = _cap_nano(limit.cap)
-                if used + charge > cap:
-                    spent = _from_nano(used, limit.cap.currency)
-                    raise BudgetExceeded(limit.budget_refusal(held.charge, spent))
-            cur.execute(
-                f"INSERT INTO {n.payments} (id, created_us, updated_us, status, payee, method, "  # noqa: S608
-                "currency, charge_nano, tagset, challenge, record) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    held.id,
-                    _us(held.created_at),
-                    _us(self._clock()),
-                    held.status,
-                    held.payee,
-                    held.method,
-                    held.charge.currency,
-                    charge,
-                    _tagset(held.tags),
-                    key,
-                    json.dumps(held.to_dict()),
-                ),
-            )
-            self._append(cur, "reserve", held, {})
-        return held
+    def all_payments(self) -> Iterator[PaymentRow]:
+        sql = f"SELECT {_COLUMNS} FROM {self.n.payments} ORDER BY created_us, id"  # noqa: S608
+        return (_row(r) for r in self.store.stream(self, sql))
 
-    def _settle(
-        self,
-        record_id: str,
-        status: Status,
-        *,
-        kind: str,
-        allowed_from: tuple[str, ...],
-        receipt: Receipt | None = None,
-        reason: str | None = None,
-    ) -> PaymentRecord:
-        n = self._names
-        with self._lock, self._write() as cur:
-            cur.execute(f"SELECT record FROM {n.payments} WHERE id = ?", (record_id,))  # noqa: S608
-            row = cur.fetchone()
-            if row is None:
-                raise PaymentError(f"no ledger record {record_id!r}")
-            current = PaymentRecord.from_dict(json.loads(row[0]))
-            if current.status not in allowed_from:
-                raise PaymentError(f"ledger record {record_id!r} is already {current.status}")
-            updated = current.with_status(status, now=self._clock(), receipt=receipt, reason=reason)
-            cur.execute(
-                f"UPDATE {n.payments} SET status = ?, updated_us = ?, record = ? WHERE id = ?",  # noqa: S608
-                (status, _us(self._clock()), json.dumps(updated.to_dict()), record_id),
-            )
-            self._append(cur, kind, updated, {})
-        return updated
+    def all_entries(self) -> Iterator[Entry]:
+        sql = (
+            f"SELECT chain, seq, record_id, entry FROM {self.n.log} "  # noqa: S608
+            f"ORDER BY {self.store.ENTRIES_ORDER}"
+        )
+        return (Entry(str(c), int(s), r, bytes(e)) for c, s, r, e in self.store.stream(self, sql))
 
-    def commit(
-        self, record_id: str, receipt: Receipt | None, *, reason: str | None = None
-    ) -> PaymentRecord:
-        return self._settle(
-            record_id,
-            "committed",
-            kind="commit",
-            allowed_from=("reserved",),
-            receipt=receipt,
-            reason=reason,
+    def chain_entries(self, chain: str, size: int) -> list[Entry]:
+        rows = self._all(
+            f"SELECT chain, seq, record_id, entry FROM {self.n.log} "  # noqa: S608
+            "WHERE chain = ? AND seq < ? ORDER BY seq",
+            (chain, size),
+        )
+        return [Entry(str(c), int(s), r, bytes(e)) for c, s, r, e in rows]
+
+    def chain_size(self, chain: str) -> int:
+        if chain == "legacy":  # its events are numbered from 1
+            if not self._has_legacy():
+                return 0
+            row = self._one(f"SELECT MAX(seq) FROM {self.n.legacy_audit}")  # noqa: S608
+            return int(row[0]) if row is not None and row[0] is not None else 0
+        row = self._one(f"SELECT MAX(seq) FROM {self.n.log} WHERE chain = ?", (chain,))  # noqa: S608
+        return int(row[0]) + 1 if row is not None and row[0] is not None else 0
+
+    def heads(self) -> list[SignedHead]:
+        rows = self._all(f"SELECT chain, size, root, at, agent, signature FROM {self.n.heads}")  # noqa: S608
+        return [_head(r, self.store.ledger_id) for r in rows]
+
+    def checkpoints(self) -> list[SignedHead]:
+        rows = self._all(
+            f"SELECT chain, size, root, at, agent, signature FROM {self.n.checkpoints} "  # noqa: S608
+            "ORDER BY chain, size"
+        )
+        return [_head(r, self.store.ledger_id) for r in rows]
+
+    def all_filters(self) -> list[Filter]:
+        rows = self._all(f"SELECT scope, payee, method, tags, id FROM {self.n.filters}")  # noqa: S608
+        return [_filter(r) for r in rows]
+
+    def all_totals(self) -> Iterator[tuple[tuple[int, int, int, str], tuple[int, int]]]:
+        sql = f"SELECT filter_id, level, bucket, currency, n, nano FROM {self.n.totals}"  # noqa: S608
+        return (
+            ((int(f), int(lv), int(b), str(c)), (int(n), int(nano)))
+            for f, lv, b, c, n, nano in self.store.stream(self, sql)
         )
 
-    def release(self, record_id: str, reason: str) -> PaymentRecord:
-        return self._settle(
-            record_id, "released", kind="release", allowed_from=("reserved",), reason=reason
-        )
+    def all_meta(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in self._all(f"SELECT key, value FROM {self.n.meta}")}  # noqa: S608
 
-    def mark_unknown(self, record_id: str, reason: str) -> PaymentRecord:
-        return self._settle(
-            record_id, "unknown", kind="unknown", allowed_from=("reserved",), reason=reason
-        )
+    # -- the legacy chain ------------------------------------------------------------
 
-    def resolve(
-        self, record_id: str, status: Status, reason: str, *, receipt: Receipt | None = None
-    ) -> PaymentRecord:
-        """Settle an ``unknown`` (or a reservation left by a crash) explicitly.
+    def _has_legacy(self) -> bool:
+        return bool(self.store._columns(self.cur, self.n.legacy_audit))
 
-        ``status`` is ``committed`` (it was paid) or ``released`` (it was not).
-        """
-        if status not in ("committed", "released"):
-            raise ValueError("resolve to 'committed' or 'released'")
-        return self._settle(
-            record_id,
-            status,
-            kind="resolve",
-            allowed_from=("unknown", "reserved"),
-            receipt=receipt,
-            reason=reason,
-        )
-
-    def log_refusal(self, record: PaymentRecord, reason: str) -> None:
-        """Append a refusal to the audit log (it holds no money)."""
-        with self._lock, self._write() as cur:
-            self._append(cur, "refusal", None, {**record.to_dict(), "refusal": reason})
-
-    # -- reading ----------------------------------------------------------------------
-
-    def records(self) -> list[PaymentRecord]:
-        with self._lock, self._read() as cur:
-            cur.execute(f"SELECT record FROM {self._names.payments} ORDER BY created_us, id")  # noqa: S608
-            return [PaymentRecord.from_dict(json.loads(row[0])) for row in cur.fetchall()]
-
-    def get(self, record_id: str) -> PaymentRecord | None:
-        with self._lock, self._read() as cur:
-            cur.execute(f"SELECT record FROM {self._names.payments} WHERE id = ?", (record_id,))  # noqa: S608
-            row = cur.fetchone()
-        return PaymentRecord.from_dict(json.loads(row[0])) if row else None
-
-    def spent(
-        self,
-        currency: str,
-        *,
-        window: timedelta | None = None,
-        since: datetime | None = None,
-        payee: str | None = None,
-        method: str | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> Amount:
-        if window is not None:
-            since = max(filter(None, (since, self._clock() - window)))
-        limit = Limit("query", since=since, payee=payee, method=method, tags=dict(tags or {}))
-        with self._lock, self._read() as cur:
-            _, used = self._usage(cur, limit, currency)
-        return _from_nano(used, currency)
-
-    def count(
-        self, *, since: datetime | None = None, payee: str | None = None, method: str | None = None
-    ) -> int:
-        with self._lock, self._read() as cur:
-            count, _ = self._usage(
-                cur, Limit("query", since=since, payee=payee, method=method), None
-            )
-        return count
-
-    def recent_charges(self, payee: str, n: int) -> list[Amount]:
-        with self._lock, self._read() as cur:
-            cur.execute(
-                f"SELECT record FROM {self._names.payments} WHERE payee = ? AND status = ? "  # noqa: S608
-                "ORDER BY created_us DESC LIMIT ?",
-                (payee, "committed", n),
-            )
-            rows = cur.fetchall()
-        return [PaymentRecord.from_dict(json.loads(row[0])).charge for row in rows]
-
-    def has_paid(self, payee: str) -> bool:
-        with self._lock, self._read() as cur:
-            cur.execute(
-                f"SELECT 1 FROM {self._names.payments} WHERE payee = ? "  # noqa: S608
-                "AND status IN (?, ?) LIMIT 1",
-                (payee, "committed", "unknown"),
-            )
-            return cur.fetchone() is not None
-
-    def failure_streak(self, payee: str) -> tuple[int, datetime | None]:
-        with self._lock, self._read() as cur:
-            cur.execute(
-                f"SELECT status, updated_us FROM {self._names.payments} WHERE payee = ? "  # noqa: S608
-                "AND status IN (?, ?) ORDER BY created_us DESC LIMIT 1000",
-                (payee, "committed", "unknown"),
-            )
-            rows = cur.fetchall()
-        streak = 0
-        latest: datetime | None = None
-        for status, updated_us in rows:
-            if status == "committed":
-                break
-            streak += 1
-            if latest is None:
-                latest = datetime.fromtimestamp(int(updated_us) / 1_000_000, UTC)
-        return streak, latest
-
-    # -- audit ------------------------------------------------------------------------
-
-    def _events(self, cur: Cursor) -> list[AuditEvent]:
-        cur.execute(
-            f"SELECT seq, kind, record_id, body, hash, agent, signature FROM {self._names.audit} "  # noqa: S608
-            "ORDER BY seq"
+    def legacy_events(self) -> list[AuditEvent]:
+        if not self._has_legacy():
+            return []
+        rows = self._all(
+            f"SELECT seq, kind, record_id, body, hash, agent, signature "  # noqa: S608
+            f"FROM {self.n.legacy_audit} ORDER BY seq"
         )
         return [
             AuditEvent(int(r[0]), str(r[1]), r[2], str(r[3]).encode("utf-8"), str(r[4]), r[5], r[6])
-            for r in cur.fetchall()
+            for r in rows
         ]
 
-    def _checkpoints(self, cur: Cursor) -> list[Checkpoint]:
-        cur.execute(
-            f"SELECT tree_size, root, at, agent, signature FROM {self._names.checkpoints} "  # noqa: S608
+    def legacy_checkpoints(self) -> list[Checkpoint]:
+        if not self.store._columns(self.cur, self.n.legacy_checkpoints):
+            return []
+        rows = self._all(
+            f"SELECT tree_size, root, at, agent, signature FROM {self.n.legacy_checkpoints} "  # noqa: S608
             "ORDER BY tree_size"
         )
-        return [Checkpoint(int(r[0]), str(r[1]), str(r[2]), r[3], r[4]) for r in cur.fetchall()]
+        return [Checkpoint(int(r[0]), str(r[1]), str(r[2]), r[3], r[4]) for r in rows]
 
-    def verify(
-        self, *, trusted_agents: Sequence[str] | None = None, require_signatures: bool = False
-    ) -> VerifyReport:
-        """Check the audit chain, the checkpoints, and that the spend state matches the log.
+    def put_legacy_checkpoint(self, checkpoint: Checkpoint) -> None:
+        t = self.n.legacy_checkpoints
+        self.cur.execute(f"DELETE FROM {t} WHERE tree_size = ?", (checkpoint.tree_size,))  # noqa: S608
+        self.cur.execute(
+            f"INSERT INTO {t} (tree_size, root, at, agent, signature) VALUES (?, ?, ?, ?, ?)",  # noqa: S608
+            (checkpoint.tree_size, checkpoint.root, checkpoint.at, checkpoint.agent,
+             checkpoint.signature),
+        )  # fmt: skip
 
-        Names every modified, deleted, reordered or inserted event, and every
-        payment row whose state is not what the log says.
-        """
-        with self._lock, self._read() as cur:
-            events = self._events(cur)
-            checkpoints = self._checkpoints(cur)
-            cur.execute(
-                "SELECT id, status, charge_nano, record, tagset, challenge, "  # noqa: S608
-                f"created_us, payee, method, currency FROM {self._names.payments} "
-                "ORDER BY created_us, id"
-            )
-            rows = cur.fetchall()
-        report, latest = verify_chain(
-            events,
-            checkpoints,
-            trusted_agents=trusted_agents,
-            require_signatures=require_signatures,
-        )
-        seen = set()
-        answered: set[str] = set()  # challenge keys, each indexed by its first record only
-        for record_id, status, charge_nano, stored, tagset, challenge, *columns in rows:
-            seen.add(record_id)
-            logged = latest.get(record_id)
-            if logged is None:
-                report.problems.append(f"payment {record_id}: no audit event records it")
-                continue
-            seq, record = logged
-            if record is None:
-                continue
-            try:
-                said = PaymentRecord.from_dict(record)
-                key = said.challenge_key
-                first = key not in answered
-                answered.add(key)
-                # The columns budgets are summed over, and the index that keeps
-                # challenges single use, must say what the log says too.
-                same = (
-                    said.id == record_id
-                    and json.loads(stored) == record
-                    and status == said.status
-                    and [int(columns[0]), *columns[1:]]
-                    == [_us(said.created_at), said.payee, said.method, said.charge.currency]
-                    and tagset == _tagset(said.tags)
-                    and challenge == (key if first else None)
-                )
-                same_charge = int(charge_nano) == to_nano(said.charge)
-            except (KeyError, TypeError, ValueError, AttributeError):
-                same = same_charge = False  # a malformed record or row
-            if not same:
-                report.problems.append(
-                    f"payment {record_id}: state differs from audit event {seq} (modified)"
-                )
-            elif not same_charge:
-                report.problems.append(f"payment {record_id}: charge differs from the audit log")
-        for record_id, (seq, _) in latest.items():
-            if record_id not in seen:
-                report.problems.append(f"payment {record_id}: in audit event {seq} but deleted")
-        return report
 
-    def inclusion_proof(self, record_id: str) -> dict[str, Any]:
-        """Prove that the latest event of ``record_id`` is in a signed checkpoint.
-
-        Takes a fresh checkpoint if the event is newer than the last one. The
-        result is JSON data, checked offline by
-        :func:`mpp_client.ledger.verify_exported_proof`.
-        """
-        with self._lock, self._write() as cur:
-            events = self._events(cur)
-            index = max((i for i, e in enumerate(events) if e.record_id == record_id), default=None)
-            if index is None:
-                raise PaymentError(f"no audit event for payment {record_id!r}")
-            checkpoints = self._checkpoints(cur)
-            covering = [c for c in checkpoints if c.tree_size > index]
-            checkpoint = covering[-1] if covering else self._checkpoint(cur)
-        return export_proof([e.body for e in events], index, checkpoint)
-
-    # -- export -----------------------------------------------------------------------
-
-    def export_jsonl(self) -> Iterator[str]:
-        """The audit log as JSON Lines: one event per line, with hash and signature."""
-        with self._lock, self._read() as cur:
-            events = self._events(cur)
-        for event in events:
-            yield json.dumps(
-                {
-                    "seq": event.seq,
-                    "event": json.loads(event.body),
-                    "hash": event.hash,
-                    "agent": event.agent,
-                    "signature": event.signature,
-                },
-                separators=(",", ":"),
-            )
-
-    _CSV_FIELDS = (
-        "id",
-        "created_at",
-        "status",
-        "http_method",
-        "url",
-        "realm",
-        "method",
-        "intent",
-        "amount",
-        "charge",
-        "payee",
-        "challenge_id",
-        "purpose",
-        "tags",
-        "receipt_reference",
-        "reason",
+def _values(row: PaymentRow) -> tuple[Any, ...]:
+    return (
+        row.id,
+        row.created_us,
+        row.updated_us,
+        row.status,
+        row.scope,
+        row.payee,
+        row.method,
+        row.currency,
+        row.charge_nano,
+        row.tagset,
+        row.challenge,
+        row.record,
+        row.rev,
+        row.log_chain,
+        row.log_seq,
     )
 
-    def export_csv(self) -> str:
-        """Payments as CSV, one row each (public terms only)."""
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(self._CSV_FIELDS)
-        for r in self.records():
-            writer.writerow(
-                [
-                    r.id,
-                    r.created_at.isoformat(),
-                    r.status,
-                    r.http_method,
-                    r.url,
-                    r.realm,
-                    r.method,
-                    r.intent,
-                    str(r.amount),
-                    str(r.charge),
-                    r.payee,
-                    r.challenge_id,
-                    r.purpose or "",
-                    json.dumps(dict(r.tags), sort_keys=True) if r.tags else "",
-                    r.receipt.reference if r.receipt else "",
-                    r.reason or "",
-                ]
-            )
-        return out.getvalue()
 
-    def totals(self, currency: str, *, by: str, since: datetime | None = None) -> dict[str, Amount]:
-        """Counted spend per ``payee``, ``method``, ``status`` or ``tag:<name>``."""
-        if by not in ("payee", "method", "status") and not by.startswith("tag:"):
-            raise ValueError("group by 'payee', 'method', 'status' or 'tag:<name>'")
-        sums: dict[str, Amount] = {}
-        for r in self.records():
-            if r.status not in COUNTED or r.charge.currency != currency:
-                continue
-            if since is not None and r.created_at < since:
-                continue
-            key = r.tags.get(by[4:], "") if by.startswith("tag:") else str(getattr(r, by))
-            sums[key] = sums[key] + r.charge if key in sums else r.charge
-        return sums
+def _sums(rows: Sequence[Sequence[Any]]) -> list[tuple[str, int, int]]:
+    return [(str(c), int(n), int(nano)) for c, n, nano in rows]
+
+
+def _filter(values: Sequence[Any]) -> Filter:
+    tags = tuple((str(k), str(v)) for k, v in json.loads(values[3]))
+    return Filter(str(values[0]), values[1], values[2], tags)
+
+
+class SqlLedger(StoreLedger):
+    """A ledger in SQL tables: the base of :class:`SqliteLedger` and :class:`PostgresLedger`."""
+
+    store: SqlStore

@@ -6,16 +6,18 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from .._exceptions import PaymentError
 from ..identity import AgentKey
-from ._sql import Cursor, SqlLedger
+from ._heads import HeadFiles, HeadSink
+from ._sql import Cursor, SqlLedger, SqlStore, SqlTx
 
-__all__ = ["SqliteLedger", "default_ledger_path"]
+__all__ = ["SqliteLedger", "SqliteStore", "default_ledger_path"]
 
 
 def _utcnow() -> datetime:
@@ -41,12 +43,122 @@ def default_ledger_path() -> Path:
     return base / "mpp-client" / "ledger.sqlite3"
 
 
+class SqliteStore(SqlStore):
+    """One SQLite file (WAL mode, full sync); writers take ``BEGIN IMMEDIATE``."""
+
+    NO_ROWID = " WITHOUT ROWID"
+    # SQLite turns an integer sum that overflows 64 bits into a float: refuse it.
+    CHECK_INT = "CHECK (typeof(nano) = 'integer')"
+
+    def __init__(self, path: Path, *, busy_timeout: float, prefix: str = "mpp_") -> None:
+        super().__init__(prefix)
+        self.path = path
+        self.location = str(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            self._conn = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            self._conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: index pages stay hot
+            # Read pages through a memory map: no system call per page a lookup visits,
+            # so a lookup in a big file costs what it costs in a small one.
+            self._conn.execute("PRAGMA mmap_size=2147418112")
+        except (OSError, sqlite3.Error) as exc:
+            raise PaymentError(f"cannot open the ledger at {path}: {exc}") from exc
+
+    def setup(self) -> None:
+        with self.write() as tx:
+            assert isinstance(tx, SqlTx)
+            self.migrate(tx.cur)
+
+    def _columns(self, cur: Cursor, table: str) -> set[str]:
+        cur.execute(f"PRAGMA table_info({table})")
+        return {str(row[1]) for row in cur.fetchall()}
+
+    def transient(self, exc: BaseException) -> bool:
+        text = str(exc).lower()
+        return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+    def challenge_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError) and (
+            f"{self.names.payments}.challenge" in str(exc)
+        )
+
+    @contextmanager
+    def write(self) -> Iterator[SqlTx]:
+        cur = self._conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            cur.close()
+            if self.transient(exc):
+                raise
+            raise PaymentError(f"the ledger is unavailable: {exc}") from exc
+        try:
+            yield SqlTx(self, Cursor(cur, "?"))
+        except sqlite3.Error as exc:
+            cur.execute("ROLLBACK")
+            if self.transient(exc):
+                raise
+            # e.g. a budget total past SQLite's 64-bit integers, or a duplicate id.
+            raise PaymentError(f"the ledger refused the write: {exc}") from exc
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                cur.execute("ROLLBACK")
+                if self.transient(exc):
+                    raise
+                raise PaymentError(f"the ledger could not commit: {exc}") from exc
+        finally:
+            cur.close()
+
+    @contextmanager
+    def read(self) -> Iterator[SqlTx]:
+        cur = self._conn.cursor()
+        try:
+            cur.execute("BEGIN")
+            yield SqlTx(self, Cursor(cur, "?"))
+        except sqlite3.Error as exc:
+            if self.transient(exc):
+                raise
+            raise PaymentError(f"the ledger could not be read: {exc}") from exc
+        finally:
+            cur.execute("COMMIT")
+            cur.close()
+
+    def stream(self, tx: SqlTx, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        # A second cursor on the same connection reads in the same transaction.
+        cur = self._conn.cursor()
+        try:
+            cur.execute(sql, tuple(params))
+            while rows := cur.fetchmany(2000):
+                yield from rows
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class SqliteLedger(SqlLedger):
     """A ledger in one SQLite file (WAL mode, full sync).
 
     Writers take SQLite's write lock with ``BEGIN IMMEDIATE``, so a reservation
     is atomic across threads and processes sharing the file. The file and its
-    directory are created on first use (mode 0600 for the file).
+    directory are created on first use (mode 0600 for the file). Every
+    transaction's tree head is published to ``<file>.heads/`` (``heads=``
+    another sink, or False for none); opening checks the file is not behind
+    those heads (:class:`~mpp_client.LedgerIntegrityError`).
     """
 
     def __init__(
@@ -54,102 +166,33 @@ class SqliteLedger(SqlLedger):
         path: str | os.PathLike[str] | None = None,
         *,
         agent_key: AgentKey | None = None,
+        trusted_agents: Sequence[str] = (),
+        heads: HeadSink | bool = True,
         checkpoint_every: int = 256,
         busy_timeout: float = 30.0,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
-        super().__init__(agent_key=agent_key, checkpoint_every=checkpoint_every, clock=clock)
         self.path = Path(path) if path is not None else default_ledger_path()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():
-                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
-                os.close(fd)
-            self._conn = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        except (OSError, sqlite3.Error) as exc:
-            raise PaymentError(f"cannot open the ledger at {self.path}: {exc}") from exc
-        self._setup()
-
-    def _ddl(self) -> list[str]:
-        n = self._names
-        return [
-            f"""CREATE TABLE IF NOT EXISTS {n.payments} (
-                id TEXT PRIMARY KEY,
-                created_us INTEGER NOT NULL,
-                updated_us INTEGER NOT NULL,
-                status TEXT NOT NULL,
-                payee TEXT NOT NULL,
-                method TEXT NOT NULL,
-                currency TEXT NOT NULL,
-                charge_nano INTEGER NOT NULL,
-                tagset TEXT NOT NULL DEFAULT '',
-                challenge TEXT,
-                record TEXT NOT NULL)""",
-            f"CREATE INDEX IF NOT EXISTS {n.payments}_budget "
-            f"ON {n.payments} (currency, status, created_us, charge_nano)",
-            f"CREATE INDEX IF NOT EXISTS {n.payments}_payee ON {n.payments} (payee, created_us)",
-            f"""CREATE TABLE IF NOT EXISTS {n.audit} (
-                seq INTEGER PRIMARY KEY,
-                at_us INTEGER NOT NULL,
-                kind TEXT NOT NULL,
-                record_id TEXT,
-                body TEXT NOT NULL,
-                hash TEXT NOT NULL,
-                agent TEXT,
-                signature TEXT)""",
-            f"""CREATE TABLE IF NOT EXISTS {n.checkpoints} (
-                tree_size INTEGER PRIMARY KEY,
-                root TEXT NOT NULL,
-                at TEXT NOT NULL,
-                agent TEXT,
-                signature TEXT)""",
-        ]
-
-    def _columns(self, cur: Cursor, table: str) -> set[str]:
-        cur.execute(f"PRAGMA table_info({table})")
-        return {str(row[1]) for row in cur.fetchall()}
-
-    @contextmanager
-    def _write(self) -> Iterator[Cursor]:
-        cur = self._conn.cursor()
-        try:
-            cur.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise PaymentError(f"the ledger is unavailable: {exc}") from exc
-        try:
-            yield Cursor(cur, "?")
-        except sqlite3.Error as exc:
-            cur.execute("ROLLBACK")
-            # e.g. a budget total past SQLite's 64-bit integers, or a duplicate id.
-            raise PaymentError(f"the ledger refused the write: {exc}") from exc
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+        self.store = SqliteStore(self.path, busy_timeout=busy_timeout)
+        sink: HeadSink | None
+        if isinstance(heads, bool):
+            sink = HeadFiles(self.path.with_name(self.path.name + ".heads")) if heads else None
         else:
-            cur.execute("COMMIT")
-        finally:
-            cur.close()
-
-    @contextmanager
-    def _read(self) -> Iterator[Cursor]:
-        cur = self._conn.cursor()
+            sink = heads
+        super().__init__(
+            self.store,
+            agent_key=agent_key,
+            trusted_agents=trusted_agents,
+            heads=sink,
+            checkpoint_every=checkpoint_every,
+            clock=clock,
+        )
         try:
-            cur.execute("BEGIN")
-            yield Cursor(cur, "?")
-        except sqlite3.Error as exc:
-            raise PaymentError(f"the ledger could not be read: {exc}") from exc
-        finally:
-            cur.execute("COMMIT")
-            cur.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+            self.store.setup()
+            self._open()
+        except BaseException:
+            self.store.close()
+            raise
 
     def __repr__(self) -> str:
         return f"<SqliteLedger {str(self.path)!r}>"

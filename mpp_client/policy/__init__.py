@@ -22,6 +22,8 @@ from ._base import (
     RuleResult,
     SpendHistory,
     SpendPolicy,
+    Usage,
+    program_scope,
 )
 from ._simple import SimplePolicy
 
@@ -88,5 +90,7 @@ __all__ = [
     "SimplePolicy",
     "SpendHistory",
     "SpendPolicy",
+    "Usage",
     "Velocity",
+    "program_scope",
 ]

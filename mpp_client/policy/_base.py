@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeAlias
 
-from .._decision import Decision, Limit, Mode, Outcome, RuleResult, SpendHistory
+from .._decision import (
+    Decision,
+    Limit,
+    Mode,
+    Outcome,
+    RuleResult,
+    SpendHistory,
+    Usage,
+    program_scope,
+)
 from ..money import Amount
 from ..protocol import Challenge, Quote
 
@@ -28,6 +37,8 @@ __all__ = [
     "RuleResult",
     "SpendHistory",
     "SpendPolicy",
+    "Usage",
+    "program_scope",
 ]
 
 

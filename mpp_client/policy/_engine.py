@@ -106,7 +106,7 @@ def _lists(rules: _Rules, allow: Lists, deny: Lists, dimension: str, value: obje
     )
 
 
-def _budget_limit(budget: Budget, now: datetime, zone: ZoneInfo) -> Limit:
+def _budget_limit(budget: Budget, now: datetime, zone: ZoneInfo, scope: str) -> Limit:
     since: datetime | None = None
     if budget.window is not None:
         since = now - budget.window
@@ -119,6 +119,7 @@ def _budget_limit(budget: Budget, now: datetime, zone: ZoneInfo) -> Limit:
         payee=budget.payee,
         method=budget.method,
         tags=dict(budget.when),
+        scope=scope,
     )
 
 
@@ -135,14 +136,13 @@ def _budget_rule(rules: _Rules, context: PaymentContext, limit: Limit, charge: A
         return
     if limit.method is not None and limit.method != context.quote.method:
         return
-    used = history.spent(
-        cap.currency, since=limit.since, payee=limit.payee, method=limit.method, tags=limit.tags
-    )
+    # From the ledger's running totals: the same cost at the millionth payment.
+    used = history.usage(limit).spent or Amount.zero(cap.currency, cap.decimals)
     rules.check(
         f"budget.{limit.name}",
         used + charge <= cap,
         f"budget {limit.name!r}: {used} of {cap} used, {charge} fits",
-        limit.budget_refusal(charge, used),
+        limit.budget_refusal(charge, used, history.location),
     )
 
 
@@ -154,6 +154,7 @@ def decide(policy: Policy, context: PaymentContext) -> Decision:
     challenge = context.challenge
     payee = quote.payee
     tags = dict(context.tags)
+    scope = policy.budget_scope
 
     # Where the authority comes from, and whether it is still in force.
     if policy.mandate is not None:
@@ -239,15 +240,15 @@ def decide(policy: Policy, context: PaymentContext) -> Decision:
 
     limits: list[Limit] = []
     if charge is not None:
-        _amount_rules(rules, policy, context, charge, tags)
+        _amount_rules(rules, policy, context, charge, tags, scope=scope)
         # Budgets: explained here, held atomically by the ledger at reservation.
         for budget in policy.budgets:
             if _tags_match(budget.when, tags):
-                held = _budget_limit(budget, now, policy.zone)
+                held = _budget_limit(budget, now, policy.zone, scope)
                 limits.append(held)
                 _budget_rule(rules, context, held, charge)
-    _velocity(rules, policy, context, tags, limits)
-    _breaker(rules, policy, context)
+    _velocity(rules, policy, context, tags, limits, scope=scope)
+    _breaker(rules, policy, context, scope)
 
     outcome = rules.outcome()
     timeout = policy.approval.timeout.total_seconds() if policy.approval else 60.0
@@ -258,6 +259,7 @@ def decide(policy: Policy, context: PaymentContext) -> Decision:
         charge=charge,
         mode=policy.mode,
         approval_timeout=timeout,
+        scope=scope,
     )
     if policy.mode == "shadow":
         # Pay as a permissive policy would, but keep what this one would decide.
@@ -269,12 +271,19 @@ def decide(policy: Policy, context: PaymentContext) -> Decision:
             or Amount(quote.amount.units, quote.amount.currency, quote.amount.decimals),
             mode="shadow",
             shadow=decision,
+            scope=scope,
         )
     return decision
 
 
 def _amount_rules(
-    rules: _Rules, policy: Policy, context: PaymentContext, charge: Amount, tags: dict[str, str]
+    rules: _Rules,
+    policy: Policy,
+    context: PaymentContext,
+    charge: Amount,
+    tags: dict[str, str],
+    *,
+    scope: str,
 ) -> None:
     payee = context.quote.payee
     per_call = policy.per_call
@@ -328,13 +337,13 @@ def _amount_rules(
             rules.approve(
                 "approval.above", f"{charge} is above the approval threshold {approval.above}"
             )
-        if approval.new_payee and history is not None and not history.has_paid(payee):
+        if approval.new_payee and history is not None and not history.has_paid(payee, scope=scope):
             rules.approve("approval.new_payee", f"{payee!r} has never been paid before")
     anomaly = policy.anomaly
     if anomaly is not None and history is not None:
         recent = [
             c
-            for c in history.recent_charges(payee, anomaly.history)
+            for c in history.recent_charges(payee, anomaly.history, scope=scope)
             if c.currency == charge.currency
         ]
         if len(recent) >= anomaly.min_history:
@@ -382,18 +391,21 @@ def _velocity(
     context: PaymentContext,
     tags: dict[str, str],
     limits: list[Limit],
+    *,
+    scope: str,
 ) -> None:
     payee = context.quote.payee
     for velocity in policy.velocity:
         if not _tags_match(velocity.when, tags):
             continue
         since = context.now - velocity.window
-        scope = payee if velocity.per_payee else None
-        limits.append(Limit(velocity.name, max_count=velocity.max, since=since, payee=scope))
+        who = payee if velocity.per_payee else None
+        limit = Limit(velocity.name, max_count=velocity.max, since=since, payee=who, scope=scope)
+        limits.append(limit)
         if context.history is None:
             continue
-        made = context.history.count(since=since, payee=scope)
-        target = f" to {payee!r}" if scope else ""
+        made = context.history.usage(limit).count
+        target = f" to {payee!r}" if who else ""
         rules.check(
             f"velocity.{velocity.name}",
             made < velocity.max,
@@ -403,12 +415,12 @@ def _velocity(
         )
 
 
-def _breaker(rules: _Rules, policy: Policy, context: PaymentContext) -> None:
+def _breaker(rules: _Rules, policy: Policy, context: PaymentContext, scope: str) -> None:
     breaker = policy.circuit_breaker
     if breaker is None or context.history is None:
         return
     payee = context.quote.payee
-    streak, latest = context.history.failure_streak(payee)
+    streak, latest = context.history.failure_streak(payee, scope=scope)
     tripped = (
         streak >= breaker.failures
         and latest is not None

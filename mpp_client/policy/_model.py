@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from .._decision import program_scope
 from .._exceptions import PolicyError
 from ..identity import AgentKey
 from ..mandate import Mandate, Revocations
@@ -238,16 +239,24 @@ class Policy(_Strict, SpendPolicy):
     intent and asset (and chain id, when it has one) are each named in
     ``allow`` (``"*"`` allows any) and none is named in ``deny``; unknown
     assets are refused; every refusal names its rule.
+
+    Budgets and rates count the payments of one ``scope`` (see
+    :attr:`budget_scope`): the one named in the document, else the mandate's
+    id for a policy from a mandate, else the running program.
     """
 
     _registry: AssetRegistry = PrivateAttr()
     _zone: ZoneInfo = PrivateAttr()
     _mandate: Mandate | None = PrivateAttr(default=None)
+    _scope: str = PrivateAttr(default="")
 
     version: Literal[1] = 1
     currency: str
     timezone: str = "UTC"
     mode: Literal["enforce", "dry-run", "shadow"] = "enforce"
+    #: Whose budgets these are: a name shared on purpose by the programs (a
+    #: fleet) that spend them. None: the mandate's id, else the running program.
+    scope: str | None = None
     not_before: Moment | None = None
     expires: Moment | None = None
     max_challenge_validity: Duration | None = None
@@ -362,12 +371,18 @@ class Policy(_Strict, SpendPolicy):
         expires = min(filter(None, (policy.expires, mandate.expires_at)))
         narrowed = policy.model_copy(update={"not_before": not_before, "expires": expires})
         narrowed._mandate = mandate
+        narrowed._scope = policy.scope if policy.scope is not None else f"mandate:{mandate.id}"
         return narrowed
 
     @property
     def mandate(self) -> Mandate | None:
         """The mandate this policy was loaded from, if any."""
         return self._mandate
+
+    @property
+    def budget_scope(self) -> str:
+        """The scope its budgets and rates count in (see :class:`Policy`)."""
+        return self._scope
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (amounts and durations as strings), e.g. for a mandate."""
@@ -383,6 +398,7 @@ class Policy(_Strict, SpendPolicy):
         ]
         self._registry = AssetRegistry(entries)
         self._zone = ZoneInfo(self.timezone)
+        self._scope = self.scope if self.scope is not None else program_scope()
 
     @property
     def registry(self) -> AssetRegistry:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .._decision import program_scope
 from ..money import Amount
 from ._base import Decision, Limit, Outcome, PaymentContext, RuleResult, SpendPolicy
 
@@ -19,7 +20,12 @@ class SimplePolicy(SpendPolicy):
     a method not named in ``methods`` (when given), a payee other than the one
     the caller expected.
 
-    >>> policy = SimplePolicy(max_per_call="0.50 USD", budget="5.00 USD")
+    The budget belongs to ``scope``: payments of other scopes on the same
+    ledger never use it up. By default the scope is the running program
+    (:func:`~mpp_client.policy.program_scope`); programs that should share
+    one budget (a fleet) name the same scope.
+
+    >>> policy = SimplePolicy(max_per_call="0.50 USD", budget="5.00 USD", scope="nightly-report")
     """
 
     def __init__(
@@ -28,6 +34,7 @@ class SimplePolicy(SpendPolicy):
         max_per_call: Amount | str,
         budget: Amount | str | None = None,
         methods: Iterable[str] | None = None,
+        scope: str | None = None,
     ) -> None:
         self.max_per_call = Amount.coerce(max_per_call)
         self.budget = Amount.coerce(budget) if budget is not None else None
@@ -35,6 +42,7 @@ class SimplePolicy(SpendPolicy):
         if self.budget is not None and self.budget.currency != self.currency:
             raise ValueError("max_per_call and budget must be in the same currency")
         self.methods = frozenset(methods) if methods is not None else None
+        self.scope = scope if scope is not None else program_scope()
 
     def decide(self, context: PaymentContext) -> Decision:
         amount = context.quote.amount
@@ -48,7 +56,7 @@ class SimplePolicy(SpendPolicy):
                     f"(it budgets in {self.currency})",
                 )
             )
-            return Decision("deny", tuple(rules))
+            return Decision("deny", tuple(rules), scope=self.scope)
         rules.append(RuleResult("asset", True, f"asset {amount.currency} is the policy currency"))
         if self.methods is not None:
             ok = context.quote.method in self.methods
@@ -103,9 +111,14 @@ class SimplePolicy(SpendPolicy):
                     + f" the payee the call expected ({context.expected_payee!r})",
                 )
             )
-        limits = (Limit("budget", self.budget),) if self.budget is not None else ()
+        limits = (
+            (Limit("budget", self.budget, scope=self.scope),) if self.budget is not None else ()
+        )
         outcome: Outcome = "allow" if all(r.passed for r in rules) else "deny"
-        return Decision(outcome, tuple(rules), limits, charge=amount)
+        return Decision(outcome, tuple(rules), limits, charge=amount, scope=self.scope)
 
     def __repr__(self) -> str:
-        return f"SimplePolicy(max_per_call={self.max_per_call}, budget={self.budget})"
+        return (
+            f"SimplePolicy(max_per_call={self.max_per_call}, budget={self.budget}, "
+            f"scope={self.scope!r})"
+        )

@@ -1,7 +1,12 @@
-"""The audit log's events: canonical bodies, the hash chain, signatures, checks.
+"""The first audit log format (v1), kept readable: ledgers written before chains per writer.
 
-Every change of spend state (reserve, commit, release, unknown, resolve) and
-every refusal appends one event. An event's body is canonical JSON (RFC 8785)
+Ledgers written by earlier versions kept one hash chain for everyone, in the
+``<prefix>audit`` and ``<prefix>checkpoints`` tables. They are left as they
+are, as the *legacy chain*: :func:`verify_chain` checks it as before, and new
+entries go to chains of the current format (:mod:`._chain`).
+
+In that format every change of spend state and every refusal appended one
+event. An event's body is canonical JSON (RFC 8785)
 of ``{seq, at, kind, record, prev}``, where ``prev`` is the previous event's
 hash; its hash is SHA-256 of that body; the writing agent signs the body. So
 changing, deleting, inserting or reordering any event breaks the chain at a
@@ -27,11 +32,10 @@ __all__ = [
     "GENESIS",
     "AuditEvent",
     "Checkpoint",
-    "VerifyReport",
     "make_checkpoint",
     "make_event",
     "verify_chain",
-    "verify_exported_proof",
+    "verify_legacy_proof",
 ]
 
 #: The ``prev`` of the first event.
@@ -124,23 +128,15 @@ def _signed_by(did: str | None, body: bytes, signature: str | None) -> bool:
 
 
 @dataclass(slots=True)
-class VerifyReport:
-    """What :func:`verify_chain` found. ``ok`` only when ``problems`` is empty."""
+class LegacyReport:
+    """What :func:`verify_chain` found in the legacy chain."""
 
     events: int = 0
     signed: int = 0
     checkpoints: int = 0
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def __str__(self) -> str:
-        head = f"{self.events} events ({self.signed} signed), {self.checkpoints} checkpoints"
-        if self.ok:
-            return f"ledger verified: {head}"
-        return f"ledger verification FAILED: {head}; " + "; ".join(self.problems[:20])
+    #: The leaf hashes of the events, for the chain's head.
+    leaves: list[bytes] = field(default_factory=list)
 
 
 def verify_chain(
@@ -149,13 +145,14 @@ def verify_chain(
     *,
     trusted_agents: Iterable[str] | None = None,
     require_signatures: bool = False,
-) -> tuple[VerifyReport, dict[str, tuple[int, Mapping[str, Any] | None]]]:
-    """Check the chain and the checkpoints.
+) -> tuple[LegacyReport, dict[str, tuple[int, Mapping[str, Any] | None]]]:
+    """Check the legacy chain and its checkpoints.
 
     Returns the report and, per record id, the last event's seq and record
-    (for the caller to compare with its spend-state table).
+    (for the caller to compare with its spend-state table). ``problems`` name
+    events as ``legacy event N``.
     """
-    report = VerifyReport()
+    report = LegacyReport()
     trusted = set(trusted_agents) if trusted_agents is not None else None
     prev = GENESIS
     expected_seq = 1
@@ -163,7 +160,7 @@ def verify_chain(
     latest: dict[str, tuple[int, Mapping[str, Any] | None]] = {}
     for event in events:
         report.events += 1
-        where = f"event {event.seq}"
+        where = f"legacy event {event.seq}"
         if event.seq != expected_seq:
             kind = "missing (deleted?)" if event.seq > expected_seq else "out of order or inserted"
             report.problems.append(f"{where}: expected event {expected_seq}, {kind}")
@@ -200,9 +197,10 @@ def verify_chain(
         expected_seq += 1
         bodies.append(event.body)
     leaves = [leaf_hash(body) for body in bodies]
+    report.leaves = leaves
     for checkpoint in checkpoints:
         report.checkpoints += 1
-        where = f"checkpoint at {checkpoint.tree_size}"
+        where = f"legacy checkpoint at {checkpoint.tree_size}"
         if checkpoint.tree_size > len(leaves):
             report.problems.append(f"{where}: the log is shorter than this checkpoint (truncated)")
             continue
@@ -243,8 +241,8 @@ def export_proof(bodies: Sequence[bytes], index: int, checkpoint: Checkpoint) ->
     }
 
 
-def verify_exported_proof(data: Mapping[str, Any], *, trusted_agents: Iterable[str]) -> bool:
-    """Check an exported proof offline: the event is in a tree head a trusted agent signed."""
+def verify_legacy_proof(data: Mapping[str, Any], *, trusted_agents: Iterable[str]) -> bool:
+    """Check an exported v1 proof offline: the event is in a tree head a trusted agent signed."""
     try:
         event = str(data["event"]).encode("utf-8")
         proof = InclusionProof.from_dict(data["proof"])
