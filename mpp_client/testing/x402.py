@@ -119,7 +119,9 @@ class X402Server:
     ``routes`` maps a path to its price: base units (an int) or an amount in
     the token's asset (``"0.25 USD"``, ``decimals`` digits). ``network`` is
     ``eip155:<chain_id>`` in version 2; version 1 needs its name
-    (``network="base-sepolia"``). ``payments`` lists what was accepted.
+    (``network="base-sepolia"``). The resource URL of each requirement is
+    the request's own (its ``Host``, its path), or ``base_url`` plus the path
+    behind a proxy that speaks HTTPS for it. ``payments`` lists what was accepted.
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class X402Server:
         settle: Settle | None = None,
         mpp: PaidServer | None = None,
         description: str | None = None,
+        base_url: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if version not in (1, 2):
@@ -158,6 +161,7 @@ class X402Server:
         self.settle = settle
         self.mpp = mpp
         self.description = description
+        self.base_url = base_url.rstrip("/") if base_url else None
         self.clock = clock
         self._prices: dict[str, int] = {}
         for path, price in routes.items():
@@ -330,8 +334,11 @@ class X402Server:
         if value is None:
             if self.mpp is not None:
                 outcome = self.mpp.handle(http_method, path, headers, body)
-                if outcome.status != 402:
-                    return outcome
+                paid_mpp = any(v[:8].lower() == "payment " for v in headers.values())
+                if outcome.status != 402 and paid_mpp:
+                    return outcome  # paid through MPP
+                if outcome.status != 402:  # a path only x402 prices
+                    return self._required(path, resource, f"{header} header is required", [])
                 document = self.payment_required(path, resource, f"{header} header is required")
                 extra = [(X402_PAYMENT_REQUIRED, _b64(document))]
                 return _Outcome(402, [*outcome.headers, *extra], outcome.body)
@@ -414,7 +421,8 @@ class X402Server:
         headers = _headers(scope.get("headers", ()))
         host = headers.get("host", "localhost")
         query = scope.get("query_string", b"").decode("latin-1")
-        resource = f"{scope.get('scheme', 'http')}://{host}{scope['path']}"
+        origin = self.base_url or f"{scope.get('scheme', 'http')}://{host}"
+        resource = f"{origin}{scope['path']}"
         resource += f"?{query}" if query else ""
         outcome = await anyio.to_thread.run_sync(
             self.handle, scope["method"], scope["path"], resource, headers, b"".join(chunks)
