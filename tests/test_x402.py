@@ -880,3 +880,21 @@ def test_the_payment_never_reaches_logs_or_errors(
     signature = json.loads(base64.b64decode(value))["payload"]["signature"]
     shown = caplog.text + str(caught.value) + repr(caught.value.response.request.headers)  # type: ignore[union-attr]
     assert value not in shown and signature not in shown and signature[2:] not in shown
+
+
+def test_without_the_evm_extra_the_x402_wallet_names_its_install() -> None:
+    from .test_extras import run
+
+    result = run(
+        """
+        import mpp_client, mpp_client.protocol
+        value = mpp_client.protocol.x402_payment_header  # the wire format needs no extra
+        try:
+            from mpp_client.methods import X402Wallet
+        except ImportError as exc:
+            print("error:", exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'error: the x402 payment method needs the evm extra' in result.stdout
+    assert 'pip install "mpp-client[evm]"' in result.stdout
