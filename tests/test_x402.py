@@ -896,5 +896,5 @@ def test_without_the_evm_extra_the_x402_wallet_names_its_install() -> None:
         """
     )
     assert result.returncode == 0, result.stderr
-    assert 'error: the x402 payment method needs the evm extra' in result.stdout
+    assert "error: the x402 payment method needs the evm extra" in result.stdout
     assert 'pip install "mpp-client[evm]"' in result.stdout
