@@ -14,6 +14,7 @@ import httpx
 
 __all__ = [
     "CREDENTIAL_HEADERS",
+    "X402_CREDENTIAL_HEADERS",
     "CredentialHeaders",
     "hide_credentials",
     "mask_credentials",
@@ -22,7 +23,12 @@ __all__ = [
 
 #: Where the flow puts a credential: ``Authorization``, or the header a challenge names.
 CREDENTIAL_HEADERS = ("Authorization", "Payment-Authorization")
-_SECRET_NAMES = frozenset({"authorization", "proxy-authorization", "payment-authorization"})
+#: x402's payment headers (version 2 and 1): whatever they hold is a payment.
+X402_CREDENTIAL_HEADERS = ("PAYMENT-SIGNATURE", "X-PAYMENT")
+_SECRET_NAMES = frozenset(
+    {"authorization", "proxy-authorization", "payment-authorization"}
+    | {name.lower() for name in X402_CREDENTIAL_HEADERS}
+)
 _HIDDEN = "[secure]"
 
 
@@ -34,9 +40,9 @@ class CredentialHeaders(httpx.Headers):
     """``httpx.Headers`` whose ``repr`` hides every header carrying a credential.
 
     Hidden: ``Authorization``, ``Proxy-Authorization``,
-    ``Payment-Authorization``, and any header whose value uses the
-    ``Payment`` scheme, whatever its name. Indexing still returns the values:
-    the request has to send them.
+    ``Payment-Authorization``, x402's ``PAYMENT-SIGNATURE`` and ``X-PAYMENT``,
+    and any header whose value uses the ``Payment`` scheme, whatever its name.
+    Indexing still returns the values: the request has to send them.
     """
 
     def __repr__(self) -> str:
@@ -77,4 +83,7 @@ def strip_credentials(headers: httpx.Headers) -> None:
     for name in CREDENTIAL_HEADERS:
         value = headers.get(name)
         if value is not None and value[:8].lower() == "payment ":
+            del headers[name]
+    for name in X402_CREDENTIAL_HEADERS:
+        if name in headers:
             del headers[name]

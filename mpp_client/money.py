@@ -197,7 +197,8 @@ BUILTIN_ASSETS: tuple[AssetEntry, ...] = (
     *(
         AssetEntry(method, address, "USD", 6, chain, name="USDC")
         for chain, address in _USDC.items()
-        for method in ("evm", "usdc")
+        # x402's ``exact`` scheme pays the same USDC contracts (mpp_client.methods.x402).
+        for method in ("evm", "usdc", "x402")
     ),
     # Tempo's pathUSD (TIP-20, 6 decimals) on mainnet (4217) and testnet (42431).
     AssetEntry("tempo", "0x20c0000000000000000000000000000000000000", "USD", 6, 4217, "pathUSD"),

@@ -107,9 +107,11 @@ def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     runpy.run_path(str(ROOT / "examples" / "budgeted_agent.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "signed mandate" in out
-    assert out.count("PAID ") == 3 and out.count("REFUSED ") == 3
+    assert out.count("PAID ") == 4 and out.count("REFUSED ") == 3
     assert "approval asked for 0.42 USD" in out
-    assert "spent 0.92 USD of 1.00 USD; 0.08 USD remains" in out
+    # The x402 endpoint is paid under the same budget, after the dev calls used 0.92 of it.
+    assert "0.05 USD to 0x742d35cc6634c0532925a3b844bc9e7595f8fe00 via x402 -> HTTP 200" in out
+    assert "spent 0.97 USD of 1.00 USD; 0.03 USD remains" in out
     assert "exceeds the per-call cap 0.50 USD" in out
     assert "would exceed budget 'total' of 1.00 USD" in out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
 import threading
 import uuid
 from collections import OrderedDict
@@ -50,10 +51,14 @@ from ..protocol import (
     Quote,
     digest_matches,
     parse_challenges_lenient,
+    parse_x402_body,
+    parse_x402_required,
+    x402_challenges,
+    x402_payment_header,
 )
 from ._observe import Hooks, Observer
 from ._options import CallOptions
-from ._receipts import ReceiptReading, read_receipt
+from ._receipts import ReceiptReading, read_receipt, read_x402_refusal
 from ._transport import UNSAFE_METHODS, check_transport, redact_url
 
 __all__ = ["ApproverFailed", "Call", "DryRun", "Engine", "Offer", "Pending", "Plan", "Target"]
@@ -223,6 +228,9 @@ class Call:
         except ChallengeError as exc:
             exc.response = response
             raise
+        # x402 (issue 13): the same 402 may state x402 terms too, or only those.
+        x402_offers, x402_broken = _x402_offers(response, self.engine.clock())
+        offers, broken = [*offers, *x402_offers], [*broken, *x402_broken]
         if not offers:
             detail = f": {broken[0].message}" if broken else ""
             raise ChallengeError(
@@ -625,7 +633,10 @@ class Call:
             raise TypeError("payment methods must return the payload as a mapping")
         challenge, quote = plan.challenge, plan.quote
         plan.moved = plan.method._flow_moved(challenge, quote, payload)
-        value = Credential.for_challenge(challenge, payload, source=quote.payer).to_header()
+        if challenge.x402 is not None:  # x402 (issue 13): its own payment header
+            value = x402_payment_header(challenge.x402, payload)
+        else:
+            value = Credential.for_challenge(challenge, payload, source=quote.payer).to_header()
         self.payments += 1
         return plan.challenge.credential_header, value
 
@@ -670,6 +681,11 @@ class Call:
             )
             return False
         if status == 402:
+            if plan.challenge.x402 is not None:  # x402 (issue 13): its refusal, or its doubt
+                code, doubt = read_x402_refusal(response, plan.challenge)
+                if doubt is not None:
+                    self.settle_unknown(plan, doubt, response=response)
+                return self.settle_refused(plan, None, response=response, code=code)
             problem = Problem.parse(response.content, response.headers.get("content-type"))
             return self.settle_refused(plan, problem, response=response)
         self.settle_unknown(plan, f"paid request answered HTTP {status}", response=response)
@@ -697,15 +713,22 @@ class Call:
         )
 
     def settle_refused(
-        self, plan: Plan, problem: Problem | None, *, response: httpx.Response | None = None
+        self,
+        plan: Plan,
+        problem: Problem | None,
+        *,
+        response: httpx.Response | None = None,
+        code: str | None = None,
     ) -> bool:
         """The server refused the credential with a fresh challenge. True: pay again.
 
         Nothing was spent unless the payment moved funds itself (then the
-        outcome is unknown, raised, and never paid again).
+        outcome is unknown, raised, and never paid again). ``code`` names the
+        refusal when there is no problem detail (x402's error reason).
         """
         ledger = self.engine.ledger
-        code = problem.code if problem is not None and problem.code else "no problem type"
+        if code is None:
+            code = problem.code if problem is not None and problem.code else "no problem type"
         moved = plan.moved if plan.moved is not None else plan.quote.moves_funds
         if moved:
             reason = f"server refused ({code}) after a payment that moved funds"
@@ -742,6 +765,38 @@ class Call:
             response.extensions["mpp"] = self.record
         if dry_run is not None:
             response.extensions["mpp_decision"] = dry_run.decision
+
+
+def _x402_offers(
+    response: httpx.Response, now: datetime
+) -> tuple[list[Challenge], list[ChallengeError]]:
+    """x402 (issue 13): the 402's x402 terms as offers, each 402 with fresh ids.
+
+    Version 2 states them in ``PAYMENT-REQUIRED``, version 1 in the JSON
+    body (read only when there is no such header). A header that cannot be
+    read is a broken offer, like a malformed ``WWW-Authenticate`` challenge.
+    """
+    try:
+        header = response.headers.get("payment-required")
+        if header is not None:
+            required = parse_x402_required(header)
+        else:
+            try:
+                content = response.content
+            except httpx.ResponseNotRead:
+                return [], []
+            body = parse_x402_body(content)
+            if body is None:
+                return [], []
+            required = body
+        return x402_challenges(
+            required,
+            url=str(response.request.url),
+            id_prefix=f"x402-{secrets.token_urlsafe(12)}",
+            now=now,
+        )
+    except ChallengeError as exc:
+        return [], [exc]
 
 
 _HEX_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")

@@ -1,8 +1,9 @@
 """Payment methods (wallet adapters). Each real rail is an optional extra.
 
 ``DevWallet`` is always available. ``EvmWallet`` (``mpp-client[evm]``),
-``TempoWallet`` (``mpp-client[tempo]``) and ``StripeWallet``
-(``mpp-client[stripe]``) are imported on first use, so the core installs
+``TempoWallet`` (``mpp-client[tempo]``), ``StripeWallet``
+(``mpp-client[stripe]``) and ``X402Wallet`` (x402's ``exact`` scheme with an
+``EvmWallet``'s key; ``mpp-client[evm]``) are imported on first use, so the core installs
 light; a missing extra fails with the ``pip install`` to run.
 """
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from .evm import EvmWallet
     from .stripe import StripeWallet
     from .tempo import TempoWallet
+    from .x402 import X402Wallet
 
 __all__ = [
     "ChargeTerms",
@@ -26,10 +28,16 @@ __all__ = [
     "Quote",
     "StripeWallet",
     "TempoWallet",
+    "X402Wallet",
     "charge_terms",
 ]
 
-_LAZY = {"EvmWallet": ".evm", "TempoWallet": ".tempo", "StripeWallet": ".stripe"}
+_LAZY = {
+    "EvmWallet": ".evm",
+    "TempoWallet": ".tempo",
+    "StripeWallet": ".stripe",
+    "X402Wallet": ".x402",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -98,3 +98,40 @@ __all__ = [
     "parse_mcp_receipt",
     "parse_rfc3339",
 ]
+
+# x402, the sibling protocol: its requirements read as offers, its payment and settlement headers.
+from ._x402 import (
+    MAX_X402_BYTES,
+    X402_PAYMENT_REQUIRED,
+    X402_PAYMENT_RESPONSE,
+    X402_PAYMENT_SIGNATURE,
+    X402_V1_PAYMENT,
+    X402_V1_PAYMENT_RESPONSE,
+    X402PaymentRequired,
+    X402Requirement,
+    X402Settlement,
+    parse_x402_body,
+    parse_x402_required,
+    parse_x402_settlement,
+    resource_matches,
+    x402_challenges,
+    x402_payment_header,
+)
+
+__all__ += [
+    "MAX_X402_BYTES",
+    "X402_PAYMENT_REQUIRED",
+    "X402_PAYMENT_RESPONSE",
+    "X402_PAYMENT_SIGNATURE",
+    "X402_V1_PAYMENT",
+    "X402_V1_PAYMENT_RESPONSE",
+    "X402PaymentRequired",
+    "X402Requirement",
+    "X402Settlement",
+    "parse_x402_body",
+    "parse_x402_required",
+    "parse_x402_settlement",
+    "resource_matches",
+    "x402_challenges",
+    "x402_payment_header",
+]

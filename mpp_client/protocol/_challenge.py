@@ -6,13 +6,16 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ChallengeError
 from ._authparams import RawChallenge, split_challenges
 from ._b64 import Base64Error, b64url_decode_json, b64url_encode
 from ._jcs import canonical_json
 from ._time import format_rfc3339, parse_rfc3339
+
+if TYPE_CHECKING:
+    from ._x402 import X402Requirement
 
 __all__ = [
     "AUTHORIZATION",
@@ -66,6 +69,10 @@ class Challenge:
     header: str | None = None
     #: Every parameter as received (lowercased names), unknown ones included.
     params: Mapping[str, str] = field(default_factory=dict)
+    #: For an offer read from x402 payment requirements (``method="x402"``): the
+    #: requirement, its entry as received included, which the payment echoes.
+    #: None for every ``WWW-Authenticate: Payment`` challenge.
+    x402: X402Requirement | None = None
 
     @property
     def key(self) -> str:

@@ -2,7 +2,8 @@
 
 ``PaidServer`` is a plain ASGI app (no dependency) that accepts dev vouchers,
 or any method through a :class:`Verifier` (``mpp_client.testing.evm`` has
-one that settles on a local EVM chain); ``LocalServer`` runs any ASGI app on
+one that settles on a local EVM chain; ``mpp_client.testing.x402`` sells over
+x402 instead); ``LocalServer`` runs any ASGI app on
 a loopback socket and needs the ``testing`` extra (uvicorn).
 The pytest fixtures (``mpp_server``, ``mpp_server_url``) are registered
 automatically when mpp-client is installed.
