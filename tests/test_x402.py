@@ -31,6 +31,7 @@ from starlette.routing import Route
 from mpp_client import (
     ChallengeError,
     ChallengeExpired,
+    Client,
     DevWallet,
     InsecureTransport,
     NoAcceptableChallenge,
@@ -898,3 +899,24 @@ def test_without_the_evm_extra_the_x402_wallet_names_its_install() -> None:
     assert result.returncode == 0, result.stderr
     assert "error: the x402 payment method needs the evm extra" in result.stdout
     assert 'pip install "mpp-client[evm]"' in result.stdout
+
+
+def test_a_quote_lists_and_decides_x402_offers_without_paying(live: Any) -> None:
+    """``client.quote`` reads the same offers the flow pays from: x402 terms too."""
+    seller = X402Server(
+        {"/weather": "0.25 USD"}, pay_to=MERCHANT, asset=USDC, chain_id=CHAIN, **_domain()
+    )
+    with Client(
+        base_url=live(seller),
+        methods=[wallet_now()],
+        policy=POLICY,
+        ledger="memory:",
+        allow_insecure_localhost=True,
+    ) as client:
+        result = client.quote("/weather")
+        assert client.ledger is not None and client.ledger.records() == []
+    assert result.would_pay, result.reasons
+    (offer,) = result.offers
+    assert offer.challenge.method == "x402" and offer.chosen
+    assert str(offer.amount) == "0.250000 USD"
+    assert seller.payments == []

@@ -15,8 +15,9 @@
 ``_quote``     what a request would cost and what the policy would say (no payment)
 """
 
-from ._call import Call, DryRun, Engine, Offer, Pending, Plan
+from ._call import Call
 from ._drivers import drive_async, drive_sync
+from ._engine import DryRun, Engine, Offer, Pending, Plan
 from ._loop import payment_loop
 from ._options import CallOptions
 from ._quote import QuotedOffer, QuoteResult, quote_options, quote_response
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 # The MCP transport's loop and driver (mpp_client.integrations.mcp performs its CallTool).
-from ._call import Target
+from ._engine import Target
 from ._mcp import CallTool, McpOutcome, ToolAnswer, asked_payment, drive_mcp, mcp_payment_loop
 
 __all__ += ["CallTool", "McpOutcome", "Target", "ToolAnswer", "drive_mcp", "mcp_payment_loop"]

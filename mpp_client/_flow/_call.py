@@ -4,27 +4,23 @@ A :class:`Call` holds what the payment loop (:mod:`._loop`) needs to decide
 and record: it chooses and checks an offer, asks the policy, reserves, builds
 the credential, and settles what the paid retry's response means. It never
 sends, reads a body or waits; the loop asks for that as effects, and the sync
-and async drivers in :mod:`mpp_client.auth` perform them.
-:class:`Engine` is the configuration one ``PaymentAuth`` shares across calls.
+and async drivers in :mod:`mpp_client.auth` perform them. The shared
+configuration and the shapes a payment takes on its way live in
+:mod:`._engine`; reading a 402's offers in :mod:`._offers`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-import secrets
-import threading
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 
 if TYPE_CHECKING:
-    from ..identity import AgentKey
+    pass
 
 from .._exceptions import (
     ApprovalRequired,
@@ -40,155 +36,27 @@ from .._exceptions import (
 )
 from .._headers import hide_credentials, mask_credentials
 from .._text import get_logger, printable
-from ..ledger import Ledger, PaymentRecord
+from ..ledger import PaymentRecord
 from ..methods import PaymentMethod
 from ..money import Amount
-from ..policy import ApprovalRequest, Approver, Decision, PaymentContext, RuleResult, SpendPolicy
+from ..policy import ApprovalRequest, Decision, PaymentContext, RuleResult
 from ..protocol import (
     Challenge,
     Credential,
     Problem,
     Quote,
     digest_matches,
-    parse_challenges_lenient,
-    parse_x402_body,
-    parse_x402_required,
-    x402_challenges,
     x402_payment_header,
 )
-from ._observe import Hooks, Observer
+from ._engine import ApproverFailed, DryRun, Engine, Offer, Pending, Plan, Target
+from ._offers import canonical_payee, http_offers, same_payee
 from ._options import CallOptions
 from ._receipts import ReceiptReading, read_receipt, read_x402_refusal
-from ._transport import UNSAFE_METHODS, check_transport, redact_url
+from ._transport import UNSAFE_METHODS, check_transport
 
 __all__ = ["ApproverFailed", "Call", "DryRun", "Engine", "Offer", "Pending", "Plan", "Target"]
 
 logger = get_logger("mpp_client")
-
-
-@dataclass(frozen=True, slots=True)
-class ApproverFailed:
-    """The approver raised instead of answering: not an approval (only its type is kept)."""
-
-    kind: str
-
-    def __init__(self, error: BaseException) -> None:
-        object.__setattr__(self, "kind", type(error).__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a payment is for, whatever carries it: an HTTP request, an MCP tool call.
-
-    ``url`` is what records and policies see (query values redacted);
-    ``method`` the HTTP method or the transport's verb (``tools/call``);
-    ``body`` what a challenge ``digest`` must match. ``request`` is the HTTP
-    request to send again with the credential (None for other transports).
-    """
-
-    url: str
-    host: str
-    method: str
-    body: bytes | None = None
-    request: httpx.Request | None = None
-
-    @classmethod
-    def of(cls, request: httpx.Request) -> Target:
-        url = redact_url(request.url)
-        return cls(url, request.url.host, request.method, request.content, request)
-
-
-@dataclass(frozen=True, slots=True)
-class Offer:
-    """An offer that quoted well, with where and when it was considered."""
-
-    challenge: Challenge
-    method: PaymentMethod
-    quote: Quote
-    target: Target
-    now: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A payment the policy allows only with a human approval."""
-
-    offer: Offer
-    decision: Decision
-
-
-@dataclass(frozen=True, slots=True)
-class DryRun:
-    """The policy's decision in dry-run mode: reported, never paid."""
-
-    offer: Offer
-    decision: Decision
-
-
-@dataclass(slots=True)
-class Plan:
-    """A payment that has been decided and reserved, waiting to be made."""
-
-    challenge: Challenge
-    method: PaymentMethod
-    quote: Quote
-    decision: Decision
-    record: PaymentRecord
-    target: Target
-    #: Whether money moved when the method paid (set once it has).
-    moved: bool | None = None
-
-
-class Engine:
-    """Configuration and shared state behind one :class:`~mpp_client.PaymentAuth`."""
-
-    def __init__(
-        self,
-        methods: Sequence[PaymentMethod],
-        policy: SpendPolicy | None,
-        ledger: Ledger,
-        *,
-        allow_insecure_localhost: bool,
-        max_payments: int,
-        clock_skew: timedelta,
-        clock: Callable[[], datetime],
-        accept_payment: str | None,
-        approver: Approver | None = None,
-        agent_key: AgentKey | None = None,
-        observer: Observer | None = None,
-    ) -> None:
-        self.methods = tuple(methods)
-        #: Event hooks and telemetry (inactive by default).
-        self.observer = observer or Observer(Hooks(), telemetry=False)
-        self.policy = policy
-        self.ledger = ledger
-        self.allow_insecure_localhost = allow_insecure_localhost
-        self.max_payments = max_payments
-        self.clock_skew = clock_skew
-        self.clock = clock
-        self.accept_payment = accept_payment
-        self.approver = approver
-        self.agent_key = agent_key
-        self._used_lock = threading.Lock()
-        self._used: OrderedDict[tuple[str, str], None] = OrderedDict()
-
-    # Challenge ids are single use: remember the ones we answered.
-    _USED_MAX = 10_000
-
-    def claim(self, challenge: Challenge) -> bool:
-        """Mark a challenge as answered; False if it already was."""
-        key = (challenge.realm, challenge.id)
-        with self._used_lock:
-            if key in self._used:
-                return False
-            self._used[key] = None
-            if len(self._used) > self._USED_MAX:
-                self._used.popitem(last=False)
-            return True
-
-    def was_used(self, challenge: Challenge) -> bool:
-        with self._used_lock:
-            return (challenge.realm, challenge.id) in self._used
 
 
 class Call:
@@ -223,14 +91,7 @@ class Call:
     def plan_http(self, response: httpx.Response) -> Plan | Pending | DryRun:
         """:meth:`plan` for a 402 response: its challenges, its request, its transport."""
         request = response.request
-        try:
-            offers, broken = parse_challenges_lenient(response.headers.get_list("www-authenticate"))
-        except ChallengeError as exc:
-            exc.response = response
-            raise
-        # x402 (issue 13): the same 402 may state x402 terms too, or only those.
-        x402_offers, x402_broken = _x402_offers(response, self.engine.clock())
-        offers, broken = [*offers, *x402_offers], [*broken, *x402_broken]
+        offers, broken = http_offers(response, self.engine.clock())
         if not offers:
             detail = f": {broken[0].message}" if broken else ""
             raise ChallengeError(
@@ -334,7 +195,7 @@ class Call:
         candidate before it reserves. Raises :class:`ChallengeError` for terms
         that cannot be paid.
         """
-        quote = _canonical_payee(method._flow_quote(challenge))
+        quote = canonical_payee(method._flow_quote(challenge))
         self._check_terms(challenge, quote, target, now)
         decided = self._decide(method, challenge, quote, target=target, now=now)
         return Offer(challenge, method, quote, target, now), self._narrow(decided, quote)
@@ -487,7 +348,7 @@ class Call:
                     f"{quote.amount} ({charge.currency} against the policy)"
                 )
                 failed.append(RuleResult("call.max_amount", False, reason))
-        if options.payee is not None and not _same_payee(options.payee, quote.payee):
+        if options.payee is not None and not same_payee(options.payee, quote.payee):
             failed.append(
                 RuleResult(
                     "call.payee",
@@ -765,58 +626,3 @@ class Call:
             response.extensions["mpp"] = self.record
         if dry_run is not None:
             response.extensions["mpp_decision"] = dry_run.decision
-
-
-def _x402_offers(
-    response: httpx.Response, now: datetime
-) -> tuple[list[Challenge], list[ChallengeError]]:
-    """x402 (issue 13): the 402's x402 terms as offers, each 402 with fresh ids.
-
-    Version 2 states them in ``PAYMENT-REQUIRED``, version 1 in the JSON
-    body (read only when there is no such header). A header that cannot be
-    read is a broken offer, like a malformed ``WWW-Authenticate`` challenge.
-    """
-    try:
-        header = response.headers.get("payment-required")
-        if header is not None:
-            required = parse_x402_required(header)
-        else:
-            try:
-                content = response.content
-            except httpx.ResponseNotRead:
-                return [], []
-            body = parse_x402_body(content)
-            if body is None:
-                return [], []
-            required = body
-        return x402_challenges(
-            required,
-            url=str(response.request.url),
-            id_prefix=f"x402-{secrets.token_urlsafe(12)}",
-            now=now,
-        )
-    except ChallengeError as exc:
-        return [], [exc]
-
-
-_HEX_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
-
-
-def _same_payee(expected: str, payee: str) -> bool:
-    """Payee ids compare exactly, except hex addresses, which compare by value."""
-    if _HEX_ADDRESS.fullmatch(expected) and _HEX_ADDRESS.fullmatch(payee):
-        return expected.lower() == payee.lower()
-    return expected == payee
-
-
-def _canonical_payee(quote: Quote) -> Quote:
-    """One spelling per payee: hex addresses are case-insensitive, so lowercase them.
-
-    Otherwise "0xAbC..." and "0xabc..." would be two payees to per-payee
-    budgets, rate limits, history and the circuit breaker.
-    """
-    if not isinstance(quote, Quote):
-        raise ChallengeError("the payment method returned something other than a Quote")
-    if _HEX_ADDRESS.fullmatch(quote.payee) and quote.payee != quote.payee.lower():
-        return dataclasses.replace(quote, payee=quote.payee.lower())
-    return quote

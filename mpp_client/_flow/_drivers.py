@@ -23,7 +23,8 @@ import sniffio
 
 from .._text import get_logger
 from ..policy import ApprovalRequest, Approver, Decision
-from ._call import ApproverFailed, Call, Engine
+from ._call import Call
+from ._engine import ApproverFailed, Engine
 from ._loop import Ask, Effect, Loop, Pay, Read402, Record, Send, SendLost, payment_loop
 from ._transport import MAX_402_BODY, TRANSPORT_ERROR, read_402_limit_error, redact_url
 

@@ -46,7 +46,8 @@ import httpx
 
 from .._exceptions import PaymentError
 from ..policy import ApprovalRequest, Decision
-from ._call import Call, DryRun, Pending, Plan
+from ._call import Call
+from ._engine import DryRun, Pending, Plan
 
 __all__ = [
     "Ask",

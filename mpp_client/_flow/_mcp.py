@@ -44,8 +44,9 @@ from ..protocol import (
     mcp_credential,
     parse_mcp_receipt,
 )
-from ._call import Call, DryRun, Engine, Pending, Plan, Target
+from ._call import Call
 from ._drivers import _perform_async, _settle_lost_async
+from ._engine import DryRun, Engine, Pending, Plan, Target
 from ._loop import Ask, Loop, Pay, Record, SendLost
 from ._receipts import ReceiptReading
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -27,8 +27,10 @@ from .._text import printable
 from ..methods import PaymentMethod
 from ..money import Amount
 from ..policy import Decision
-from ..protocol import Challenge, ChargeTerms, Quote, charge_terms, parse_challenges_lenient
-from ._call import Call, Engine, Target
+from ..protocol import Challenge, ChargeTerms, Quote, charge_terms
+from ._call import Call
+from ._engine import Engine, Target
+from ._offers import http_offers
 from ._options import CallOptions
 from ._transport import check_transport, redact_url
 
@@ -212,11 +214,8 @@ def quote_response(engine: Engine | None, response: httpx.Response) -> QuoteResu
             status,
             reasons=(f"the server answered HTTP {status}: it did not ask for payment",),
         )
-    try:
-        offers, broken = parse_challenges_lenient(response.headers.get_list("www-authenticate"))
-    except ChallengeError as exc:
-        exc.response = response
-        raise
+    # The offers the flow would pay from: MPP challenges and x402 terms alike.
+    offers, broken = http_offers(response, engine.clock() if engine else datetime.now(UTC))
     reasons = [f"malformed challenge: {e.message}" for e in broken]
     if not offers:
         reasons.insert(0, "the 402 response has no usable Payment challenge")
