@@ -63,10 +63,10 @@ from ..methods._chain._nodes import MaybeSent, NotSent
 from ..methods._chain._rpc import ChainRpc, ChainTransportError, RpcError
 from ..methods._chain._signing import recover_signer, typed_data_digest
 from ..methods._chain._terms import Split, uint256
-from ..protocol import Challenge, Credential, parse_rfc3339
+from ..protocol import Challenge, Credential
 from ._chain_client import ChainClient, authorization_calldata
 from ._logs import transfers_in
-from ._server import Settlement, VerificationFailed
+from ._server import Settlement, VerificationFailed, echoed_challenge
 
 __all__ = ["EvmVerifier"]
 
@@ -201,16 +201,7 @@ class EvmVerifier:
         credential: Credential,
         claim: Callable[[], bool],
     ) -> Settlement:
-        challenge = Challenge(
-            id=echo["id"],
-            realm=echo["realm"],
-            method=echo["method"],
-            intent=echo["intent"],
-            request=request,
-            request_b64=echo["request"],
-            expires=parse_rfc3339(echo["expires"]) if "expires" in echo else None,
-            expires_raw=echo.get("expires"),
-        )
+        challenge = echoed_challenge(echo, request)
         try:
             terms = evm_terms(challenge)
         except Exception as exc:
@@ -350,7 +341,7 @@ class EvmVerifier:
         # Recomputed with eth-account's generic EIP-712 encoder from the public
         # terms, not with the wallet's hand-built digest: a bug there shows here.
         digest = typed_data_digest(
-            _authorization_typed_data(
+            authorization_typed_data(
                 self.token_domain,
                 self.chain_id,
                 self.token,
@@ -570,7 +561,7 @@ def _uint(value: object) -> int:
     return number
 
 
-def _authorization_typed_data(
+def authorization_typed_data(
     domain: tuple[str, str],
     chain_id: int,
     token: str,

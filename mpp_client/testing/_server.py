@@ -110,6 +110,25 @@ class VerificationFailed(Exception):
         self.status = status
 
 
+def echoed_challenge(echo: Mapping[str, str], request: Mapping[str, Any]) -> Challenge:
+    """The challenge a credential's echo names, rebuilt for a verifier's checks.
+
+    ``request`` is the decoded request the server bound the id to; the echo
+    gives the rest as the client sent it (the server has checked its binding).
+    """
+    expires = echo.get("expires")
+    return Challenge(
+        id=echo["id"],
+        realm=echo["realm"],
+        method=echo["method"],
+        intent=echo["intent"],
+        request=request,
+        request_b64=echo["request"],
+        expires=parse_rfc3339(expires) if expires is not None else None,
+        expires_raw=expires,
+    )
+
+
 class Verifier(Protocol):
     """How :class:`PaidServer` accepts payment by one method.
 

@@ -48,9 +48,9 @@ from ..methods._chain._tempo_charge import (
     tempo_terms,
 )
 from ..methods._chain._tempo_tx import cosign_as_fee_payer
-from ..protocol import Challenge, Credential, parse_rfc3339
+from ..protocol import Challenge, Credential
 from ._logs import Movement, movements_in
-from ._server import Settlement, VerificationFailed
+from ._server import Settlement, VerificationFailed, echoed_challenge
 
 __all__ = ["TempoVerifier"]
 
@@ -309,16 +309,7 @@ class TempoVerifier:
         credential: Credential,
         claim: Callable[[], bool],
     ) -> Settlement:
-        challenge = Challenge(
-            id=echo["id"],
-            realm=echo["realm"],
-            method=echo["method"],
-            intent=echo["intent"],
-            request=request,
-            request_b64=echo["request"],
-            expires=parse_rfc3339(echo["expires"]) if "expires" in echo else None,
-            expires_raw=echo.get("expires"),
-        )
+        challenge = echoed_challenge(echo, request)
         try:
             terms = tempo_terms(challenge)
         except ChallengeError as exc:

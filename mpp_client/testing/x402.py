@@ -50,6 +50,7 @@ from ..protocol import (
     X402_V1_PAYMENT,
     X402_V1_PAYMENT_RESPONSE,
 )
+from ._evm_verifier import authorization_typed_data
 from ._server import PaidServer, Scope, _headers, _Outcome, _respond
 
 __all__ = ["Settle", "X402Paid", "X402Server", "settle_with"]
@@ -270,39 +271,17 @@ class X402Server:
             raise _Refused("invalid_exact_evm_payload_authorization_valid_after")
         if len(nonce) != 32:
             raise _Refused("invalid_payload")
-        typed = {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "TransferWithAuthorization": [
-                    {"name": "from", "type": "address"},
-                    {"name": "to", "type": "address"},
-                    {"name": "value", "type": "uint256"},
-                    {"name": "validAfter", "type": "uint256"},
-                    {"name": "validBefore", "type": "uint256"},
-                    {"name": "nonce", "type": "bytes32"},
-                ],
-            },
-            "primaryType": "TransferWithAuthorization",
-            "domain": {
-                "name": self.token_name,
-                "version": self.token_version,
-                "chainId": self.chain_id,
-                "verifyingContract": self.asset,
-            },
-            "message": {
-                "from": sender,
-                "to": to,
-                "value": value_,
-                "validAfter": valid_after,
-                "validBefore": valid_before,
-                "nonce": nonce,
-            },
-        }
+        typed = authorization_typed_data(
+            (self.token_name, self.token_version),
+            self.chain_id,
+            self.asset,
+            sender=sender,
+            to=to,
+            value=value_,
+            valid_after=valid_after,
+            valid_before=valid_before,
+            nonce=nonce,
+        )
         try:
             signer = Account.recover_message(
                 encode_typed_data(full_message=typed), signature=signature
