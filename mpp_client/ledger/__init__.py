@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._exceptions import LedgerIntegrityError
-from ..identity import AgentKey
 from ._base import COUNTED, Ledger, PaymentRecord, Status, Usage
 from ._chain import SignedHead
 from ._core import StoreLedger
@@ -24,6 +24,9 @@ from ._postgres import PostgresLedger
 from ._sql import SqlLedger
 from ._sqlite import SqliteLedger, default_ledger_path
 from ._verify import VerifyReport
+
+if TYPE_CHECKING:
+    from ..identity import AgentKey
 
 __all__ = [
     "COUNTED",

@@ -29,11 +29,13 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..identity import AgentKey, verify_signature
 from ..protocol import b64url_decode, b64url_encode, canonical_json, format_rfc3339
 from ._merkle import Frontier, leaf_hash
+
+if TYPE_CHECKING:
+    from ..identity import AgentKey
 
 __all__ = ["FORMAT", "GENESIS", "ChainWriter", "Draft", "Entry", "SignedHead", "parse_entry"]
 
@@ -79,6 +81,8 @@ class SignedHead:
             raw = b64url_decode(self.signature)
         except ValueError:
             return False
+        from ..identity import verify_signature  # noqa: PLC0415 - pynacl only to verify
+
         return verify_signature(self.agent, self.signed_body(), raw)
 
     def to_dict(self) -> dict[str, Any]:

@@ -24,13 +24,12 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
 
 from .._decision import Limit, Usage
 from .._exceptions import BudgetExceeded, LedgerIntegrityError, PaymentError
-from ..identity import AgentKey
 from ..money import Amount
 from ..protocol import Receipt
 from ._base import Ledger
@@ -53,6 +52,9 @@ from ._totals import (
     us,
 )
 from ._windows import distinct, limit_key, read_window, usage_of, windows_of
+
+if TYPE_CHECKING:
+    from ..identity import AgentKey
 
 __all__ = ["StoreLedger"]
 

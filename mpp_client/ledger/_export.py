@@ -13,16 +13,18 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import PaymentError
-from ..identity import AgentKey
 from ..money import Amount
 from ._chain import SignedHead, parse_entry
 from ._legacy import export_proof, make_checkpoint, verify_legacy_proof
 from ._merkle import InclusionProof, leaf_hash
 from ._record import COUNTED, PaymentRecord
 from ._store import Tx
+
+if TYPE_CHECKING:
+    from ..identity import AgentKey
 
 __all__ = ["csv_text", "inclusion_proof", "jsonl", "totals_by", "verify_exported_proof"]
 

@@ -22,11 +22,13 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..identity import AgentKey, verify_signature
 from ..protocol import b64url_decode, b64url_encode, canonical_json, format_rfc3339
 from ._merkle import InclusionProof, inclusion_proof, leaf_hash, root
+
+if TYPE_CHECKING:
+    from ..identity import AgentKey
 
 __all__ = [
     "GENESIS",
@@ -124,6 +126,8 @@ def _signed_by(did: str | None, body: bytes, signature: str | None) -> bool:
         raw = b64url_decode(signature)
     except ValueError:
         return False
+    from ..identity import verify_signature  # noqa: PLC0415 - pynacl only to verify
+
     return verify_signature(did, body, raw)
 
 

@@ -17,15 +17,18 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from .._exceptions import ChallengeReused, PaymentError
-from ..identity import AgentKey
 from ._chain import Entry, SignedHead
 from ._core import StoreLedger
 from ._heads import HeadSink
 from ._record import COUNTED
 from ._store import PaymentRow, Store, Tx
 from ._totals import MAX_NANO, Cells, Filter
+
+if TYPE_CHECKING:
+    from ..identity import AgentKey
 
 __all__ = ["MemoryLedger", "MemoryStore"]
 

@@ -28,13 +28,15 @@ import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ChallengeReused, PaymentError
-from ..identity import AgentKey
 from ._heads import HeadSink
 from ._sql import _COLUMNS, Cursor, SqlLedger, SqlStore, SqlTx, _filter, _row
 from ._store import PaymentRow, Reading, Window
+
+if TYPE_CHECKING:
+    from ..identity import AgentKey
 
 __all__ = ["PostgresLedger", "PostgresStore"]
 

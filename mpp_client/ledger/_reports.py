@@ -10,9 +10,8 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..identity import AgentKey
 from ..money import Amount
 from . import _export
 from ._chain import SignedHead
@@ -21,6 +20,9 @@ from ._record import PaymentRecord
 from ._store import Store, Tx
 from ._totals import from_nano, us
 from ._verify import VerifyReport, verify
+
+if TYPE_CHECKING:
+    from ..identity import AgentKey
 
 __all__ = ["Reports"]
 

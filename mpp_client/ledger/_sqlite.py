@@ -10,12 +10,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import PaymentError
-from ..identity import AgentKey
 from ._heads import HeadFiles, HeadSink
 from ._sql import Cursor, SqlLedger, SqlStore, SqlTx
+
+if TYPE_CHECKING:
+    from ..identity import AgentKey
 
 __all__ = ["SqliteLedger", "SqliteStore", "default_ledger_path"]
 
