@@ -13,7 +13,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from mpp_client.ledger import (
 from mpp_client.money import Amount
 from mpp_client.policy import Limit
 from mpp_client.protocol import Receipt, b64url_encode, canonical_json
+
+from . import helpers
 
 PG_URL = os.environ.get("MPP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 #: Has microseconds, so any lossy time round trip shows.
@@ -52,18 +54,11 @@ def postgres_unavailable() -> str | None:
     return None
 
 
-class Clock:
-    """A clock the test moves by hand."""
+class Clock(helpers.Clock):
+    """The shared hand-moved clock, starting at this module's ``T0``."""
 
     def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
+        super().__init__(start)
 
 
 def make_record(

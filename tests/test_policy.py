@@ -27,6 +27,8 @@ from mpp_client.policy import Decision, Limit, PaymentContext, Policy, PolicyErr
 from mpp_client.policy._engine import host_matches, period_start
 from mpp_client.protocol import Challenge
 
+from . import helpers
+
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 USDC_BASE = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 USDC_ETHEREUM = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
@@ -196,14 +198,11 @@ def rule_names(decision: Decision) -> list[str]:
     return [r.rule for r in decision.rules]
 
 
-class Clock:
-    """A clock the test moves by hand."""
+class Clock(helpers.Clock):
+    """The shared hand-moved clock, starting at ``NOW``."""
 
     def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+        super().__init__(now)
 
 
 # -- per-call caps ----------------------------------------------------------------------

@@ -32,6 +32,8 @@ from mpp_client.methods import Quote
 from mpp_client.policy import PaymentContext, Policy
 from mpp_client.protocol import Challenge
 
+from .helpers import Clock
+
 ZONE = ZoneInfo("America/New_York")
 USDC_BASE = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 OPEN = {
@@ -60,14 +62,6 @@ POLICY = Policy.from_mapping(
 )
 
 _ids = itertools.count()
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def context(
