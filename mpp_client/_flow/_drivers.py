@@ -80,7 +80,7 @@ def drive_sync(
                     # the flow with GeneratorExit when sending failed): the loop records
                     # the payment as unknown and says so, with the transport error as cause.
                     cause = _lost_cause(exc, sent)
-                    error = _settle_lost_sync(loop, cause)
+                    error = _settle_lost_sync(engine, loop, cause)
                     raise error from error.__cause__
                 observer.end_step(step)
                 reply = stepper.response
@@ -147,20 +147,14 @@ def _perform_sync(engine: Engine, effect: Effect) -> Any:
     raise TypeError(f"the sync driver cannot perform {effect!r}")  # pragma: no cover
 
 
-def _settle_lost_sync(loop: Loop, cause: BaseException | None) -> BaseException:
+def _settle_lost_sync(engine: Engine, loop: Loop, cause: BaseException | None) -> BaseException:
     """Tell the loop its paid request was lost; run what it does about it; return its error."""
     try:
         effect = loop.throw(SendLost(cause))
         while True:
-            effect = loop.send(_perform_sync_record(effect))
+            effect = loop.send(_perform_sync(engine, effect))
     except BaseException as error:
         return error
-
-
-def _perform_sync_record(effect: Effect) -> Any:
-    if not isinstance(effect, Record):  # pragma: no cover - the loop only records here
-        raise TypeError(f"unexpected {effect!r} after a lost request")
-    return effect.work(*effect.args)
 
 
 def _read_402_sync(response: httpx.Response) -> None:

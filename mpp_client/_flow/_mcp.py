@@ -48,7 +48,7 @@ from ._call import Call
 from ._drivers import _perform_async, _settle_lost_async
 from ._engine import DryRun, Engine, Pending, Plan, Target
 from ._loop import Ask, Loop, Pay, Record, SendLost
-from ._receipts import ReceiptReading
+from ._receipts import ReceiptReading, checked_receipt, unreadable_receipt
 
 __all__ = [
     "CallTool",
@@ -227,23 +227,8 @@ def read_mcp_receipt(meta: Mapping[str, Any], challenge: Challenge) -> ReceiptRe
         receipt = parse_mcp_receipt(value)
     except ProtocolError as exc:
         status = value.get("status") if isinstance(value, dict) else None
-        if isinstance(status, str) and status != "success":
-            return ReceiptReading(
-                note=f"its receipt says status {printable(status, 40)!r}", failed=True
-            )
-        return ReceiptReading(note=f"the server's receipt was malformed ({exc.message}); not kept")
-    if receipt.method != challenge.method:
-        return ReceiptReading(
-            note=f"the server's receipt names method {printable(receipt.method, 40)!r}, "
-            f"not {challenge.method!r}; not kept"
-        )
-    named = receipt.data.get("challengeId")
-    if named is not None and named != challenge.id:
-        return ReceiptReading(
-            note=f"the server's receipt is for challenge {printable(named, 80)!r}, "
-            f"not {challenge.id!r}; not kept"
-        )
-    return ReceiptReading(receipt)
+        return unreadable_receipt(exc, status, "receipt")
+    return checked_receipt(receipt, challenge, "receipt")
 
 
 async def drive_mcp(

@@ -34,9 +34,13 @@ class CallOptions:
 
     @classmethod
     def from_request(cls, request: httpx.Request) -> CallOptions:
+        """The options of ``request.extensions["mpp"]`` (none given: the defaults)."""
         raw = request.extensions.get("mpp")
-        if raw is None:
-            return _NO_OPTIONS
+        return _NO_OPTIONS if raw is None else cls.from_mapping(raw)
+
+    @classmethod
+    def from_mapping(cls, raw: object) -> CallOptions:
+        """Check options given as a mapping, whatever carried them (HTTP, an MCP or tool call)."""
         if not isinstance(raw, Mapping):
             raise PaymentError('extensions["mpp"] must be a dict of payment options')
         unknown = set(raw) - _OPTION_KEYS
@@ -67,9 +71,6 @@ class CallOptions:
         if not isinstance(pay, bool):
             raise PaymentError('extensions["mpp"]["pay"] must be True or False')
         return cls(purpose, dict(tags) if tags else None, max_amount, payee, pay)
-
-
-_NO_OPTIONS = CallOptions()
 
 
 _NO_OPTIONS = CallOptions()

@@ -65,30 +65,41 @@ def read_receipt(response: httpx.Response, challenge: Challenge) -> ReceiptReadi
     try:
         receipt = Receipt.parse(value)
     except ProtocolError as exc:
-        status = Receipt.peek_status(value)
-        if status is not None and status != "success":
-            note = f"its Payment-Receipt says status {printable(status, 40)!r}"
-            return ReceiptReading(note=note, failed=True)
-        logger.warning("ignoring a malformed Payment-Receipt: %s", exc.message)
-        return ReceiptReading(
-            note=f"the server's Payment-Receipt was malformed ({exc.message}); not kept"
-        )
+        return unreadable_receipt(exc, Receipt.peek_status(value), "Payment-Receipt")
+    return checked_receipt(receipt, challenge, "Payment-Receipt")
+
+
+def unreadable_receipt(exc: ProtocolError, status: object, what: str) -> ReceiptReading:
+    """A receipt that could not be read: failed if it still says so, else not kept.
+
+    ``status`` is what the receipt claims, if that much could be read; ``what``
+    names the receipt in notes (``Payment-Receipt``, ``receipt``).
+    """
+    if isinstance(status, str) and status != "success":
+        return ReceiptReading(note=f"its {what} says status {printable(status, 40)!r}", failed=True)
+    logger.warning("ignoring a malformed %s: %s", what, exc.message)
+    return ReceiptReading(note=f"the server's {what} was malformed ({exc.message}); not kept")
+
+
+def checked_receipt(receipt: Receipt, challenge: Challenge, what: str) -> ReceiptReading:
+    """``receipt`` kept if it is for this payment: its method, and its challenge when named."""
+    note = None
     if receipt.method != challenge.method:
         note = (
-            f"the server's Payment-Receipt names method {printable(receipt.method, 40)!r}, "
+            f"the server's {what} names method {printable(receipt.method, 40)!r}, "
             f"not {challenge.method!r}; not kept"
         )
-        logger.warning("%s", note)
-        return ReceiptReading(note=note)
-    named = receipt.data.get("challengeId")
-    if named is not None and named != challenge.id:
-        note = (
-            f"the server's Payment-Receipt is for challenge {printable(named, 80)!r}, "
-            f"not {challenge.id!r}; not kept"
-        )
-        logger.warning("%s", note)
-        return ReceiptReading(note=note)
-    return ReceiptReading(receipt)
+    else:
+        named = receipt.data.get("challengeId")
+        if named is not None and named != challenge.id:
+            note = (
+                f"the server's {what} is for challenge {printable(named, 80)!r}, "
+                f"not {challenge.id!r}; not kept"
+            )
+    if note is None:
+        return ReceiptReading(receipt)
+    logger.warning("%s", note)
+    return ReceiptReading(note=note)
 
 
 # -- x402 (issue 13) ------------------------------------------------------------------

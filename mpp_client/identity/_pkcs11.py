@@ -300,19 +300,23 @@ def _ec_point(public: Any, label: str) -> Any:
         _fail(f"reading the public key {label!r}", exc)
 
 
-class Pkcs11Ed25519Signer(Ed25519Signer):
-    """An Ed25519 key that lives in a PKCS#11 token and signs there (``CKM_EDDSA``)."""
+class _TokenKey:
+    """What a key held in a token is, whichever its curve: where it lives, and its label.
 
-    __slots__ = ("_hardware", "_label", "_private", "_public", "_token")
+    ``hardware`` only when the token is vouched for as hardware and the key is
+    sealed in it (sensitive, never extractable).
+    """
 
-    def __init__(self, token: Pkcs11Token, keys: tuple[Any, Any, str]) -> None:
-        public, private, label = keys
-        if _params(public, label) not in (_ED25519_OID, _ED25519_NAME):
-            raise SignerError(f"PKCS#11: key {label!r} is not an Ed25519 key")
+    __slots__ = ("_hardware", "_label", "_private", "_token")
+    _token: Pkcs11Token
+    _private: Any
+    _label: str
+    _hardware: bool
+
+    def _hold(self, token: Pkcs11Token, private: Any, label: str) -> None:
         self._token = token
         self._private = private
         self._label = label
-        self._public = _point(_ec_point(public, label), 32)
         self._hardware = token.hardware and _sealed(private)
 
     @property
@@ -326,6 +330,22 @@ class Pkcs11Ed25519Signer(Ed25519Signer):
     @property
     def label(self) -> str:
         return self._label
+
+    def _where(self) -> str:
+        return f"token={self._token.label!r}, label={self._label!r}, hardware={self._hardware}"
+
+
+class Pkcs11Ed25519Signer(_TokenKey, Ed25519Signer):
+    """An Ed25519 key that lives in a PKCS#11 token and signs there (``CKM_EDDSA``)."""
+
+    __slots__ = ("_public",)
+
+    def __init__(self, token: Pkcs11Token, keys: tuple[Any, Any, str]) -> None:
+        public, private, label = keys
+        if _params(public, label) not in (_ED25519_OID, _ED25519_NAME):
+            raise SignerError(f"PKCS#11: key {label!r} is not an Ed25519 key")
+        self._hold(token, private, label)
+        self._public = _point(_ec_point(public, label), 32)
 
     @property
     def public_key(self) -> bytes:
@@ -336,42 +356,24 @@ class Pkcs11Ed25519Signer(Ed25519Signer):
         return self._token._sign(self._private, data, "EDDSA", self._label)
 
     def __repr__(self) -> str:
-        return (
-            f"Pkcs11Ed25519Signer(did={self.did!r}, token={self._token.label!r}, "
-            f"label={self._label!r}, hardware={self._hardware})"
-        )
+        return f"Pkcs11Ed25519Signer(did={self.did!r}, {self._where()})"
 
 
-class Pkcs11Secp256k1Signer(Secp256k1Signer):
+class Pkcs11Secp256k1Signer(_TokenKey, Secp256k1Signer):
     """A secp256k1 key that lives in a PKCS#11 token and signs digests there (``CKM_ECDSA``).
 
     The address is derived from the token's public key (needs eth-account,
     the ``evm`` extra, like every secp256k1 signer here).
     """
 
-    __slots__ = ("_address", "_hardware", "_label", "_private", "_token")
+    __slots__ = ("_address",)
 
     def __init__(self, token: Pkcs11Token, keys: tuple[Any, Any, str]) -> None:
         public, private, label = keys
         if _params(public, label) != _SECP256K1_OID:
             raise SignerError(f"PKCS#11: key {label!r} is not on the secp256k1 curve")
-        self._token = token
-        self._private = private
-        self._label = label
+        self._hold(token, private, label)
         self._address = address_of(_point(_ec_point(public, label), 65))
-        self._hardware = token.hardware and _sealed(private)
-
-    @property
-    def location(self) -> Location:
-        return "pkcs11"
-
-    @property
-    def hardware(self) -> bool:
-        return self._hardware
-
-    @property
-    def label(self) -> str:
-        return self._label
 
     @property
     def address(self) -> str:
@@ -386,7 +388,4 @@ class Pkcs11Secp256k1Signer(Secp256k1Signer):
         return recoverable_signature(data, r, s, self._address)
 
     def __repr__(self) -> str:
-        return (
-            f"Pkcs11Secp256k1Signer(address={self._address!r}, token={self._token.label!r}, "
-            f"label={self._label!r}, hardware={self._hardware})"
-        )
+        return f"Pkcs11Secp256k1Signer(address={self._address!r}, {self._where()})"

@@ -131,8 +131,7 @@ def call_options(
     """Per-call options, checked exactly as ``extensions={"mpp": ...}`` is on HTTP."""
     given = {"purpose": purpose, "tags": tags, "max_amount": max_amount, "payee": payee}
     raw: dict[str, Any] = {"pay": pay, **{k: v for k, v in given.items() if v is not None}}
-    probe = httpx.Request("POST", "https://options.invalid/", extensions={"mpp": raw})
-    return CallOptions.from_request(probe)
+    return CallOptions.from_mapping(raw)
 
 
 @dataclass(frozen=True, slots=True)

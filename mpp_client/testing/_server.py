@@ -452,30 +452,10 @@ class PaidServer:
     # -- ASGI ---------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":  # pragma: no cover - websockets are not served
+        body = await http_body(scope, receive, send)
+        if body is None:
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > _MAX_BODY:
-                await _respond(send, _Outcome(413, [("content-type", "text/plain")], b"too large"))
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
         headers = _headers(scope.get("headers", ()))
-        body = b"".join(chunks)
         if getattr(self.verifier, "blocking", False):
             outcome = await anyio.to_thread.run_sync(
                 self.handle, scope["method"], scope["path"], headers, body
@@ -483,6 +463,37 @@ class PaidServer:
         else:
             outcome = self.handle(scope["method"], scope["path"], headers, body)
         await _respond(send, outcome)
+
+
+async def http_body(scope: Scope, receive: Receive, send: Send) -> bytes | None:
+    """The body of an HTTP request, read bounded; None when there is nothing to answer.
+
+    Serves the lifespan protocol, ignores other scopes, and answers 413 to a
+    body over the test servers' limit.
+    """
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return None
+    if scope["type"] != "http":  # pragma: no cover - websockets are not served
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > _MAX_BODY:
+            await _respond(send, _Outcome(413, [("content-type", "text/plain")], b"too large"))
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
 
 
 def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:

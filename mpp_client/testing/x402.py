@@ -51,7 +51,7 @@ from ..protocol import (
     X402_V1_PAYMENT_RESPONSE,
 )
 from ._evm_verifier import authorization_typed_data
-from ._server import PaidServer, Scope, _headers, _Outcome, _respond
+from ._server import PaidServer, Scope, _headers, _Outcome, _respond, http_body
 
 __all__ = ["Settle", "X402Paid", "X402Server", "settle_with"]
 
@@ -381,22 +381,9 @@ class X402Server:
     # -- ASGI -----------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":  # pragma: no cover - websockets are not served
+        body = await http_body(scope, receive, send)
+        if body is None:
             return
-        chunks: list[bytes] = []
-        more = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
         headers = _headers(scope.get("headers", ()))
         host = headers.get("host", "localhost")
         query = scope.get("query_string", b"").decode("latin-1")
@@ -404,6 +391,6 @@ class X402Server:
         resource = f"{origin}{scope['path']}"
         resource += f"?{query}" if query else ""
         outcome = await anyio.to_thread.run_sync(
-            self.handle, scope["method"], scope["path"], resource, headers, b"".join(chunks)
+            self.handle, scope["method"], scope["path"], resource, headers, body
         )
         await _respond(send, outcome)
