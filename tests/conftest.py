@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from mpp_client.testing import LocalServer
+from mpp_client.testing import LocalServer, PaidServer
 
 from .apps import Switchboard
 from .drivers import Driver, driving
@@ -47,3 +47,11 @@ def driver(request: pytest.FixtureRequest, live: Any) -> Iterator[Driver]:
 def _private_default_ledger(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Clients built without a ledger use the default SQLite file: keep it per test."""
     monkeypatch.setenv("MPP_CLIENT_LEDGER", str(tmp_path / "default-ledger.sqlite3"))
+
+
+@pytest.fixture
+def shop() -> Iterator[tuple[PaidServer, str]]:
+    """A paid server (0.25 USD weather, 2.00 USD report) on a loopback socket, and its URL."""
+    server = PaidServer({"/weather": "0.25 USD", "/report": "2.00 USD"})
+    with LocalServer(server) as local:
+        yield server, local.url

@@ -15,7 +15,15 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from mpp_client import Amount, PaymentMethod, Quote
+from mpp_client import (
+    Amount,
+    AsyncClient,
+    Client,
+    DevWallet,
+    PaymentMethod,
+    Quote,
+    SimplePolicy,
+)
 from mpp_client.protocol import Challenge
 
 
@@ -82,3 +90,14 @@ def run_without(blocked: Iterable[str], code: str) -> subprocess.CompletedProces
         timeout=60,
         check=False,
     )
+
+
+def tool_payer(kind: str) -> Client | AsyncClient:
+    """A sync or async client for the framework-tool tests: 0.50 USD a call, 1.00 USD in all."""
+    options: dict[str, Any] = {
+        "methods": [DevWallet()],
+        "policy": SimplePolicy(max_per_call="0.50 USD", budget="1.00 USD"),
+        "ledger": "memory:",
+        "allow_insecure_localhost": True,
+    }
+    return Client(**options) if kind == "sync" else AsyncClient(**options)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,11 +25,13 @@ from autogen_core.models import (
 )
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from mpp_client import AsyncClient, Client, DevWallet, SimplePolicy
+from mpp_client import AsyncClient, DevWallet, SimplePolicy
 from mpp_client.integrations.autogen import PaidToolAnswer, mcp_tools, paid_request_tool
 from mpp_client.integrations.mcp import PaidMcpSession
 from mpp_client.testing import LocalServer, PaidServer
 from mpp_client.testing.mcp import McpTool, PaidMcpServer
+
+from .helpers import tool_payer as payer
 
 INFO = ModelInfo(
     vision=False,
@@ -63,23 +64,6 @@ def results_seen(model: ReplayChatCompletionClient) -> list[str]:
         if isinstance(m, FunctionExecutionResultMessage)
         for r in m.content
     ]
-
-
-@pytest.fixture
-def shop() -> Iterator[tuple[PaidServer, str]]:
-    server = PaidServer({"/weather": "0.25 USD", "/report": "2.00 USD"})
-    with LocalServer(server) as local:
-        yield server, local.url
-
-
-def payer(kind: str) -> Client | AsyncClient:
-    options: dict[str, Any] = {
-        "methods": [DevWallet()],
-        "policy": SimplePolicy(max_per_call="0.50 USD", budget="1.00 USD"),
-        "ledger": "memory:",
-        "allow_insecure_localhost": True,
-    }
-    return Client(**options) if kind == "sync" else AsyncClient(**options)
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

@@ -9,7 +9,6 @@ back to the model. No network beyond loopback, no API key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from mpp_client.integrations import ToolReport
 from mpp_client.integrations.langchain import mcp_tools, paid_request_tool
 from mpp_client.integrations.mcp import PaidMcpSession
 from mpp_client.ledger import open_ledger
-from mpp_client.testing import LocalServer, PaidServer
+from mpp_client.testing import PaidServer
 from mpp_client.testing.mcp import McpTool, PaidMcpServer
 
 
@@ -67,13 +66,6 @@ async def aturn(model: RecordingModel, tools: list[BaseTool], question: str) -> 
         messages.append(answer)
     messages.append(await model.ainvoke(messages))
     return messages
-
-
-@pytest.fixture
-def shop() -> Iterator[tuple[PaidServer, str]]:
-    server = PaidServer({"/weather": "0.25 USD", "/report": "2.00 USD"})
-    with LocalServer(server) as local:
-        yield server, local.url
 
 
 def clients(tmp_path: Any) -> tuple[Client, AsyncClient]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -31,12 +31,14 @@ from openai.types.responses import (
     ResponseOutputText,
 )
 
-from mpp_client import AsyncClient, Client, DevWallet, SimplePolicy
+from mpp_client import AsyncClient, DevWallet, SimplePolicy
 from mpp_client.integrations import ToolReport
 from mpp_client.integrations.mcp import PaidMcpSession
 from mpp_client.integrations.openai_agents import mcp_tools, paid_request_tool
-from mpp_client.testing import LocalServer, PaidServer
+from mpp_client.testing import PaidServer
 from mpp_client.testing.mcp import McpTool, PaidMcpServer
+
+from .helpers import tool_payer as payer
 
 # Traces would go to OpenAI's service: none in tests.
 set_tracing_disabled(True)
@@ -86,23 +88,6 @@ def outputs_seen(model: ScriptedModel) -> list[str]:
         for i in model.inputs[1]
         if isinstance(i, dict) and i.get("type") == "function_call_output"
     ]
-
-
-@pytest.fixture
-def shop() -> Iterator[tuple[PaidServer, str]]:
-    server = PaidServer({"/weather": "0.25 USD", "/report": "2.00 USD"})
-    with LocalServer(server) as local:
-        yield server, local.url
-
-
-def payer(kind: str) -> Client | AsyncClient:
-    options: dict[str, Any] = {
-        "methods": [DevWallet()],
-        "policy": SimplePolicy(max_per_call="0.50 USD", budget="1.00 USD"),
-        "ledger": "memory:",
-        "allow_insecure_localhost": True,
-    }
-    return Client(**options) if kind == "sync" else AsyncClient(**options)
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

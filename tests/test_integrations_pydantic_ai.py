@@ -11,7 +11,6 @@ beyond loopback, no API key.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,12 +25,14 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from mpp_client import AsyncClient, Client, DevWallet, SimplePolicy
+from mpp_client import AsyncClient, DevWallet, SimplePolicy
 from mpp_client.integrations import ToolReport
 from mpp_client.integrations.mcp import PaidMcpSession
 from mpp_client.integrations.pydantic_ai import mcp_toolset, paid_request_tool
-from mpp_client.testing import LocalServer, PaidServer
+from mpp_client.testing import PaidServer
 from mpp_client.testing.mcp import McpTool, PaidMcpServer
+
+from .helpers import tool_payer as payer
 
 
 def scripted(*calls: tuple[str, dict[str, Any]]) -> tuple[FunctionModel, list[list[str]]]:
@@ -68,23 +69,6 @@ def reports(result: Any) -> list[ToolReport]:
         for part in message.parts
         if isinstance(part, ToolReturnPart)
     ]
-
-
-@pytest.fixture
-def shop() -> Iterator[tuple[PaidServer, str]]:
-    server = PaidServer({"/weather": "0.25 USD", "/report": "2.00 USD"})
-    with LocalServer(server) as local:
-        yield server, local.url
-
-
-def payer(kind: str) -> Client | AsyncClient:
-    options: dict[str, Any] = {
-        "methods": [DevWallet()],
-        "policy": SimplePolicy(max_per_call="0.50 USD", budget="1.00 USD"),
-        "ledger": "memory:",
-        "allow_insecure_localhost": True,
-    }
-    return Client(**options) if kind == "sync" else AsyncClient(**options)
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
