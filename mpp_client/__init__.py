@@ -46,12 +46,12 @@ from ._exceptions import (
     TermsExpired,
     TermsRefused,
 )
-from ._flow import QuotedOffer, QuoteResult
+from ._lazy import load
 from ._version import __version__
 from .auth import PaymentAuth
 from .client import AsyncClient, Client, payment_decision, payment_record
-from .ledger import Ledger, MemoryLedger, PaymentRecord
-from .methods import DevWallet, PaymentMethod, Quote, charge_terms
+from .ledger import Ledger, PaymentRecord
+from .methods import PaymentMethod, Quote, charge_terms
 from .money import Amount, MoneyError
 from .policy import (
     ApprovalRequest,
@@ -62,26 +62,29 @@ from .policy import (
     SimplePolicy,
     SpendPolicy,
 )
-from .protocol import (
-    Challenge,
-    Credential,
-    DiscoveredOffer,
-    Discovery,
-    DiscoveryError,
-    PricedOperation,
-    Problem,
-    Receipt,
-    parse_challenges,
-)
+from .protocol import Challenge, Credential, Problem, Receipt, parse_challenges
 
 if TYPE_CHECKING:
+    from ._flow import QuotedOffer, QuoteResult
     from .identity import AgentKey, OwnerKey, sign_record, verify_record, verify_signature
+    from .ledger import MemoryLedger
     from .mandate import Mandate, Revocations, load_mandate
+    from .methods import DevWallet
     from .policy import Policy
+    from .protocol import DiscoveredOffer, Discovery, DiscoveryError, PricedOperation
 
-# Imported on first use, so ``import mpp_client`` stays light: the policy model
-# needs pydantic, keys and mandates need pynacl.
+# Imported on first use (see _lazy), so ``import mpp_client`` stays light: the
+# policy model needs pydantic, keys, mandates and the dev wallet need pynacl,
+# and quoting, discovery and the in-memory store are not on every program's path.
 _LAZY = {
+    "DevWallet": ".methods",
+    "DiscoveredOffer": ".protocol",
+    "Discovery": ".protocol",
+    "DiscoveryError": ".protocol",
+    "MemoryLedger": ".ledger",
+    "PricedOperation": ".protocol",
+    "QuoteResult": "._flow",
+    "QuotedOffer": "._flow",
     "Policy": ".policy",
     "AgentKey": ".identity",
     "OwnerKey": ".identity",
@@ -95,14 +98,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module  # noqa: PLC0415 - lazy on purpose
-
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value  # later lookups are plain attribute reads
-    return value
+    return load(__name__, _LAZY, name, globals())
 
 
 __all__ = [

@@ -11,9 +11,11 @@ import anyio.to_thread
 import httpx
 
 if TYPE_CHECKING:
+    from ._flow import QuoteResult
     from .identity import AgentKey
+    from .protocol import Discovery
 
-from ._flow import Engine, QuoteResult, quote_options, quote_response
+from ._flow import Engine
 from ._flow._observe import PaymentHook, RefusalHook, UnknownHook
 from ._flow._transport import TRANSPORT_ERROR
 from ._headers import strip_credentials
@@ -21,8 +23,6 @@ from .auth import PaymentAuth
 from .ledger import Ledger, PaymentRecord
 from .methods import PaymentMethod
 from .policy import Approver, Decision, SpendPolicy
-from .protocol import DISCOVERY_PATH, MAX_DISCOVERY_BYTES, Discovery, DiscoveryError
-from .protocol import parse_discovery as _parse_discovery
 
 __all__ = ["AsyncClient", "Client", "payment_decision", "payment_record"]
 
@@ -153,48 +153,19 @@ class _PaymentMixin:
 
     # -- quotes and discovery -------------------------------------------------------
 
-    def _quote_request(
+    def _unpaid_request(
         self, method: str, url: httpx.URL | str, options: dict[str, Any]
     ) -> httpx.Request:
+        """A request the flow sends without paying (a quote, a discovery read)."""
+        from ._flow import quote_options  # noqa: PLC0415 - quoting loads on first use
+
         options["extensions"] = quote_options(options.get("extensions"))
         request: httpx.Request = self.build_request(method, url, **options)  # type: ignore[attr-defined]
-        return request
-
-    def _discovery_request(self, origin: httpx.URL | str, options: dict[str, Any]) -> httpx.Request:
-        url = httpx.URL(origin).join(DISCOVERY_PATH)
-        options["extensions"] = quote_options(options.get("extensions"))
-        request: httpx.Request = self.build_request("GET", url, **options)  # type: ignore[attr-defined]
         return request
 
     @property
     def _engine(self) -> Engine | None:
         return self._payment._engine if self._payment is not None else None
-
-
-def _discovered(response: httpx.Response, body: bytes) -> Discovery:
-    if response.status_code != 200:
-        raise DiscoveryError(
-            f"GET {DISCOVERY_PATH} answered HTTP {response.status_code}: "
-            "the service publishes no discovery document",
-            response=response,
-        )
-    try:
-        return _parse_discovery(body)
-    except DiscoveryError as exc:
-        exc.response = response
-        raise
-
-
-def _too_large(response: httpx.Response) -> DiscoveryError:
-    return DiscoveryError(
-        f"the discovery document is over {MAX_DISCOVERY_BYTES} bytes; not reading it",
-        response=response,
-    )
-
-
-def _declared_too_large(response: httpx.Response) -> bool:
-    length = response.headers.get("content-length", "")
-    return length.isdigit() and int(length) > MAX_DISCOVERY_BYTES
 
 
 class Client(_PaymentMixin, httpx.Client):
@@ -241,7 +212,9 @@ class Client(_PaymentMixin, httpx.Client):
         a later payment decides afresh. A server that does not answer 402 gets
         a result with no offers (``payment_required`` is False).
         """
-        request = self._quote_request(method, url, options)
+        from ._flow import quote_response  # noqa: PLC0415 - quoting loads on first use
+
+        request = self._unpaid_request(method, url, options)
         response = self.send(request, stream=True)
         try:
             return quote_response(self._engine, response)
@@ -259,21 +232,17 @@ class Client(_PaymentMixin, httpx.Client):
         for a missing, oversized or malformed document. Never pays.
         ``options`` are ``build_request`` arguments (``headers``, ``timeout``...).
         """
-        request = self._discovery_request(origin, options)
+        from ._flow._discover import DiscoveryBody, discovery_url  # noqa: PLC0415 - on use
+
+        request = self._unpaid_request("GET", discovery_url(origin), options)
         response = self.send(request, stream=True)
         try:
-            if _declared_too_large(response):
-                raise _too_large(response)
-            chunks: list[bytes] = []
-            size = 0
+            body = DiscoveryBody(response)
             for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > MAX_DISCOVERY_BYTES:
-                    raise _too_large(response)
-                chunks.append(chunk)
+                body.add(chunk)
         finally:
             response.close()
-        return _discovered(response, b"".join(chunks))
+        return body.document()
 
 
 class AsyncClient(_PaymentMixin, httpx.AsyncClient):
@@ -290,7 +259,9 @@ class AsyncClient(_PaymentMixin, httpx.AsyncClient):
 
     async def quote(self, url: httpx.URL | str, method: str = "GET", **options: Any) -> QuoteResult:
         """The async twin of :meth:`Client.quote`: what a request would cost. Never pays."""
-        request = self._quote_request(method, url, options)
+        from ._flow import quote_response  # noqa: PLC0415 - quoting loads on first use
+
+        request = self._unpaid_request(method, url, options)
         response = await self.send(request, stream=True)
         try:
             engine = self._engine
@@ -303,18 +274,14 @@ class AsyncClient(_PaymentMixin, httpx.AsyncClient):
 
     async def discover(self, origin: httpx.URL | str, **options: Any) -> Discovery:
         """The async twin of :meth:`Client.discover`. Advisory only: the 402 always wins."""
-        request = self._discovery_request(origin, options)
+        from ._flow._discover import DiscoveryBody, discovery_url  # noqa: PLC0415 - on use
+
+        request = self._unpaid_request("GET", discovery_url(origin), options)
         response = await self.send(request, stream=True)
         try:
-            if _declared_too_large(response):
-                raise _too_large(response)
-            chunks: list[bytes] = []
-            size = 0
+            body = DiscoveryBody(response)
             async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_DISCOVERY_BYTES:
-                    raise _too_large(response)
-                chunks.append(chunk)
+                body.add(chunk)
         finally:
             await response.aclose()
-        return _discovered(response, b"".join(chunks))
+        return body.document()

@@ -27,7 +27,7 @@ PACKAGE = Path(mpp_client.__file__).resolve().parent
 #: one layer are siblings and never import each other. Within the "words"
 #: layer modules may use each other (they are the vocabulary), without cycles.
 LAYERS: list[set[str]] = [
-    {"_version", "_text", "_headers", "_didkey", "money", "_exceptions", "_decision"},
+    {"_version", "_lazy", "_text", "_headers", "_didkey", "money", "_exceptions", "_decision"},
     {"protocol"},
     {"identity"},
     {"mandate"},

@@ -116,6 +116,71 @@ def test_paying_with_a_simple_policy_never_loads_pydantic_or_pynacl_at_import() 
     assert "pydantic" not in result.stdout.splitlines()[0]
 
 
+#: What ``import mpp_client`` leaves for first use: stores, x402, MCP, quoting, crypto, asyncio.
+DEFERRED = (
+    "asyncio",
+    "mpp_client._flow._mcp",
+    "mpp_client._flow._quote",
+    "mpp_client.ledger._core",
+    "mpp_client.ledger._memory",
+    "mpp_client.ledger._postgres",
+    "mpp_client.ledger._sqlite",
+    "mpp_client.ledger._verify",
+    "mpp_client.methods.dev",
+    "mpp_client.protocol._discovery",
+    "mpp_client.protocol._mcp",
+    "mpp_client.protocol._x402",
+    "nacl",
+    "psycopg",
+    "pydantic",
+    "sqlite3",
+    "tenacity",
+)
+
+
+def test_import_loads_only_the_interface_and_each_lazy_name_resolves() -> None:
+    """The deferred modules load on first use, and every exported name still resolves."""
+    result = run(
+        f"""
+        import importlib, sys
+        import mpp_client
+        print(sorted(m for m in {DEFERRED!r} if m in sys.modules))
+        missing = []
+        for package in ("mpp_client", "mpp_client.protocol", "mpp_client.ledger",
+                        "mpp_client.methods", "mpp_client.policy", "mpp_client._flow"):
+            module = importlib.import_module(package)
+            for name in module.__all__:
+                try:
+                    getattr(module, name)
+                except ImportError as exc:  # an extra not installed: it names its install
+                    assert "pip install" in str(exc), (package, name, exc)
+                except AttributeError:
+                    missing.append(f"{{package}}.{{name}}")
+        print(missing)
+        print(mpp_client.MemoryLedger is mpp_client.ledger.MemoryLedger)
+        """
+    )
+    first, second, third = result.stdout.splitlines()[-3:]
+    assert first == "[]", f"loaded by import mpp_client: {first}"
+    assert second == "[]", f"exported but not found: {second}"
+    assert third == "True"
+
+
+def test_a_name_no_package_exports_is_an_attribute_error() -> None:
+    result = run(
+        """
+        import mpp_client, mpp_client.ledger
+        for module in (mpp_client, mpp_client.ledger):
+            try:
+                module.NoSuchThing
+            except AttributeError as exc:
+                print(exc)
+        """
+    )
+    assert "module 'mpp_client' has no attribute 'NoSuchThing'" in result.stdout
+    assert "module 'mpp_client.ledger' has no attribute 'NoSuchThing'" in result.stdout
+
+
 def test_key_store_extras_are_lazy_and_name_their_install() -> None:
     result = run(
         """

@@ -15,12 +15,14 @@
 ``_quote``     what a request would cost and what the policy would say (no payment)
 """
 
+from typing import TYPE_CHECKING, Any
+
+from .._lazy import load
 from ._call import Call
 from ._drivers import drive_async, drive_sync
 from ._engine import DryRun, Engine, Offer, Pending, Plan
 from ._loop import payment_loop
 from ._options import CallOptions
-from ._quote import QuotedOffer, QuoteResult, quote_options, quote_response
 from ._transport import MAX_402_BODY, is_loopback, redact_url
 
 __all__ = [
@@ -43,9 +45,26 @@ __all__ = [
     "redact_url",
 ]
 
-# The MCP transport's loop and driver (mpp_client.integrations.mcp performs its CallTool).
 from ._engine import Target
-from ._mcp import CallTool, McpOutcome, ToolAnswer, asked_payment, drive_mcp, mcp_payment_loop
+
+if TYPE_CHECKING:
+    from ._mcp import CallTool, McpOutcome, ToolAnswer, asked_payment, drive_mcp, mcp_payment_loop
+    from ._quote import QuotedOffer, QuoteResult, quote_options, quote_response
+
+# Quoting, and the MCP transport's loop and driver (mpp_client.integrations.mcp
+# performs its CallTool), load when first named: an HTTP payment needs neither.
+_LAZY = {
+    **dict.fromkeys(("QuotedOffer", "QuoteResult", "quote_options", "quote_response"), "._quote"),
+    **dict.fromkeys(
+        ("CallTool", "McpOutcome", "ToolAnswer", "asked_payment", "drive_mcp", "mcp_payment_loop"),
+        "._mcp",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    return load(__name__, _LAZY, name, globals())
+
 
 __all__ += ["CallTool", "McpOutcome", "Target", "ToolAnswer", "drive_mcp", "mcp_payment_loop"]
 __all__ += ["asked_payment"]

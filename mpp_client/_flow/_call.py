@@ -46,7 +46,6 @@ from ..protocol import (
     Problem,
     Quote,
     digest_matches,
-    x402_payment_header,
 )
 from ._engine import ApproverFailed, DryRun, Engine, Offer, Pending, Plan, Target
 from ._offers import canonical_payee, http_offers, same_payee
@@ -495,6 +494,8 @@ class Call:
         challenge, quote = plan.challenge, plan.quote
         plan.moved = plan.method._flow_moved(challenge, quote, payload)
         if challenge.x402 is not None:  # x402 (issue 13): its own payment header
+            from ..protocol import x402_payment_header  # noqa: PLC0415 - loaded with the offer
+
             value = x402_payment_header(challenge.x402, payload)
         else:
             value = Credential.for_challenge(challenge, payload, source=quote.payer).to_header()

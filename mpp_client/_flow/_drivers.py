@@ -9,11 +9,9 @@ each result, and what to do when an effect fails, is decided by the loop.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
+import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import anyio
@@ -176,6 +174,10 @@ def _ask_sync(
 ) -> bool | ApproverFailed | None:
     """Ask the approver from sync code, in a worker thread so a timeout can apply."""
     assert approver is not None
+    # Approvals are rare: their thread pool and event loop load when one is asked.
+    import asyncio  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+    from concurrent.futures import TimeoutError as FutureTimeout  # noqa: PLC0415
 
     def ask() -> bool:
         answer = approver(request)
@@ -308,6 +310,8 @@ async def _record_async(engine: Engine, effect: Record) -> Any:
     if sniffio.current_async_library() != "asyncio":
         with anyio.CancelScope(shield=True):
             return await anyio.to_thread.run_sync(work)
+    import asyncio  # noqa: PLC0415 - loaded already: this is an asyncio task
+
     future = asyncio.get_running_loop().run_in_executor(None, work)
     cancelled: BaseException | None = None
     while True:
@@ -354,6 +358,10 @@ async def _settle_lost_async(
 
 def _being_cancelled() -> bool:
     """True inside an asyncio task that is being cancelled (a timeout, say)."""
+    if "asyncio" not in sys.modules:  # never imported: no asyncio task is running
+        return False
+    import asyncio  # noqa: PLC0415
+
     try:
         task = asyncio.current_task()
     except RuntimeError:

@@ -16,14 +16,7 @@ from datetime import datetime
 import httpx
 
 from .._exceptions import ChallengeError
-from ..protocol import (
-    Challenge,
-    Quote,
-    parse_challenges_lenient,
-    parse_x402_body,
-    parse_x402_required,
-    x402_challenges,
-)
+from ..protocol import Challenge, Quote, parse_challenges_lenient
 
 __all__ = ["canonical_payee", "http_offers", "same_payee"]
 
@@ -54,6 +47,9 @@ def _x402_offers(
     body (read only when there is no such header). A header that cannot be
     read is a broken offer, like a malformed ``WWW-Authenticate`` challenge.
     """
+    # x402 loads with the first 402 (see mpp_client._lazy), not with the client.
+    from ..protocol import parse_x402_body, parse_x402_required, x402_challenges  # noqa: PLC0415
+
     try:
         header = response.headers.get("payment-required")
         if header is not None:

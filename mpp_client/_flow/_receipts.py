@@ -9,18 +9,16 @@ ledger record rather than dropped in silence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from .._exceptions import ChallengeError, ProtocolError
 from .._text import get_logger, printable
-from ..protocol import (
-    Challenge,
-    Receipt,
-    X402Requirement,
-    parse_x402_required,
-    parse_x402_settlement,
-)
+from ..protocol import Challenge, Receipt
+
+if TYPE_CHECKING:
+    from ..protocol import X402Requirement
 
 __all__ = ["ReceiptReading", "read_receipt", "read_x402_refusal"]
 
@@ -135,6 +133,8 @@ def _settlement_value(response: httpx.Response, requirement: X402Requirement) ->
 
 def _read_x402_settlement(response: httpx.Response, requirement: X402Requirement) -> ReceiptReading:
     """The x402 settlement header of a paid 2xx, as a receipt (method ``x402``)."""
+    from ..protocol import parse_x402_settlement  # noqa: PLC0415 - loaded with the offer
+
     header = requirement.settlement_header
     value = _settlement_value(response, requirement)
     if value is None:
@@ -174,6 +174,8 @@ def read_x402_refusal(response: httpx.Response, challenge: Challenge) -> tuple[s
     requirement = challenge.x402
     if requirement is None:  # pragma: no cover - only called for x402 offers
         raise TypeError("not an x402 offer")
+    from ..protocol import parse_x402_required, parse_x402_settlement  # noqa: PLC0415 - as above
+
     header = requirement.settlement_header
     value = response.headers.get(header)
     if value is not None:

@@ -11,22 +11,43 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import LedgerIntegrityError
+from .._lazy import load
 from ._base import COUNTED, Ledger, PaymentRecord, Status, Usage
-from ._chain import SignedHead
-from ._core import StoreLedger
-from ._export import verify_exported_proof
-from ._heads import HeadFiles
-from ._memory import MemoryLedger
-from ._postgres import PostgresLedger
-from ._sql import SqlLedger
-from ._sqlite import SqliteLedger, default_ledger_path
-from ._verify import VerifyReport
 
 if TYPE_CHECKING:
     from ..identity import AgentKey
+    from ._chain import SignedHead
+    from ._core import StoreLedger
+    from ._export import verify_exported_proof
+    from ._heads import HeadFiles
+    from ._memory import MemoryLedger
+    from ._postgres import PostgresLedger
+    from ._sql import SqlLedger
+    from ._sqlite import SqliteLedger, default_ledger_path
+    from ._verify import VerifyReport
+
+# The stores and the verifier load when first named (or when open_ledger
+# opens one): a program that imports the client pays for the interface only.
+_LAZY = {
+    "HeadFiles": "._heads",
+    "MemoryLedger": "._memory",
+    "PostgresLedger": "._postgres",
+    "SignedHead": "._chain",
+    "SqlLedger": "._sql",
+    "SqliteLedger": "._sqlite",
+    "StoreLedger": "._core",
+    "VerifyReport": "._verify",
+    "default_ledger_path": "._sqlite",
+    "verify_exported_proof": "._export",
+}
+
+
+def __getattr__(name: str) -> Any:
+    return load(__name__, _LAZY, name, globals())
+
 
 __all__ = [
     "COUNTED",
@@ -61,13 +82,22 @@ def open_ledger(
     """
     if isinstance(target, Ledger):
         return target
+    # Each store is imported where it is chosen: only the one asked for loads.
     if target is None:
+        from ._sqlite import SqliteLedger  # noqa: PLC0415
+
         return SqliteLedger(agent_key=agent_key)
     text = os.fspath(target)
     if text.startswith(("postgresql://", "postgres://")):
+        from ._postgres import PostgresLedger  # noqa: PLC0415
+
         return PostgresLedger(text, agent_key=agent_key)
     if text == "memory:":
+        from ._memory import MemoryLedger  # noqa: PLC0415
+
         return MemoryLedger(agent_key=agent_key)
     if text.startswith("sqlite:///"):
         text = text[len("sqlite:///") :]
+    from ._sqlite import SqliteLedger  # noqa: PLC0415
+
     return SqliteLedger(Path(text), agent_key=agent_key)

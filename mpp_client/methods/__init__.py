@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._lazy import load
 from ._base import ChargeTerms, PaymentMethod, Quote, charge_terms
-from .dev import DevWallet
 
 if TYPE_CHECKING:
+    from .dev import DevWallet
     from .evm import EvmWallet
     from .stripe import StripeWallet
     from .tempo import TempoWallet
@@ -32,7 +33,9 @@ __all__ = [
     "charge_terms",
 ]
 
+# Each wallet loads when first named: their chain and crypto libraries are heavy.
 _LAZY = {
+    "DevWallet": ".dev",
     "EvmWallet": ".evm",
     "TempoWallet": ".tempo",
     "StripeWallet": ".stripe",
@@ -41,9 +44,4 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module  # noqa: PLC0415 - lazy on purpose
-
-    return getattr(import_module(module, __name__), name)
+    return load(__name__, _LAZY, name, globals())

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import PolicyError
+from .._lazy import load
 from ..money import BUILTIN_ASSETS, AssetEntry, AssetRegistry
 from ._base import (
     ApprovalRequest,
@@ -41,8 +42,9 @@ if TYPE_CHECKING:
         Velocity,
     )
 
-_MODEL = frozenset(
-    {
+# The pydantic model loads only when a Policy (or one of its parts) is named.
+_LAZY = dict.fromkeys(
+    (
         "Anomaly",
         "Approval",
         "AssetSpec",
@@ -53,16 +55,13 @@ _MODEL = frozenset(
         "Policy",
         "Signing",
         "Velocity",
-    }
+    ),
+    "._model",
 )
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MODEL:
-        from . import _model  # noqa: PLC0415 - pydantic only when a Policy is used
-
-        return getattr(_model, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return load(__name__, _LAZY, name, globals())
 
 
 __all__ = [

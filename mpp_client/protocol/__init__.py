@@ -7,6 +7,9 @@ the tests share one implementation of the format. The terms of a charge
 them, the policy decides on them and the ledger records them.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from .._lazy import load
 from ._accept import format_accept_payment
 from ._b64 import b64url_decode, b64url_encode
 from ._binding import challenge_id
@@ -21,34 +24,113 @@ from ._challenge import (
 )
 from ._credential import MAX_CREDENTIAL_BYTES, Credential
 from ._digest import content_digest, digest_matches, parse_digest
-from ._discovery import (
-    DISCOVERY_PATH,
-    MAX_DISCOVERY_BYTES,
-    DiscoveredOffer,
-    Discovery,
-    DiscoveryError,
-    PricedOperation,
-    parse_discovery,
-)
 from ._jcs import canonical_json
-from ._mcp import (
-    MCP_META_CREDENTIAL,
-    MCP_META_PAYMENT_REQUIRED,
-    MCP_META_RECEIPT,
-    MCP_PAYMENT_REQUIRED,
-    MCP_VERIFICATION_FAILED,
-    McpChallenge,
-    McpPaymentRequired,
-    is_mcp_payment_required,
-    mcp_challenge_object,
-    mcp_credential,
-    mcp_receipt,
-    parse_mcp_credential,
-    parse_mcp_receipt,
-)
 from ._receipt import PROBLEM_BASE, Problem, Receipt
 from ._terms import BASE_UNITS, ChargeTerms, Quote, charge_terms
 from ._time import format_rfc3339, parse_rfc3339
+
+if TYPE_CHECKING:
+    from ._discovery import (
+        DISCOVERY_PATH,
+        MAX_DISCOVERY_BYTES,
+        DiscoveredOffer,
+        Discovery,
+        DiscoveryError,
+        PricedOperation,
+        parse_discovery,
+    )
+    from ._mcp import (
+        MCP_META_CREDENTIAL,
+        MCP_META_PAYMENT_REQUIRED,
+        MCP_META_RECEIPT,
+        MCP_PAYMENT_REQUIRED,
+        MCP_VERIFICATION_FAILED,
+        McpChallenge,
+        McpPaymentRequired,
+        is_mcp_payment_required,
+        mcp_challenge_object,
+        mcp_credential,
+        mcp_receipt,
+        parse_mcp_credential,
+        parse_mcp_receipt,
+    )
+    from ._x402 import (
+        MAX_X402_BYTES,
+        X402_PAYMENT_REQUIRED,
+        X402_PAYMENT_RESPONSE,
+        X402_PAYMENT_SIGNATURE,
+        X402_V1_PAYMENT,
+        X402_V1_PAYMENT_RESPONSE,
+        X402PaymentRequired,
+        X402Requirement,
+        X402Settlement,
+        parse_x402_body,
+        parse_x402_required,
+        parse_x402_settlement,
+        resource_matches,
+        x402_challenges,
+        x402_payment_header,
+    )
+
+# Discovery, MCP's spelling of the scheme and x402 load when first named: an
+# HTTP payment under MPP needs none of them before its first 402.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "DISCOVERY_PATH",
+            "MAX_DISCOVERY_BYTES",
+            "DiscoveredOffer",
+            "Discovery",
+            "DiscoveryError",
+            "PricedOperation",
+            "parse_discovery",
+        ),
+        "._discovery",
+    ),
+    **dict.fromkeys(
+        (
+            "MCP_META_CREDENTIAL",
+            "MCP_META_PAYMENT_REQUIRED",
+            "MCP_META_RECEIPT",
+            "MCP_PAYMENT_REQUIRED",
+            "MCP_VERIFICATION_FAILED",
+            "McpChallenge",
+            "McpPaymentRequired",
+            "is_mcp_payment_required",
+            "mcp_challenge_object",
+            "mcp_credential",
+            "mcp_receipt",
+            "parse_mcp_credential",
+            "parse_mcp_receipt",
+        ),
+        "._mcp",
+    ),
+    **dict.fromkeys(
+        (
+            "MAX_X402_BYTES",
+            "X402_PAYMENT_REQUIRED",
+            "X402_PAYMENT_RESPONSE",
+            "X402_PAYMENT_SIGNATURE",
+            "X402_V1_PAYMENT",
+            "X402_V1_PAYMENT_RESPONSE",
+            "X402PaymentRequired",
+            "X402Requirement",
+            "X402Settlement",
+            "parse_x402_body",
+            "parse_x402_required",
+            "parse_x402_settlement",
+            "resource_matches",
+            "x402_challenges",
+            "x402_payment_header",
+        ),
+        "._x402",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    return load(__name__, _LAZY, name, globals())
+
 
 __all__ = [
     "AUTHORIZATION",
@@ -100,23 +182,6 @@ __all__ = [
 ]
 
 # x402, the sibling protocol: its requirements read as offers, its payment and settlement headers.
-from ._x402 import (
-    MAX_X402_BYTES,
-    X402_PAYMENT_REQUIRED,
-    X402_PAYMENT_RESPONSE,
-    X402_PAYMENT_SIGNATURE,
-    X402_V1_PAYMENT,
-    X402_V1_PAYMENT_RESPONSE,
-    X402PaymentRequired,
-    X402Requirement,
-    X402Settlement,
-    parse_x402_body,
-    parse_x402_required,
-    parse_x402_settlement,
-    resource_matches,
-    x402_challenges,
-    x402_payment_header,
-)
 
 __all__ += [
     "MAX_X402_BYTES",
