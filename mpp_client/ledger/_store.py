@@ -288,6 +288,24 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     def all_meta(self) -> dict[str, str]: ...
 
+    # -- bulk reads for verify (plain tuples: no object per row) ----------------------
+
+    def log_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every entry as ``(chain, seq, record_id, entry)``, as :meth:`all_entries` orders them."""
+        return ((e.chain, e.seq, e.record_id, e.entry) for e in self.all_entries())
+
+    def payment_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every payment as a tuple of :class:`PaymentRow`'s fields in order, in any order."""
+        return (
+            (r.id, r.created_us, r.updated_us, r.status, r.scope, r.payee, r.method, r.currency,
+             r.charge_nano, r.tagset, r.challenge, r.record, r.rev, r.log_chain, r.log_seq)
+            for r in self.all_payments()
+        )  # fmt: skip
+
+    def total_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every non-zero total as ``(filter_id, level, bucket, currency, n, nano)``."""
+        return ((*key, n, nano) for key, (n, nano) in self.all_totals() if n or nano)
+
     # -- the legacy chain (ledgers written before chains per writer) -----------------
 
     def legacy_events(self) -> list[AuditEvent]:
