@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -218,13 +218,6 @@ class Client(_PaymentMixin, httpx.Client):
     here or per request) still applies: payments wrap around it.
     """
 
-    def _send_handling_redirects(self, request: httpx.Request, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super()._send_handling_redirects(request, *args, **kwargs)
-        except httpx.TransportError as exc:
-            request.extensions[TRANSPORT_ERROR] = exc  # see _flow._drivers._lost_cause
-            raise
-
     def quote(self, url: httpx.URL | str, method: str = "GET", **options: Any) -> QuoteResult:
         """What requesting ``url`` would cost, and what the policy would say. Never pays.
 
@@ -276,17 +269,31 @@ class Client(_PaymentMixin, httpx.Client):
         return _discovered(response, b"".join(chunks))
 
 
+async def _watched(
+    sending: Coroutine[Any, Any, httpx.Response], request: httpx.Request
+) -> httpx.Response:
+    """Send a paid request, leaving its transport error on it if it fails."""
+    try:
+        return await sending
+    except httpx.TransportError as exc:
+        request.extensions[TRANSPORT_ERROR] = exc
+        raise
+
+
 class AsyncClient(_PaymentMixin, httpx.AsyncClient):
     """The async twin of :class:`Client`: an ``httpx.AsyncClient`` that pays."""
 
-    async def _send_handling_redirects(
-        self, request: httpx.Request, *args: Any, **kwargs: Any
-    ) -> Any:
-        try:
-            return await super()._send_handling_redirects(request, *args, **kwargs)
-        except httpx.TransportError as exc:
-            request.extensions[TRANSPORT_ERROR] = exc  # see _flow._drivers._lost_cause
-            raise
+    def _send_handling_redirects(
+        self, request: httpx.Request, follow_redirects: bool, history: list[httpx.Response]
+    ) -> Coroutine[Any, Any, httpx.Response]:
+        sending: Coroutine[Any, Any, httpx.Response] = super()._send_handling_redirects(
+            request, follow_redirects=follow_redirects, history=history
+        )
+        # Only a paid request is watched (see _flow._drivers._lost_cause): a plain
+        # function, so an unpaid request pays for no extra coroutine around its send.
+        if TRANSPORT_ERROR in request.extensions:
+            return _watched(sending, request)
+        return sending
 
     async def quote(self, url: httpx.URL | str, method: str = "GET", **options: Any) -> QuoteResult:
         """The async twin of :meth:`Client.quote`: what a request would cost. Never pays."""
