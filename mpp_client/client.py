@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 from ._flow import Engine, QuoteResult, quote_options, quote_response
 from ._flow._observe import PaymentHook, RefusalHook, UnknownHook
+from ._flow._pool import tune_pool
 from ._flow._transport import TRANSPORT_ERROR
 from ._headers import strip_credentials
 from .auth import PaymentAuth
@@ -100,6 +101,11 @@ class _PaymentMixin:
                 "telemetry": telemetry,
             },
         )
+
+        if self._payment is not None and kwargs.get("transport") is None:
+            # The default transport httpx just made: its pool's bookkeeping made linear,
+            # for agents paying at high concurrency (same decisions, see _flow._pool).
+            tune_pool(self._transport)  # type: ignore[attr-defined]
 
         # Every request states what the client pays with: as a default header it
         # is merged in by httpx itself, at no cost per request.
