@@ -124,7 +124,11 @@ def _step_name(effect: Effect) -> str | None:
     """The telemetry name of the step an effect performs (None: not a step of its own)."""
     if isinstance(effect, Record):
         return _RECORD_STEPS.get(getattr(effect.work, "__name__", ""), "ledger")
-    return {Pay: "pay", Ask: "approval"}.get(type(effect))
+    return _EFFECT_STEPS.get(type(effect))
+
+
+#: The steps named by their effect alone.
+_EFFECT_STEPS: dict[type, str] = {Pay: "pay", Ask: "approval"}
 
 
 #: The loop's ledger steps, by the Call method performing them.
