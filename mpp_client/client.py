@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 from ._flow import Engine
 from ._flow._observe import PaymentHook, RefusalHook, UnknownHook
+from ._flow._pool import tune_pool
 from ._flow._transport import TRANSPORT_ERROR
 from ._headers import strip_credentials
 from .auth import PaymentAuth
@@ -100,6 +101,11 @@ class _PaymentMixin:
                 "telemetry": telemetry,
             },
         )
+
+        if self._payment is not None and kwargs.get("transport") is None:
+            # The default transport httpx just made: its pool's bookkeeping made linear,
+            # for agents paying at high concurrency (same decisions, see _flow._pool).
+            tune_pool(self._transport)  # type: ignore[attr-defined]
 
         # Every request states what the client pays with: as a default header it
         # is merged in by httpx itself, at no cost per request.
@@ -189,13 +195,6 @@ class Client(_PaymentMixin, httpx.Client):
     here or per request) still applies: payments wrap around it.
     """
 
-    def _send_handling_redirects(self, request: httpx.Request, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super()._send_handling_redirects(request, *args, **kwargs)
-        except httpx.TransportError as exc:
-            request.extensions[TRANSPORT_ERROR] = exc  # see _flow._drivers._lost_cause
-            raise
-
     def quote(self, url: httpx.URL | str, method: str = "GET", **options: Any) -> QuoteResult:
         """What requesting ``url`` would cost, and what the policy would say. Never pays.
 
@@ -245,17 +244,31 @@ class Client(_PaymentMixin, httpx.Client):
         return body.document()
 
 
+async def _watched(
+    sending: Coroutine[Any, Any, httpx.Response], request: httpx.Request
+) -> httpx.Response:
+    """Send a paid request, leaving its transport error on it if it fails."""
+    try:
+        return await sending
+    except httpx.TransportError as exc:
+        request.extensions[TRANSPORT_ERROR] = exc
+        raise
+
+
 class AsyncClient(_PaymentMixin, httpx.AsyncClient):
     """The async twin of :class:`Client`: an ``httpx.AsyncClient`` that pays."""
 
-    async def _send_handling_redirects(
-        self, request: httpx.Request, *args: Any, **kwargs: Any
-    ) -> Any:
-        try:
-            return await super()._send_handling_redirects(request, *args, **kwargs)
-        except httpx.TransportError as exc:
-            request.extensions[TRANSPORT_ERROR] = exc  # see _flow._drivers._lost_cause
-            raise
+    def _send_handling_redirects(
+        self, request: httpx.Request, follow_redirects: bool, history: list[httpx.Response]
+    ) -> Coroutine[Any, Any, httpx.Response]:
+        sending: Coroutine[Any, Any, httpx.Response] = super()._send_handling_redirects(
+            request, follow_redirects=follow_redirects, history=history
+        )
+        # Only a paid request is watched (see _flow._drivers._lost_cause): a plain
+        # function, so an unpaid request pays for no extra coroutine around its send.
+        if TRANSPORT_ERROR in request.extensions:
+            return _watched(sending, request)
+        return sending
 
     async def quote(self, url: httpx.URL | str, method: str = "GET", **options: Any) -> QuoteResult:
         """The async twin of :meth:`Client.quote`: what a request would cost. Never pays."""

@@ -517,8 +517,8 @@ def test_transport_error_on_the_paid_retry_is_outcome_unknown(
 
 
 # The async driver cannot read the transport error off httpx's GeneratorExit
-# (CPython does not chain it for async generators); Client/AsyncClient leave it
-# on the failed request instead, so both drivers name it as the cause.
+# (CPython does not chain it for async generators); AsyncClient leaves it
+# on the failed paid request instead, so both drivers name it as the cause.
 @pytest.mark.parametrize("error", [httpx.ReadTimeout, httpx.ConnectError])
 @pytest.mark.parametrize("driver", ["sync", "async"], indirect=True)
 def test_transport_error_on_the_paid_retry_is_the_cause(

@@ -53,9 +53,51 @@ from ._options import CallOptions
 from ._receipts import ReceiptReading, read_receipt, read_x402_refusal
 from ._transport import UNSAFE_METHODS, check_transport
 
-__all__ = ["ApproverFailed", "Call", "DryRun", "Engine", "Offer", "Pending", "Plan", "Target"]
+__all__ = [
+    "ApproverFailed",
+    "Call",
+    "DryRun",
+    "Engine",
+    "Offer",
+    "Pending",
+    "Plan",
+    "Target",
+    "prepare_request",
+]
 
 logger = get_logger("mpp_client")
+
+
+def prepare_request(engine: Engine, request: httpx.Request) -> CallOptions:
+    """Give an HTTP request what a paid retry needs before it is first sent; its options.
+
+    ``Accept-Payment`` (unless the caller set it) and, for unsafe methods, an
+    ``Idempotency-Key`` the paid retry will repeat. Bad ``extensions["mpp"]``
+    options raise here, before anything is sent. This runs for every request,
+    paid or not, so it stays cheap: most requests never see a 402.
+    """
+    headers = request.headers
+    if engine.accept_payment and not _has_header(headers, b"accept-payment"):
+        headers["Accept-Payment"] = engine.accept_payment
+    if request.method in UNSAFE_METHODS and not _has_header(headers, b"idempotency-key"):
+        headers["Idempotency-Key"] = uuid.uuid4().hex
+    return CallOptions.from_request(request)
+
+
+def _has_header(headers: httpx.Headers, name: bytes) -> bool:
+    """``name in headers`` for a lowercase ASCII ``name``, without decoding the headers.
+
+    ``httpx.Headers.__contains__`` first settles the text encoding of every
+    header (about 2 us on a fresh request, more than the rest of an unpaid
+    request's flow); the lowercased raw names httpx keeps are bytes already.
+    """
+    try:
+        for _, key, _ in headers._list:  # httpx's (raw name, lowercased name, value)
+            if key == name:
+                return True
+    except (AttributeError, ValueError):  # pragma: no cover - another httpx layout
+        return name.decode("ascii") in headers
+    return False
 
 
 class Call:
@@ -66,20 +108,6 @@ class Call:
         self.options = options
         self.payments = 0
         self.record: PaymentRecord | None = None
-
-    @classmethod
-    def for_request(cls, engine: Engine, request: httpx.Request) -> Call:
-        """A call for an HTTP request, which gets what a paid retry needs before it is sent.
-
-        ``Accept-Payment`` (unless the caller set it) and, for unsafe methods,
-        an ``Idempotency-Key`` the paid retry will repeat.
-        """
-        headers = request.headers
-        if engine.accept_payment and "accept-payment" not in headers:
-            headers["Accept-Payment"] = engine.accept_payment
-        if request.method in UNSAFE_METHODS and "idempotency-key" not in headers:
-            headers["Idempotency-Key"] = uuid.uuid4().hex
-        return cls(engine, CallOptions.from_request(request))
 
     @property
     def wants_payment(self) -> bool:
@@ -512,7 +540,8 @@ class Call:
             target.url,
             headers=target.headers,
             content=target.content,
-            extensions=target.extensions,
+            # A copy: what the flow notes on the paid retry stays off the first request.
+            extensions=dict(target.extensions),
         )
         hide_credentials(retry)  # it is about to carry one
         return retry

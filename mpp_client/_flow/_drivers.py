@@ -21,7 +21,7 @@ import sniffio
 
 from .._text import get_logger
 from ..policy import ApprovalRequest, Approver, Decision
-from ._call import Call
+from ._call import Call, prepare_request
 from ._engine import ApproverFailed, Engine
 from ._loop import Ask, Effect, Loop, Pay, Read402, Record, Send, SendLost, payment_loop
 from ._transport import MAX_402_BODY, TRANSPORT_ERROR, read_402_limit_error, redact_url
@@ -38,15 +38,18 @@ def drive_sync(
     engine: Engine, inner: httpx.Auth | None, request: httpx.Request
 ) -> Generator[httpx.Request, httpx.Response, None]:
     """The payment loop as a sync httpx auth flow."""
-    call = Call.for_request(engine, request)
+    options = prepare_request(engine, request)
     if inner is None:
-        # Most requests are not paid for: send, and start the loop only on a 402.
+        # Most requests are not paid for: send, and only a 402 builds a call and a loop.
         first = yield request
-        if first.status_code != 402 or not call.wants_payment:
-            call.finish(first)
+        if first.status_code != 402:
+            return
+        call = Call(engine, options)
+        if not call.wants_payment:
             return
         loop = payment_loop(call, request, first)
     else:
+        call = Call(engine, options)
         loop = payment_loop(call, request)
     observer = engine.observer
     payment: Any = None  # the telemetry span of this paid request, once a 402 came
@@ -105,8 +108,9 @@ def _lost_cause(exc: BaseException, sent: httpx.Request) -> BaseException | None
 
     httpx closes the flow with ``GeneratorExit`` while handling the error: a
     sync generator sees the error as that exit's context, an async generator
-    (on CPython 3.11) does not, so ``Client``/``AsyncClient`` also leave it on
-    the request they failed to send (:data:`TRANSPORT_ERROR`).
+    (on CPython 3.11) does not, so ``AsyncClient`` also leaves it on the paid
+    request it failed to send (:data:`TRANSPORT_ERROR`, which ``_Inner`` puts
+    on every request that carries a credential). ``Client`` needs no such stash.
     """
     if not isinstance(exc, GeneratorExit):
         return exc
@@ -118,7 +122,11 @@ def _step_name(effect: Effect) -> str | None:
     """The telemetry name of the step an effect performs (None: not a step of its own)."""
     if isinstance(effect, Record):
         return _RECORD_STEPS.get(getattr(effect.work, "__name__", ""), "ledger")
-    return {Pay: "pay", Ask: "approval"}.get(type(effect))
+    return _EFFECT_STEPS.get(type(effect))
+
+
+#: The steps named by their effect alone.
+_EFFECT_STEPS: dict[type, str] = {Pay: "pay", Ask: "approval"}
 
 
 #: The loop's ledger steps, by the Call method performing them.
@@ -209,14 +217,17 @@ async def drive_async(
     engine: Engine, inner: httpx.Auth | None, request: httpx.Request
 ) -> AsyncGenerator[httpx.Request, httpx.Response]:
     """The payment loop as an async httpx auth flow."""
-    call = Call.for_request(engine, request)
+    options = prepare_request(engine, request)
     if inner is None:
         first = yield request
-        if first.status_code != 402 or not call.wants_payment:
-            call.finish(first)
+        if first.status_code != 402:
+            return
+        call = Call(engine, options)
+        if not call.wants_payment:
             return
         loop = payment_loop(call, request, first)
     else:
+        call = Call(engine, options)
         loop = payment_loop(call, request)
     observer = engine.observer
     payment: Any = None
@@ -429,6 +440,9 @@ class _Inner:
     def _mark(self, request: httpx.Request) -> httpx.Request:
         if self._header is not None:
             request.headers[self._header[0]] = self._header[1]
+            # A paid request: AsyncClient watches its sending, to name the transport
+            # error if it is lost (see _lost_cause); unpaid requests go unwatched.
+            request.extensions.setdefault(TRANSPORT_ERROR, None)
         return request
 
 

@@ -24,8 +24,9 @@ __all__ = [
     "redact_url",
 ]
 
-#: Where ``Client``/``AsyncClient`` leave a transport error on the request that
-#: failed, for the drivers to name as the cause of a lost paid request.
+#: Where ``AsyncClient`` leaves a transport error on the paid request that failed,
+#: for the async driver to name as the cause of a lost paid request. Present
+#: (None until an error) on exactly the requests that carry a credential.
 TRANSPORT_ERROR = "mpp_client.transport_error"
 #: Methods whose retried request must carry an Idempotency-Key.
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
