@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 from ._flow import Engine
 from ._flow._observe import PaymentHook, RefusalHook, UnknownHook
-from ._flow._pool import tune_pool
 from ._flow._transport import TRANSPORT_ERROR
 from ._headers import strip_credentials
 from .auth import PaymentAuth
@@ -105,6 +104,9 @@ class _PaymentMixin:
         if self._payment is not None and kwargs.get("transport") is None:
             # The default transport httpx just made: its pool's bookkeeping made linear,
             # for agents paying at high concurrency (same decisions, see _flow._pool).
+            # Imported here: httpx itself loads httpcore only with a transport.
+            from ._flow._pool import tune_pool  # noqa: PLC0415
+
             tune_pool(self._transport)  # type: ignore[attr-defined]
 
         # Every request states what the client pays with: as a default header it

@@ -119,6 +119,7 @@ def test_paying_with_a_simple_policy_never_loads_pydantic_or_pynacl_at_import() 
 #: What ``import mpp_client`` leaves for first use: stores, x402, MCP, quoting, crypto, asyncio.
 DEFERRED = (
     "asyncio",
+    "httpcore",
     "mpp_client._flow._mcp",
     "mpp_client._flow._quote",
     "mpp_client.ledger._core",
