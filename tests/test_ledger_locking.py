@@ -40,6 +40,9 @@ class Paused(PostgresLedger):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Its reservations take the general path, whose transaction can be held open
+        # from here; a reservation at once holds its locks inside one statement.
+        self.store.at_once = False
         self.armed = False
         self.inside = threading.Event()
         self.go = threading.Event()
@@ -69,6 +72,19 @@ def _count_attempts(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         endings.append("committed")
 
     monkeypatch.setattr(store, "write", counted)
+    if store.at_once:  # a reservation in one statement is an attempt too
+        at_once = store.reserve_at_once
+
+        def counted_at_once(plan: Any) -> Any:
+            try:
+                settled = at_once(plan)
+            except BaseException as exc:
+                endings.append(type(exc).__name__)
+                raise
+            endings.append("committed" if settled.outcome == "ok" else settled.outcome)
+            return settled
+
+        monkeypatch.setattr(store, "reserve_at_once", counted_at_once)
     return endings
 
 
