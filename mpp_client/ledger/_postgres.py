@@ -63,6 +63,17 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: The errors the reservation function raises to undo its writes, and catches (a class
+#: of SQLSTATEs of our own).
+_REFUSED = "MPP01"
+_REGISTRY_CHANGED = "MPP02"
+
+#: A transaction that waits for the disk: a transactional logical message gives it an
+#: id and a log record. (An id alone is not enough: a transaction that wrote nothing
+#: else to the log commits *asynchronously*, whatever ``synchronous_commit`` says.)
+_FLUSH = "SELECT pg_logical_emit_message(true, 'mpp-client/flush', '')"
+
+
 def _key(text: str) -> int:
     """A signed 64-bit advisory lock key for ``text``."""
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big", signed=True)
@@ -155,13 +166,14 @@ class PostgresStore(SqlStore):
     def _flush(self, conn: Any) -> None:
         """Wait until everything committed so far is on disk.
 
-        A transaction with an id commits synchronously, and a synchronous commit
-        waits for the write-ahead log up to its own commit record, which lies
-        after every commit before it: the asynchronously committed reservation
-        is durable once this returns, before the wallet is called. It locks
-        nothing, so writers of one budget flush their commits together.
+        A transaction that has an id *and* wrote to the write-ahead log commits
+        synchronously, and a synchronous commit waits for the log up to its own
+        commit record, which lies after every commit before it: the
+        asynchronously committed reservation is durable once this returns,
+        before the wallet is called. It locks nothing, so writers of one budget
+        flush their commits together (PostgreSQL's group commit).
         """
-        conn.execute("SELECT pg_current_xact_id()")  # its own transaction (autocommit)
+        conn.execute(_FLUSH)  # its own transaction (autocommit)
 
     def write(self) -> Any:
         return self._transaction(True)
@@ -202,7 +214,7 @@ class PostgresStore(SqlStore):
     def _reserve_fn(self) -> str:
         # Versioned: a change of the function's text is a new name, never a replacement
         # under writers calling the old one.
-        return f"{self._prefix}reserve_v1"
+        return f"{self._prefix}reserve_v3"
 
     def _reserve_ddl(self) -> str:
         """The reservation as a PL/pgSQL function: one round trip, locks held only in it.
@@ -252,12 +264,23 @@ BEGIN
         o_outcome := 'taken';
         RETURN;
     END IF;
+    -- What does not depend on the budget is written before its rows are locked: the
+    -- lock is held for the totals' read, the check and their update alone. A refusal
+    -- raises, which undoes these writes too (the block is a subtransaction).
+    BEGIN
+    INSERT INTO {n.payments} ({_COLUMNS}) VALUES (a_id, a_created, a_updated, a_status,
+        a_scope, a_payee, a_method, a_currency, a_nano, a_tagset, a_challenge, a_record, a_rev,
+        a_chain, a_seq);
+    INSERT INTO {n.log} (chain, seq, record_id, entry) VALUES (a_chain, a_seq, a_id, a_entry);
+    INSERT INTO {n.heads} (chain, size, root, at, agent, signature)
+    VALUES (a_chain, a_size, a_root, a_at, a_agent, a_signature)
+    ON CONFLICT (chain) DO UPDATE SET size = excluded.size, root = excluded.root,
+        at = excluded.at, agent = excluded.agent, signature = excluded.signature;
     SELECT coalesce(array_agg(id ORDER BY id), '{{}}') INTO v_ids FROM (
         SELECT id FROM {n.filters} WHERE scope = a_scope AND (payee IS NULL OR payee = a_payee)
         ORDER BY id FOR UPDATE) AS f;
     IF v_ids IS DISTINCT FROM a_fids THEN
-        o_outcome := 'filters';
-        RETURN;
+        RAISE EXCEPTION 'filters' USING ERRCODE = '{_REGISTRY_CHANGED}';
     END IF;
     SELECT array_agg(g.w), array_agg(g.currency), array_agg(g.n), array_agg(g.nano)
     INTO o_w, o_cur, o_n, o_nano FROM (
@@ -272,9 +295,10 @@ BEGIN
             FROM unnest(a_xw, a_xpayee, a_xmethod, a_xtokens, a_xlo, a_xhi)
                 AS x(w, payee, method, tokens, lo, hi)
             CROSS JOIN LATERAL (
-                SELECT currency, charge_nano, payee, method, tagset, status FROM {n.payments} p
+                SELECT id, currency, charge_nano, payee, method, tagset, status
+                FROM {n.payments} p
                 WHERE p.scope = a_scope AND p.created_us >= x.lo AND p.created_us < x.hi) AS p
-            WHERE p.status IN ({counted})
+            WHERE p.id <> a_id AND p.status IN ({counted})
             AND (x.payee IS NULL OR p.payee = x.payee)
             AND (x.method IS NULL OR p.method = x.method)
             AND NOT EXISTS (
@@ -292,24 +316,23 @@ BEGIN
               ) + a_charge > c.cap))
     ) INTO v_bad;
     IF v_bad THEN
-        o_outcome := 'refused';
-        RETURN;
+        RAISE EXCEPTION 'refused' USING ERRCODE = '{_REFUSED}';
     END IF;
-    -- Committed without waiting for the disk (the caller's flush waits, after the
-    -- locks are gone): writers of one budget queue for this function's run only.
-    PERFORM set_config('synchronous_commit', 'off', true);
-    INSERT INTO {n.payments} ({_COLUMNS}) VALUES (a_id, a_created, a_updated, a_status,
-        a_scope, a_payee, a_method, a_currency, a_nano, a_tagset, a_challenge, a_record, a_rev,
-        a_chain, a_seq);
     INSERT INTO {n.totals} (filter_id, level, bucket, currency, n, nano)
     SELECT * FROM unnest(a_tf, a_tl, a_tb, a_tc, a_tn, a_tnano)
     ON CONFLICT (filter_id, level, bucket, currency)
     DO UPDATE SET n = {n.totals}.n + excluded.n, nano = {n.totals}.nano + excluded.nano;
-    INSERT INTO {n.log} (chain, seq, record_id, entry) VALUES (a_chain, a_seq, a_id, a_entry);
-    INSERT INTO {n.heads} (chain, size, root, at, agent, signature)
-    VALUES (a_chain, a_size, a_root, a_at, a_agent, a_signature)
-    ON CONFLICT (chain) DO UPDATE SET size = excluded.size, root = excluded.root,
-        at = excluded.at, agent = excluded.agent, signature = excluded.signature;
+    EXCEPTION
+        WHEN SQLSTATE '{_REFUSED}' THEN
+            o_outcome := 'refused';
+            RETURN;
+        WHEN SQLSTATE '{_REGISTRY_CHANGED}' THEN
+            o_outcome := 'filters';
+            RETURN;
+    END;
+    -- Committed without waiting for the disk (the caller's flush waits, after the
+    -- locks are gone): writers of one budget queue for this function's run only.
+    PERFORM set_config('synchronous_commit', 'off', true);
     o_outcome := 'ok';
 END
 $fn$"""  # noqa: S608 - names from Names.of (checked), no values
@@ -362,7 +385,7 @@ $fn$"""  # noqa: S608 - names from Names.of (checked), no values
                 cur = conn.execute(sql, params)
                 # Its own transaction, sent with the call (one round trip for both): it
                 # returns once the reservation's commit is on disk (see _flush).
-                conn.execute("SELECT pg_current_xact_id()")
+                conn.execute(_FLUSH)
                 result = cur.fetchone()
         except errors as exc:
             self._raise(exc)
