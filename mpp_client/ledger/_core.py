@@ -9,6 +9,12 @@ step is an index lookup, or a range bounded by what it returns. After a
 transaction commits, the chain's new head is published outside the database
 (:mod:`._heads`).
 
+A store that can (PostgreSQL) takes the common reservation and settlement in
+one statement instead (:meth:`~._store.Store.reserve_at_once`): the ledger
+prepares the row, its cells for the filters it last read, the entry and the
+head beforehand, and the store writes them only if every check passes under
+the locks and the filters are still those.
+
 Transactions that a store reports as *transient* (a busy SQLite file, a
 PostgreSQL serialization failure or deadlock) were rolled back whole, so they
 are simply run again, a few times with a growing random pause; they can

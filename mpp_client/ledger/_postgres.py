@@ -17,6 +17,16 @@ writers to one budget wait only for the rows they both change:
 * every transaction commits before the call that made it returns, so a
   reservation is durable before the wallet is called.
 
+The common case runs *at once*, one round trip each: a reservation whose
+scope and payee this ledger object has seen is one call of a PL/pgSQL
+function (``<prefix>reserve_v3``) taking the same locks and making the same
+checks, writing what does not depend on the budget before it locks the
+budget's rows, and committing asynchronously so they are let go at once; a
+flush sent in the same pipeline returns once it is on disk. Settling a
+reservation the same object made, when the payment keeps counting (commit,
+unknown), is one conditional ``UPDATE`` with its log entry and head. The
+ledger checks what the function returns again (:mod:`._core`).
+
 A serialization failure or a deadlock rolls the whole transaction back; the
 ledger then runs it again (a few times, see :mod:`._core`).
 """
