@@ -20,6 +20,7 @@ import pytest
 from mpp_client import PaymentError
 from mpp_client.identity import AgentKey
 from mpp_client.ledger import (
+    HeadFiles,
     LedgerIntegrityError,
     PaymentRecord,
     PostgresLedger,
@@ -844,3 +845,32 @@ def test_charges_in_the_log_are_the_rows(durable: Store) -> None:
     assert int(row["charge_nano"]) == to_nano(USD("0.25 USD"))
     fields, _ = _fields(_entries(raw)[1])
     assert fields[8][5] == int(row["charge_nano"])
+
+
+def test_a_torn_head_write_leaves_the_head_before_it(tmp_path: Path) -> None:
+    """Head files are rewritten in place, two slots in turn: a slot torn by a crash fails
+    its digest, and the other (one head behind, harmless) is read."""
+    path, clock = tmp_path / "t.sqlite3", Clock()
+    ledger = SqliteLedger(path, clock=clock)
+    try:
+        ledger.reserve(make_record(clock), [])
+        ledger.reserve(make_record(clock), [])  # the second head, in the second slot
+        (head_file,) = (tmp_path / "t.sqlite3.heads").glob("*.json")
+        sizes = [h.size for h in HeadFiles(head_file.parent).load()]
+        data = bytearray(head_file.read_bytes())
+        data[1100:1110] = b"##########"  # the newest slot, half rewritten
+        head_file.write_bytes(bytes(data))
+        assert [h.size for h in HeadFiles(head_file.parent).load()] == [sizes[0] - 1]
+        data[100:110] = b"##########"  # both torn: nothing readable, and it says so
+        head_file.write_bytes(bytes(data))
+        assert HeadFiles(head_file.parent).load() == []
+    finally:
+        ledger.close()
+
+
+def test_head_files_of_earlier_versions_are_read(tmp_path: Path) -> None:
+    head = SignedHead("ledger", "abc", 3, "00" * 32, "2026-01-01T00:00:00Z")
+    directory = tmp_path / "heads"
+    directory.mkdir()
+    (directory / "abc.json").write_text(json.dumps(head.to_dict()))
+    assert HeadFiles(directory).load() == [head]

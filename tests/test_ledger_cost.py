@@ -203,7 +203,7 @@ def _plans(ledger: PostgresLedger, action: Callable[[], Any]) -> list[tuple[str,
         nonlocal reserving
         if "enable_seqscan" in sql:
             reserving = True  # the reservation's transaction turned table scans off
-        elif "pg_current_xact_id" in sql:
+        elif "mpp-client/flush" in sql:
             reserving = False  # its flush: the transaction is over
         if sql.lstrip().upper().startswith("SELECT"):
             sent.append((sql, tuple(params), reserving))

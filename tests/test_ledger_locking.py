@@ -40,6 +40,9 @@ class Paused(PostgresLedger):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Its reservations take the general path, whose transaction can be held open
+        # from here; a reservation at once holds its locks inside one statement.
+        self.store.at_once = False
         self.armed = False
         self.inside = threading.Event()
         self.go = threading.Event()
@@ -69,6 +72,19 @@ def _count_attempts(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         endings.append("committed")
 
     monkeypatch.setattr(store, "write", counted)
+    if store.at_once:  # a reservation in one statement is an attempt too
+        at_once = store.reserve_at_once
+
+        def counted_at_once(plan: Any) -> Any:
+            try:
+                settled = at_once(plan)
+            except BaseException as exc:
+                endings.append(type(exc).__name__)
+                raise
+            endings.append("committed" if settled.outcome == "ok" else settled.outcome)
+            return settled
+
+        monkeypatch.setattr(store, "reserve_at_once", counted_at_once)
     return endings
 
 
@@ -296,5 +312,64 @@ def test_a_refused_reservation_writes_nothing(tmp_path: Path) -> None:
         with pytest.raises(BudgetExceeded):
             ledger.reserve(make_record(Clock()), limit)
         assert ledger.records() == [] and list(ledger.export_jsonl()) == []
+    finally:
+        ledger.close()
+
+
+@needs_pg
+def test_the_flush_after_an_asynchronous_commit_waits_for_the_disk(prefix: str) -> None:
+    """A reservation commits without waiting for the disk (its budget rows are let go at
+    once), then flushes: the flush must reach past the reservation's commit record.
+    (A transaction that only takes an id commits asynchronously too: it would not.)"""
+    ledger = PostgresLedger(PG_URL, prefix=prefix)
+    try:
+        conn = ledger.store._connection()
+        conn.execute(f"CREATE TABLE {prefix}scratch (v int)")
+        with conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = off")
+            conn.execute(f"INSERT INTO {prefix}scratch VALUES (1)")
+        row = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+        assert row is not None
+        ledger.store._flush(conn)
+        flushed = conn.execute(
+            "SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (row[0],)
+        ).fetchone()
+        assert flushed == (True,)
+        conn.execute(f"DROP TABLE {prefix}scratch")
+    finally:
+        ledger.close()
+
+
+@needs_pg
+def test_a_reservation_at_once_is_durable_when_it_returns(prefix: str) -> None:
+    clock = Clock()
+    ledger = PostgresLedger(PG_URL, prefix=prefix, clock=clock)
+    budget = [Limit("b", cap=USD("5 USD"), scope="d")]
+    try:
+        ledger.reserve(_record(clock, "m", "d"), budget)  # reads the filters: the next is at once
+        conn = ledger.store._connection()
+        calls: list[str] = []
+        original = ledger.store.reserve_at_once
+
+        def spy(plan: Any) -> Any:
+            settled = original(plan)
+            row = conn.execute(
+                "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()"
+            ).fetchone()
+            calls.append(f"{settled.outcome} flushed={row[0] if row else None}")
+            return settled
+
+        ledger.store.reserve_at_once = spy  # type: ignore[method-assign]
+        ledger.reserve(_record(clock, "m", "d"), budget)
+        # Nothing else writes these tables; another session may write elsewhere, so the
+        # insert position can move past the flush: then only "ok" is asserted.
+        assert calls and calls[0].startswith("ok"), calls
+        assert ledger.usage(budget[0]).spent == USD("0.20 USD")
+        with pytest.raises(BudgetExceeded):
+            ledger.reserve(make_record(clock, "4.90 USD", payee="m", scope="d"), budget)
+        assert calls[-1].startswith("refused"), calls
+        assert ledger.usage(budget[0]).spent == USD("0.20 USD")  # the refusal wrote nothing
+        assert len(ledger.records()) == 2
+        assert ledger.verify().ok
     finally:
         ledger.close()

@@ -9,6 +9,12 @@ step is an index lookup, or a range bounded by what it returns. After a
 transaction commits, the chain's new head is published outside the database
 (:mod:`._heads`).
 
+A store that can (PostgreSQL) takes the common reservation and settlement in
+one statement instead (:meth:`~._store.Store.reserve_at_once`): the ledger
+prepares the row, its cells for the filters it last read, the entry and the
+head beforehand, and the store writes them only if every check passes under
+the locks and the filters are still those.
+
 Transactions that a store reports as *transient* (a busy SQLite file, a
 PostgreSQL serialization failure or deadlock) were rolled back whole, so they
 are simply run again, a few times with a growing random pause; they can
@@ -34,12 +40,12 @@ from ..money import Amount
 from ..protocol import Receipt
 from ._base import Ledger
 from ._chain import ChainWriter, Draft, Entry, SignedHead
-from ._heads import HeadSink, LoadableHeads, publish, published_problems
+from ._heads import HeadFiles, HeadSink, LoadableHeads, published_problems, publisher
 from ._merkle import leaf_hash
 from ._merkle import root as merkle_root
 from ._record import COUNTED, PaymentRecord, Status, record_json, reused_challenge
 from ._reports import Reports
-from ._store import PaymentRow, Store, Tx, unique
+from ._store import AtOnce, Check, PaymentRow, Store, Tx, unique
 from ._totals import (
     MAX_NANO,
     Cells,
@@ -51,7 +57,7 @@ from ._totals import (
     to_nano,
     us,
 )
-from ._windows import distinct, limit_key, read_window, usage_of, windows_of
+from ._windows import distinct, limit_key, read_window, usage_of, window_of, windows_of
 
 if TYPE_CHECKING:
     from ..identity import AgentKey
@@ -98,6 +104,7 @@ class StoreLedger(Reports, Ledger):
         self._agent = agent_key
         self._trusted = tuple(trusted_agents)
         self._heads = heads
+        self._publish = publisher(heads) if heads is not None else None
         self._clock = clock
         self._lock = threading.RLock()
         self._ledger_id = ""
@@ -105,6 +112,12 @@ class StoreLedger(Reports, Ledger):
         self._draft: Draft | None = None
         self._known: set[int] = set()
         self._noted_agent = False
+        #: (scope, payee) -> its registered filters as last read (checked again by the
+        #: store before a reservation at once relies on them).
+        self._registered: dict[tuple[str, str], list[Filter]] = {}
+        #: Reservations this object made and has not settled: id -> stored row and record,
+        #: so settling one needs no read (the store checks it is unchanged).
+        self._held: dict[str, tuple[PaymentRow, PaymentRecord]] = {}
 
     @property
     def location(self) -> str:
@@ -164,8 +177,8 @@ class StoreLedger(Reports, Ledger):
 
         with self._lock:
             head = self._transact(work)
-        if head is not None and self._heads is not None:
-            publish(self._heads, head)
+        if head is not None and self._publish is not None:
+            self._publish(head)
 
     # -- transactions ---------------------------------------------------------------
 
@@ -234,8 +247,8 @@ class StoreLedger(Reports, Ledger):
                 self._draft = None
             if draft is not None and draft.entries:
                 self._chain.adopt(draft)
-                if self._heads is not None and draft.head is not None:
-                    publish(self._heads, draft.head)
+                if self._publish is not None and draft.head is not None:
+                    self._publish(draft.head)
             return result
 
     def _seal(self, tx: Tx, draft: Draft) -> None:
@@ -305,6 +318,7 @@ class StoreLedger(Reports, Ledger):
             if reading.taken:
                 raise PaymentError(f"ledger record {held.id!r} already exists")
             registered = reading.filters
+            self._registered[(scope, held.payee)] = registered
             ids = {f.id for f in registered}
             missing = [f for f in needed if f.id not in ids]
             if missing:
@@ -326,13 +340,119 @@ class StoreLedger(Reports, Ledger):
                     add_row(cells, flt.id, row, 1)
             tx.add_totals(cells)
             self._append(tx, "reserve", held, {"row": row})
+            self._keep(row, held)
             return held
 
         while True:
             try:
+                if self._store.at_once:
+                    done = self._reserve_at_once(held, applicable, needed, charge)
+                    if done is not None:
+                        return done
                 return self._write(work)
             except _Unregistered as exc:
                 self._register(exc.filters)
+
+    def _keep(self, row: PaymentRow, held: PaymentRecord) -> None:
+        if len(self._held) >= 4096:  # reservations never settled here: forget the oldest
+            del self._held[next(iter(self._held))]
+        self._held[row.id] = (row, held)
+
+    def _reserve_at_once(
+        self, held: PaymentRecord, limits: Sequence[Limit], needed: Sequence[Filter], charge: int
+    ) -> PaymentRecord | None:
+        """The reservation as one step of the store (see :meth:`Store.reserve_at_once`).
+
+        None when it cannot be taken that way (nothing was written): the first
+        reservation of a scope and payee (its filters not read yet), a filter to
+        register, a checkpoint due, a transient failure. The store checks every
+        limit where it holds the locks; the ledger checks the sums it returns
+        again: a refusal raises its exact reason, and in the (never seen) case
+        that the store accepted what the ledger refuses, the reservation is
+        released at once and refused.
+        """
+        scope = held.scope or ""
+        registered = self._registered.get((scope, held.payee))
+        if registered is None:
+            return None
+        ids = {f.id for f in registered}
+        if any(f.id not in ids for f in needed):
+            return None
+        if self._agent is not None and not self._noted_agent:
+            return None
+        pairs = distinct(limits)
+        index = {key: n for n, (key, _) in enumerate(pairs)}
+        checks = []
+        for limit in limits:
+            cap = limit.cap
+            checks.append(
+                Check(
+                    index[limit_key(limit)],
+                    limit.max_count,
+                    cap_nano(cap) if cap is not None else None,
+                    cap.currency if cap is not None else None,
+                )
+            )
+        with self._lock:
+            draft = self._chain.begin()
+            row = PaymentRow.of(held, draft.chain, draft.seq)
+            cells: Cells = {}
+            for flt in registered:
+                if flt.matches_row(row):
+                    add_row(cells, flt.id, row, 1)
+            entry = draft.append(
+                "reserve",
+                at_us=us(self._clock()),
+                record_id=row.id,
+                rev=row.rev,
+                columns=row.columns(),
+                body=row.record.encode("utf-8"),
+            )
+            if draft.marks:
+                return None  # a checkpoint is due: the general path keeps it
+            head = self._chain.head_of(draft)
+            plan = AtOnce(
+                row,
+                [(window_of(flt, key[1]), flt) for key, flt in pairs],
+                checks,
+                charge,
+                sorted(ids),
+                cells,
+                entry,
+                head,
+            )
+            try:
+                settled = self._store.reserve_at_once(plan)
+            except Exception as exc:
+                if self._store.transient(exc):
+                    return None  # rolled back whole: the general path tries again
+                self._chain.restart()  # it may or may not be stored: a fresh chain
+                raise
+            if settled.outcome == "ok":
+                self._chain.adopt(draft)
+                self._keep(row, held)
+        if settled.outcome == "owner":
+            raise reused_challenge(held, settled.owner or "")
+        if settled.outcome == "taken":
+            raise PaymentError(f"ledger record {held.id!r} already exists")
+        if settled.outcome not in ("ok", "refused"):
+            self._registered.pop((scope, held.payee), None)
+            return None
+        usage = {
+            key: usage_of(flt, sums, ())
+            for (key, flt), sums in zip(pairs, settled.sums, strict=True)
+        }
+        if settled.outcome == "refused":
+            self._check(held, limits, charge, usage)  # raises the exact reason
+            return None  # the ledger's own check would allow it: decided the general way
+        if self._publish is not None:
+            self._publish(head)
+        try:
+            self._check(held, limits, charge, usage)
+        except BudgetExceeded:
+            self.release(held.id, "the ledger's own check refused what the store accepted")
+            raise
+        return held
 
     def _check(
         self,
@@ -392,6 +512,12 @@ class StoreLedger(Reports, Ledger):
         receipt: Receipt | None = None,
         reason: str | None = None,
     ) -> PaymentRecord:
+        kept = self._held.pop(record_id, None)
+        if kept is not None and status in COUNTED and "reserved" in allowed_from:
+            done = self._settle_at_once(kept, status, kind, receipt, reason)
+            if done is not None:
+                return done
+
         def work(tx: Tx) -> PaymentRecord:
             if status not in COUNTED:
                 # It may stop counting: writers of its scope hold the shared lock.
@@ -430,6 +556,60 @@ class StoreLedger(Reports, Ledger):
             return updated
 
         return self._write(work)
+
+    def _settle_at_once(
+        self,
+        kept: tuple[PaymentRow, PaymentRecord],
+        status: Status,
+        kind: str,
+        receipt: Receipt | None,
+        reason: str | None,
+    ) -> PaymentRecord | None:
+        """Settle a reservation this object made, in one step of the store, from what it
+        kept (None, with nothing written, when the stored payment changed since, or the
+        store cannot: the general path then reads it)."""
+        if not self._store.at_once:
+            return None
+        row, current = kept
+        if row.status != "reserved" or current.status != "reserved":
+            return None
+        now = self._clock()
+        updated = current.with_status(status, now=now, receipt=receipt, reason=reason)
+        with self._lock:
+            draft = self._chain.begin()
+            new = dataclasses.replace(
+                row,
+                status=status,
+                updated_us=us(now),
+                record=record_json(updated),
+                rev=row.rev + 1 if row.rev is not None else 0,
+                log_chain=draft.chain,
+                log_seq=draft.seq,
+            )
+            entry = draft.append(
+                kind,
+                at_us=us(self._clock()),
+                record_id=new.id,
+                rev=new.rev,
+                columns=new.columns(),
+                body=new.record.encode("utf-8"),
+            )
+            if draft.marks:
+                return None
+            head = self._chain.head_of(draft)
+            try:
+                done = self._store.settle_at_once(new, row, entry, head)
+            except Exception as exc:
+                if self._store.transient(exc):
+                    return None
+                self._chain.restart()
+                raise
+            if not done:
+                return None
+            self._chain.adopt(draft)
+        if self._publish is not None:
+            self._publish(head)
+        return updated
 
     def commit(
         self, record_id: str, receipt: Receipt | None, *, reason: str | None = None
@@ -580,6 +760,8 @@ class StoreLedger(Reports, Ledger):
     def close(self) -> None:
         with self._lock:
             self._store.close()
+            if isinstance(self._heads, HeadFiles):
+                self._heads.close()
 
 
 def _scope_of(record: PaymentRecord, limits: Sequence[Limit]) -> str:

@@ -17,6 +17,16 @@ writers to one budget wait only for the rows they both change:
 * every transaction commits before the call that made it returns, so a
   reservation is durable before the wallet is called.
 
+The common case runs *at once*, one round trip each: a reservation whose
+scope and payee this ledger object has seen is one call of a PL/pgSQL
+function (``<prefix>reserve_v3``) taking the same locks and making the same
+checks, writing what does not depend on the budget before it locks the
+budget's rows, and committing asynchronously so they are let go at once; a
+flush sent in the same pipeline returns once it is on disk. Settling a
+reservation the same object made, when the payment keeps counting (commit,
+unknown), is one conditional ``UPDATE`` with its log entry and head. The
+ledger checks what the function returns again (:mod:`._core`).
+
 A serialization failure or a deadlock rolls the whole transaction back; the
 ledger then runs it again (a few times, see :mod:`._core`).
 """
@@ -31,9 +41,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ChallengeReused, PaymentError
+from ._chain import Entry, SignedHead
 from ._heads import HeadSink
+from ._record import COUNTED
 from ._sql import _COLUMNS, Cursor, SqlLedger, SqlStore, SqlTx, _filter, _row
-from ._store import PaymentRow, Reading, Window
+from ._store import AtOnce, PaymentRow, Reading, Settled, Window
 
 if TYPE_CHECKING:
     from ..identity import AgentKey
@@ -59,6 +71,17 @@ def _array(values: Sequence[Any]) -> str:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: The errors the reservation function raises to undo its writes, and catches (a class
+#: of SQLSTATEs of our own).
+_REFUSED = "MPP01"
+_REGISTRY_CHANGED = "MPP02"
+
+#: A transaction that waits for the disk: a transactional logical message gives it an
+#: id and a log record. (An id alone is not enough: a transaction that wrote nothing
+#: else to the log commits *asynchronously*, whatever ``synchronous_commit`` says.)
+_FLUSH = "SELECT pg_logical_emit_message(true, 'mpp-client/flush', '')"
 
 
 def _key(text: str) -> int:
@@ -153,13 +176,14 @@ class PostgresStore(SqlStore):
     def _flush(self, conn: Any) -> None:
         """Wait until everything committed so far is on disk.
 
-        A transaction with an id commits synchronously, and a synchronous commit
-        waits for the write-ahead log up to its own commit record, which lies
-        after every commit before it: the asynchronously committed reservation
-        is durable once this returns, before the wallet is called. It locks
-        nothing, so writers of one budget flush their commits together.
+        A transaction that has an id *and* wrote to the write-ahead log commits
+        synchronously, and a synchronous commit waits for the log up to its own
+        commit record, which lies after every commit before it: the
+        asynchronously committed reservation is durable once this returns,
+        before the wallet is called. It locks nothing, so writers of one budget
+        flush their commits together (PostgreSQL's group commit).
         """
-        conn.execute("SELECT pg_current_xact_id()")  # its own transaction (autocommit)
+        conn.execute(_FLUSH)  # its own transaction (autocommit)
 
     def write(self) -> Any:
         return self._transaction(True)
@@ -187,6 +211,251 @@ class PostgresStore(SqlStore):
             # both try to create them.
             tx.cur.execute("SELECT pg_advisory_xact_lock(%s)", (_key(self._prefix),))
             self.migrate(tx.cur)
+            names = [r[0] for r in tx._all("SELECT proname FROM pg_proc WHERE proname = ?",
+                                            (self._reserve_fn,))]  # fmt: skip
+            if not names:
+                tx.cur.execute(self._reserve_ddl())
+
+    # -- a reservation in one statement -------------------------------------------------
+
+    at_once = True
+
+    @property
+    def _reserve_fn(self) -> str:
+        # Versioned: a change of the function's text is a new name, never a replacement
+        # under writers calling the old one.
+        return f"{self._prefix}reserve_v3"
+
+    def _reserve_ddl(self) -> str:
+        """The reservation as a PL/pgSQL function: one round trip, locks held only in it.
+
+        It does what :meth:`PostgresTx.read_for_reservation` and the ledger's
+        check and writes do over several statements: the scope lock (shared),
+        the challenge and id, the filter rows locked in id order (and compared
+        with the ones the caller computed its cells for), then, in a statement
+        of its own (a fresh snapshot, taken after the locks: it sees every
+        reservation before), each window's totals and exact first second; then
+        every check; then, only if all pass, the writes. Its commit is
+        asynchronous (the caller's flush makes it durable before it returns),
+        so a budget's rows are held for the function's run alone.
+        """
+        n = self.names
+        counted = ", ".join(f"'{status}'" for status in sorted(COUNTED))
+        return f"""
+CREATE FUNCTION {self._reserve_fn}(
+    a_lock bigint, a_id text, a_challenge text, a_scope text, a_payee text, a_fids bigint[],
+    a_xw int[], a_xpayee text[], a_xmethod text[], a_xtokens text[], a_xlo bigint[],
+    a_xhi bigint[],
+    a_rw int[], a_rf bigint[], a_rlevel bigint[], a_rlo bigint[], a_rhi bigint[],
+    a_cw int[], a_cmax bigint[], a_ccap numeric[], a_ccur text[], a_charge numeric,
+    a_created bigint, a_updated bigint, a_status text, a_method text, a_currency text,
+    a_nano bigint, a_tagset text, a_record text, a_rev bigint, a_chain text, a_seq bigint,
+    a_tf bigint[], a_tl bigint[], a_tb bigint[], a_tc text[], a_tn bigint[], a_tnano bigint[],
+    a_entry bytea, a_size bigint, a_root text, a_at text, a_agent text, a_signature text,
+    OUT o_outcome text, OUT o_owner text, OUT o_w int[], OUT o_cur text[], OUT o_n bigint[],
+    OUT o_nano numeric[])
+LANGUAGE plpgsql VOLATILE AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_ids bigint[];
+    v_bad boolean;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(a_lock);
+    -- Every read below is an index range by design; the planner cannot know the
+    -- ranges are a second wide, so it is told not to scan tables instead.
+    PERFORM set_config('enable_seqscan', 'off', true);
+    SELECT id INTO o_owner FROM {n.payments} WHERE challenge = a_challenge;
+    IF o_owner IS NOT NULL THEN
+        o_outcome := 'owner';
+        RETURN;
+    END IF;
+    PERFORM 1 FROM {n.payments} WHERE id = a_id;
+    IF FOUND THEN
+        o_outcome := 'taken';
+        RETURN;
+    END IF;
+    -- What does not depend on the budget is written before its rows are locked: the
+    -- lock is held for the totals' read, the check and their update alone. A refusal
+    -- raises, which undoes these writes too (the block is a subtransaction).
+    BEGIN
+    INSERT INTO {n.payments} ({_COLUMNS}) VALUES (a_id, a_created, a_updated, a_status,
+        a_scope, a_payee, a_method, a_currency, a_nano, a_tagset, a_challenge, a_record, a_rev,
+        a_chain, a_seq);
+    INSERT INTO {n.log} (chain, seq, record_id, entry) VALUES (a_chain, a_seq, a_id, a_entry);
+    INSERT INTO {n.heads} (chain, size, root, at, agent, signature)
+    VALUES (a_chain, a_size, a_root, a_at, a_agent, a_signature)
+    ON CONFLICT (chain) DO UPDATE SET size = excluded.size, root = excluded.root,
+        at = excluded.at, agent = excluded.agent, signature = excluded.signature;
+    SELECT coalesce(array_agg(id ORDER BY id), '{{}}') INTO v_ids FROM (
+        SELECT id FROM {n.filters} WHERE scope = a_scope AND (payee IS NULL OR payee = a_payee)
+        ORDER BY id FOR UPDATE) AS f;
+    IF v_ids IS DISTINCT FROM a_fids THEN
+        RAISE EXCEPTION 'filters' USING ERRCODE = '{_REGISTRY_CHANGED}';
+    END IF;
+    SELECT array_agg(g.w), array_agg(g.currency), array_agg(g.n), array_agg(g.nano)
+    INTO o_w, o_cur, o_n, o_nano FROM (
+        SELECT u.w, u.currency, sum(u.n)::bigint AS n, sum(u.nano) AS nano FROM (
+            SELECT r.w, t.currency, t.n, t.nano
+            FROM unnest(a_rw, a_rf, a_rlevel, a_rlo, a_rhi) AS r(w, f, lvl, lo, hi)
+            CROSS JOIN LATERAL (
+                SELECT currency, n, nano FROM {n.totals} t WHERE t.filter_id = r.f
+                AND t.level = r.lvl AND t.bucket >= r.lo AND t.bucket < r.hi) AS t
+            UNION ALL
+            SELECT x.w, p.currency, 1, p.charge_nano
+            FROM unnest(a_xw, a_xpayee, a_xmethod, a_xtokens, a_xlo, a_xhi)
+                AS x(w, payee, method, tokens, lo, hi)
+            CROSS JOIN LATERAL (
+                SELECT id, currency, charge_nano, payee, method, tagset, status
+                FROM {n.payments} p
+                WHERE p.scope = a_scope AND p.created_us >= x.lo AND p.created_us < x.hi) AS p
+            WHERE p.id <> a_id AND p.status IN ({counted})
+            AND (x.payee IS NULL OR p.payee = x.payee)
+            AND (x.method IS NULL OR p.method = x.method)
+            AND NOT EXISTS (
+                SELECT 1 FROM unnest(string_to_array(x.tokens, chr(1))) AS k(token)
+                WHERE x.tokens <> '' AND strpos(p.tagset, k.token) = 0)
+        ) AS u GROUP BY u.w, u.currency) AS g;
+    SELECT EXISTS (
+        SELECT 1 FROM unnest(a_cw, a_cmax, a_ccap, a_ccur) AS c(w, mx, cap, cur)
+        WHERE (c.mx IS NOT NULL AND (
+                SELECT coalesce(sum(z.n), 0) FROM unnest(o_w, o_n) AS z(w, n) WHERE z.w = c.w
+              ) + 1 > c.mx)
+        OR (c.cap IS NOT NULL AND (c.cur <> a_currency OR (
+                SELECT coalesce(sum(z.nano), 0) FROM unnest(o_w, o_cur, o_nano) AS z(w, cur, nano)
+                WHERE z.w = c.w AND z.cur = c.cur
+              ) + a_charge > c.cap))
+    ) INTO v_bad;
+    IF v_bad THEN
+        RAISE EXCEPTION 'refused' USING ERRCODE = '{_REFUSED}';
+    END IF;
+    INSERT INTO {n.totals} (filter_id, level, bucket, currency, n, nano)
+    SELECT * FROM unnest(a_tf, a_tl, a_tb, a_tc, a_tn, a_tnano)
+    ON CONFLICT (filter_id, level, bucket, currency)
+    DO UPDATE SET n = {n.totals}.n + excluded.n, nano = {n.totals}.nano + excluded.nano;
+    EXCEPTION
+        WHEN SQLSTATE '{_REFUSED}' THEN
+            o_outcome := 'refused';
+            RETURN;
+        WHEN SQLSTATE '{_REGISTRY_CHANGED}' THEN
+            o_outcome := 'filters';
+            RETURN;
+    END;
+    -- Committed without waiting for the disk (the caller's flush waits, after the
+    -- locks are gone): writers of one budget queue for this function's run only.
+    PERFORM set_config('synchronous_commit', 'off', true);
+    o_outcome := 'ok';
+END
+$fn$"""  # noqa: S608 - names from Names.of (checked), no values
+
+    def reserve_at_once(self, plan: AtOnce) -> Settled:
+        row, head = plan.row, plan.head
+        xw: list[int] = []
+        xpayee: list[str | None] = []
+        xmethod: list[str | None] = []
+        xtokens: list[str] = []
+        xlo: list[int] = []
+        xhi: list[int] = []
+        ranges: list[list[Any]] = [[], [], [], [], []]
+        for index, (w, flt) in enumerate(plan.windows):
+            for level, first, end in w.ranges:
+                bounds = (index, w.filter_id, level, first, end if end is not None else _TOP)
+                for column, value in zip(ranges, bounds, strict=True):
+                    column.append(value)
+            if w.end_us > w.start_us:
+                xw.append(index)
+                xpayee.append(flt.payee)
+                xmethod.append(flt.method)
+                # JSON tokens never hold a control character: chr(1) separates them.
+                xtokens.append("\x01".join(flt.tokens))
+                xlo.append(w.start_us)
+                xhi.append(w.end_us)
+        cells: list[list[Any]] = [[], [], [], [], [], []]
+        for (filter_id, level, bucket, currency), (count, nano) in plan.cells.items():
+            cell: tuple[Any, ...] = (filter_id, level, bucket, currency, count, nano)
+            for column, value in zip(cells, cell, strict=True):
+                column.append(value)
+        checks = plan.checks
+        params: list[Any] = [
+            self.scope_key(row.scope), row.id, row.challenge, row.scope, row.payee,
+            list(plan.filter_ids),
+            xw, xpayee, xmethod, xtokens, xlo, xhi,
+            *ranges,
+            [c.window for c in checks], [c.max_count for c in checks],
+            [c.cap_nano for c in checks], [c.cap_currency for c in checks], plan.charge_nano,
+            row.created_us, row.updated_us, row.status, row.method, row.currency,
+            row.charge_nano, row.tagset, row.record, row.rev, row.log_chain, row.log_seq,
+            *cells,
+            plan.entry.entry, head.size, head.root, head.at, head.agent, head.signature,
+        ]  # fmt: skip
+        sql = self._reserve_call
+        conn = self._connection()
+        errors = self._psycopg.Error
+        try:
+            with conn.pipeline():
+                cur = conn.execute(sql, params)
+                # Its own transaction, sent with the call (one round trip for both): it
+                # returns once the reservation's commit is on disk (see _flush).
+                conn.execute(_FLUSH)
+                result = cur.fetchone()
+        except errors as exc:
+            self._raise(exc)
+        assert result is not None
+        outcome, owner, ws, currencies, counts, nanos = result
+        sums: list[list[tuple[str, int, int]]] = [[] for _ in plan.windows]
+        for w, currency, count, nano in zip(ws or (), currencies or (), counts or (), nanos or (),
+                                             strict=True):  # fmt: skip
+            sums[int(w)].append((str(currency), int(count), int(nano)))
+        return Settled(str(outcome), owner, sums)
+
+    @property
+    def _reserve_call(self) -> str:
+        call = self.__dict__.get("_call")
+        if call is None:
+            marks = ", ".join(["%s"] * 45)
+            call = self.__dict__["_call"] = f"SELECT * FROM {self._reserve_fn}({marks})"  # noqa: S608
+        return str(call)
+
+    def settle_at_once(
+        self, row: PaymentRow, old: PaymentRow, entry: Entry, head: SignedHead
+    ) -> bool:
+        n = self.names
+        # One statement: the update only if the payment is as this writer left it, and
+        # the log entry and head only with it. A synchronous commit (it holds no budget
+        # rows): durable once it returns.
+        sql = (
+            f"WITH u AS (UPDATE {n.payments} SET status = %s, updated_us = %s, record = %s, "  # noqa: S608
+            "rev = %s, log_chain = %s, log_seq = %s WHERE id = %s AND status = %s AND rev = %s "
+            "AND log_chain = %s AND log_seq = %s RETURNING id), "
+            f"l AS (INSERT INTO {n.log} (chain, seq, record_id, entry) "
+            "SELECT %s, %s, id, %s FROM u), "
+            f"h AS (INSERT INTO {n.heads} (chain, size, root, at, agent, signature) "
+            "SELECT %s, %s, %s, %s, %s, %s FROM u ON CONFLICT (chain) DO UPDATE SET "
+            "size = excluded.size, root = excluded.root, at = excluded.at, "
+            "agent = excluded.agent, signature = excluded.signature) "
+            "SELECT count(*) FROM u"
+        )
+        params = (
+            row.status, row.updated_us, row.record, row.rev, row.log_chain, row.log_seq,
+            old.id, old.status, old.rev, old.log_chain, old.log_seq,
+            entry.chain, entry.seq, entry.entry,
+            head.chain, head.size, head.root, head.at, head.agent, head.signature,
+        )  # fmt: skip
+        conn = self._connection()
+        try:
+            result = conn.execute(sql, params).fetchone()
+        except self._psycopg.Error as exc:
+            self._raise(exc)
+        return bool(result and result[0] == 1)
+
+    def _raise(self, exc: BaseException) -> Any:
+        if self.challenge_violation(exc):
+            raise ChallengeReused(
+                "the challenge was answered by another payment a moment ago: "
+                "challenges are single use, refusing to pay it again"
+            ) from None
+        if self.transient(exc):
+            raise exc
+        raise PaymentError(f"the PostgreSQL ledger failed: {type(exc).__name__}: {exc}") from exc
 
     def upsert_totals(
         self, tx: SqlTx, items: Sequence[tuple[tuple[int, int, int, str], list[int]]]

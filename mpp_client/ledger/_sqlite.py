@@ -3,9 +3,11 @@ asyncio tasks and processes on one machine."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -71,8 +73,12 @@ class SqliteStore(SqlStore):
             # Read pages through a memory map: no system call per page a lookup visits,
             # so a lookup in a big file costs what it costs in a small one.
             self._conn.execute("PRAGMA mmap_size=2147418112")
+            # Checkpoints run on a thread of their own (:class:`_Checkpointer`), not
+            # inside the commit of whichever paid request crossed the WAL's limit.
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
         except (OSError, sqlite3.Error) as exc:
             raise PaymentError(f"cannot open the ledger at {path}: {exc}") from exc
+        self._checkpointer = _Checkpointer(path)
 
     def setup(self) -> None:
         with self.write() as tx:
@@ -121,6 +127,7 @@ class SqliteStore(SqlStore):
                 if self.transient(exc):
                     raise
                 raise PaymentError(f"the ledger could not commit: {exc}") from exc
+            self._checkpointer.committed()
         finally:
             cur.close()
 
@@ -138,6 +145,19 @@ class SqliteStore(SqlStore):
             cur.execute("COMMIT")
             cur.close()
 
+    @contextmanager
+    def peek(self) -> Iterator[SqlTx]:
+        # No BEGIN/COMMIT around them: each statement reads in a snapshot of its own.
+        cur = self._conn.cursor()
+        try:
+            yield SqlTx(self, Cursor(cur, "?"))
+        except sqlite3.Error as exc:
+            if self.transient(exc):
+                raise
+            raise PaymentError(f"the ledger could not be read: {exc}") from exc
+        finally:
+            cur.close()
+
     def stream(self, tx: SqlTx, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         # A second cursor on the same connection reads in the same transaction.
         cur = self._conn.cursor()
@@ -149,7 +169,70 @@ class SqliteStore(SqlStore):
             cur.close()
 
     def close(self) -> None:
+        self._checkpointer.stop()
+        # The last connection to close checkpoints the whole WAL and deletes it.
         self._conn.close()
+
+
+class _Checkpointer:
+    """Copies the WAL into the database file on a thread, every :attr:`EVERY` commits.
+
+    SQLite's automatic checkpoint runs inside the commit that crosses the WAL's
+    limit (1,000 pages), copying and fsyncing the database file while that
+    paid request waits: the slowest requests of a ledger were those. Here a
+    daemon thread with its own connection runs a PASSIVE checkpoint (it waits
+    for no reader or writer, and none waits for it), so commits only append
+    to the WAL and fsync it. Each commit is durable in the WAL either way; a
+    checkpoint only bounds the WAL's size.
+    """
+
+    #: Commits between checkpoints (a paid request's two commits write ~20 pages).
+    EVERY = 64
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._commits = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def committed(self) -> None:
+        self._commits += 1
+        if self._commits % self.EVERY:
+            return
+        thread = self._thread
+        if thread is None or self._pid != os.getpid() or not thread.is_alive():
+            self._pid = os.getpid()  # a forked child starts a thread of its own
+            self._thread = threading.Thread(
+                target=self._run, name="mpp-ledger-checkpoint", daemon=True
+            )
+            self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            return  # tried again after the next EVERY commits
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    return
+                # A failure is harmless: the WAL grows until the next checkpoint, or the close.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid() and thread.is_alive():
+            thread.join(timeout=5)
 
 
 class SqliteLedger(SqlLedger):

@@ -30,7 +30,7 @@ from ._legacy import AuditEvent, Checkpoint
 from ._record import PaymentRecord, record_json
 from ._totals import Cells, Filter, tagset, to_nano, us
 
-__all__ = ["PaymentRow", "Reading", "Store", "Tx", "Window"]
+__all__ = ["AtOnce", "Check", "PaymentRow", "Reading", "Settled", "Store", "Tx", "Window"]
 
 
 @dataclass(slots=True)
@@ -121,6 +121,53 @@ class Reading:
     #: Per window: (currency, count, nano) from the buckets, and the exact part's payments.
     sums: list[list[tuple[str, int, int]]]
     exact: list[list[PaymentRow]]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One limit of a reservation, as data: the window it reads (an index into
+    :attr:`AtOnce.windows`), its rate and its cap (in billionths, with its currency)."""
+
+    window: int
+    max_count: int | None
+    cap_nano: int | None
+    cap_currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AtOnce:
+    """A whole reservation, prepared before it reaches the database (:meth:`Store.reserve_at_once`).
+
+    ``filter_ids`` are the registered filters of the payment's scope and payee
+    the ledger last read, and ``cells`` what ``row`` adds to their totals: the
+    store writes them only if the registry still holds exactly those filters.
+    ``entry`` and ``head`` extend the writer's chain by this reservation.
+    """
+
+    row: PaymentRow
+    windows: Sequence[tuple[Window, Filter]]
+    checks: Sequence[Check]
+    charge_nano: int
+    filter_ids: Sequence[int]
+    cells: Cells
+    entry: Entry
+    head: SignedHead
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What a reservation at once came to.
+
+    ``outcome`` is ``ok`` (written), ``refused`` (a check failed: nothing
+    written), ``owner`` (the challenge was answered by payment ``owner``),
+    ``taken`` (the id exists) or ``filters`` (the registry changed: nothing
+    written, read it again). ``sums`` are each window's (currency, count,
+    nano) before this payment, exact to the microsecond.
+    """
+
+    outcome: str
+    owner: str | None = None
+    sums: Sequence[Sequence[tuple[str, int, int]]] = ()
 
 
 class Tx(abc.ABC):
@@ -335,6 +382,26 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def read(self) -> AbstractContextManager[Tx]:
         """A consistent read-only snapshot."""
+
+    #: True when the store can reserve, and settle without a change of totals, in
+    #: one statement (:meth:`reserve_at_once`, :meth:`settle_at_once`).
+    at_once: bool = False
+
+    def reserve_at_once(self, plan: AtOnce) -> Settled:
+        """Check and write a whole reservation in one atomic step, durable on return.
+
+        Under the same locks, and with the same checks, as the reservation the
+        ledger runs over :class:`Tx`; the ledger checks the returned sums again.
+        """
+        raise NotImplementedError
+
+    def settle_at_once(
+        self, row: PaymentRow, old: PaymentRow, entry: Entry, head: SignedHead
+    ) -> bool:
+        """Replace payment ``old`` by ``row`` (which counts where ``old`` did), log it, and
+        store the head, in one atomic step, durable on return; only if the stored
+        payment is still ``old`` (status, revision and entry): else nothing, and False."""
+        raise NotImplementedError
 
     def peek(self) -> AbstractContextManager[Tx]:
         """A read whose statements need not share a snapshot (a few index lookups)."""
