@@ -108,10 +108,8 @@ class PostgresStore(SqlStore):
     INT = "BIGINT"
     BLOB = "BYTEA"
     FOR_UPDATE = " FOR UPDATE"
-    CHARGE = (
-        "record::jsonb ->> 'charge_units', record::jsonb ->> 'charge_currency', "
-        "record::jsonb ->> 'charge_decimals'"
-    )
+    RECORD_JSON = "record::jsonb"
+    CHARGE = "j ->> 'charge_units', j ->> 'charge_currency', j ->> 'charge_decimals'"
 
     def __init__(self, url: str, *, prefix: str) -> None:
         super().__init__(prefix)

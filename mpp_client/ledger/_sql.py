@@ -195,9 +195,11 @@ class SqlStore(Store):
         tx.cur.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)  # noqa: S608
 
     ENTRIES_ORDER = "chain, seq"
+    #: The record as the database's JSON (``j``), and the exact charge read out of it.
+    RECORD_JSON = "record"
     CHARGE = (
-        "json_extract(record, '$.charge_units'), json_extract(record, '$.charge_currency'), "
-        "json_extract(record, '$.charge_decimals')"
+        "json_extract(j, '$.charge_units'), json_extract(j, '$.charge_currency'), "
+        "json_extract(j, '$.charge_decimals')"
     )
 
     # -- schema -------------------------------------------------------------------------
@@ -505,10 +507,13 @@ class SqlTx(Tx):
 
     def recent_committed(self, scope: str | None, payee: str, n: int) -> list[tuple[int, str, int]]:
         who, params = self._who(scope, payee)
-        charge = self.store.CHARGE  # the exact charge, read out of the record by the database
+        # The exact charge, read out of the record by the database: each record is
+        # converted to JSON once (in a subquery), not once per field read.
+        store = self.store
         rows = self._all(
-            f"SELECT {charge} FROM {self.n.payments} WHERE {who} AND status = ? "  # noqa: S608
-            "ORDER BY created_us DESC LIMIT ?",
+            f"SELECT {store.CHARGE} FROM (SELECT {store.RECORD_JSON} AS j "  # noqa: S608
+            f"FROM {self.n.payments} WHERE {who} AND status = ? "
+            "ORDER BY created_us DESC LIMIT ?) AS recent",
             (*params, "committed", n),
         )
         return [(int(units), str(currency), int(decimals)) for units, currency, decimals in rows]
