@@ -24,7 +24,10 @@ What is measured
    they can; the cap is 90% of what they try, so the last attempts are
    refused. Pairs per second of wall time, their ratio to one process, and the
    overspend (what counts above the cap: must be 0). Goals: 8 processes at
-   least 3x one, and 2,000 pairs/s.
+   least 3x one, and 2,000 pairs/s. The single process also reports the CPU
+   a pair costs, its own and its PostgreSQL backend's (read from ``/proc``
+   when the server is local): the machine's cores divided by it bound what
+   any number of processes can reach.
 
 3. **verify().** ``ledger.verify()`` over the 100k ledger (``--quick``: 10k),
    in log entries per second, against plain SHA-256 over the same entries'
@@ -415,7 +418,9 @@ def _fleet_worker(url: str, prefix: str, pairs: int, cap: str, start: Any, out: 
         for _ in range(pairs)
     ]
     ledger.usage(limit[0])  # connected and registered before the clock starts
+    backend = _backend_cpu(ledger)
     start.wait()
+    cpu, server = time.process_time(), backend()
     done = refused = 0
     for record in records:
         try:
@@ -425,13 +430,32 @@ def _fleet_worker(url: str, prefix: str, pairs: int, cap: str, start: Any, out: 
             continue
         ledger.commit(held.id, None)
         done += 1
-    out.put((done, refused, time.perf_counter()))
+    finished = time.perf_counter()
+    out.put((done, refused, finished, time.process_time() - cpu, backend() - server))
     ledger.close()
+
+
+def _backend_cpu(ledger: PostgresLedger) -> Any:
+    """A reader of the CPU seconds of this ledger's PostgreSQL backend (NaN if not local)."""
+    pid = ledger._transact(lambda tx: tx._one("SELECT pg_backend_pid()", ()), write=False)[0]
+    stat = Path(f"/proc/{pid}/stat")
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the server runs elsewhere: its CPU is not this machine's
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    return read
 
 
 def fleet(url: str, settings: Settings) -> list[str]:
     results: dict[int, list[float]] = {n: [] for n in settings.fleet}
     overspend: list[Amount] = []
+    client_cpu: list[float] = []  # seconds of CPU per pair, one process
+    server_cpu: list[float] = []
     order = list(settings.fleet)
     mp = multiprocessing.get_context("spawn")
     for round_no in range(settings.fleet_rounds * 2):
@@ -455,9 +479,12 @@ def fleet(url: str, settings: Settings) -> list[str]:
             finished = [out.get(timeout=600) for _ in workers]
             for worker in workers:
                 worker.join()
-            wall = max(t for _, _, t in finished) - began
-            committed = sum(d for d, _, _ in finished)
+            wall = max(t for _, _, t, _, _ in finished) - began
+            committed = sum(d for d, _, _, _, _ in finished)
             results[processes].append(committed / wall)
+            if processes == 1 and committed:
+                client_cpu.append(finished[0][3] / committed)
+                server_cpu.append(finished[0][4] / committed)
             counted = setup.spent("USD", scope="fleet")
             overspend.append(max(counted - cap, Amount.zero("USD", 2)))
             if counted != Amount(committed, "USD", 2):
@@ -476,6 +503,18 @@ def fleet(url: str, settings: Settings) -> list[str]:
         f"{rate / base:.2f}x one (goal >= 3), {rate:.0f} pairs/s (goal >= 2,000); "
         f"this machine has {os.cpu_count()} cores"
     )
+    if client_cpu:
+        client, server = statistics.median(client_cpu), statistics.median(server_cpu)
+        cores = os.cpu_count() or 1
+        if server == server:  # not NaN: the server's CPU was read on this machine
+            ceiling = cores / (client + server)
+            lines.append(
+                f"  CPU per pair (one process): client {client * 1000:.2f} ms + PostgreSQL "
+                f"backend {server * 1000:.2f} ms, so {cores} cores cap any fleet at about "
+                f"{ceiling:,.0f} pairs/s ({ceiling / base:.1f}x one), WAL writes not counted"
+            )
+        else:
+            lines.append(f"  CPU per pair (one process): client {client * 1000:.2f} ms")
     return lines
 
 
