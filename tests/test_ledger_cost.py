@@ -267,3 +267,18 @@ def test_records_keep_every_field_through_an_import(tmp_path: Path) -> None:
     ledger.import_records(records)
     assert ledger.records() == [dataclasses.replace(r) for r in records]
     assert ledger.verify().ok
+
+
+def test_an_import_leaves_no_write_ahead_log_for_paid_requests_to_wait_on(tmp_path: Path) -> None:
+    """The WAL a bulk import writes is copied in before it returns, not by later commits."""
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SqliteLedger(path)
+    try:
+        assert ledger.import_records(history(600), batch=50) == 600
+        wal = path.with_name(path.name + "-wal")
+        assert wal.exists()  # the ledger is still open, in WAL mode
+        assert wal.stat().st_size == 0
+        assert len(ledger.records()) == 600
+        assert ledger.verify().ok
+    finally:
+        ledger.close()

@@ -703,6 +703,9 @@ class StoreLedger(Reports, Ledger):
 
             self._write(work)
             added += len(chunk)
+        if added:
+            with self._lock:
+                self._store.settle_bulk()
         return added
 
     def checkpoint(self) -> SignedHead | None:

@@ -168,6 +168,14 @@ class SqliteStore(SqlStore):
         finally:
             cur.close()
 
+    def settle_bulk(self) -> None:
+        # An import outruns the background checkpoints, and the WAL they leave
+        # behind would be copied (and fsynced) while later commits wait on the
+        # disk: the slowest paid requests after an import were those. Copied and
+        # truncated here instead, where nothing waits but the import.
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     def close(self) -> None:
         self._checkpointer.stop()
         # The last connection to close checkpoints the whole WAL and deletes it.

@@ -413,6 +413,9 @@ class Store(abc.ABC):
         that might have committed."""
         return False
 
+    def settle_bulk(self) -> None:  # noqa: B027 - optional
+        """Fold a bulk import's writes in now, so no later paid request waits for them."""
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections and files."""
 
