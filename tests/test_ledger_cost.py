@@ -282,3 +282,27 @@ def test_an_import_leaves_no_write_ahead_log_for_paid_requests_to_wait_on(tmp_pa
         assert ledger.verify().ok
     finally:
         ledger.close()
+
+
+@pytest.mark.skipif(postgres_unavailable(), reason="PostgreSQL is not running")
+def test_an_import_into_postgresql_leaves_the_tables_analyzed() -> None:
+    """The planner knows the imported rows at once, not when autovacuum gets to them."""
+    ledger = PostgresLedger(PG_URL, prefix=f"mpp_import_{uuid.uuid4().hex[:8]}_")
+    try:
+        ledger.import_records(history(300), batch=100)
+
+        def analyzed(tx: Any) -> list[Any]:
+            tx.cur.execute("SELECT pg_stat_clear_snapshot()")
+            tx.cur.execute(
+                "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                "WHERE relname = ANY(%s) ORDER BY relname",
+                ([tx.n.payments, tx.n.totals],),
+            )
+            return list(tx.cur.fetchall())
+
+        names = ledger.store.names
+        rows = ledger._transact(analyzed, write=False)
+        assert rows == sorted([(names.payments, True), (names.totals, True)])
+    finally:
+        ledger.drop()
+        ledger.close()
