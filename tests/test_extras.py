@@ -167,6 +167,18 @@ def test_import_loads_only_the_interface_and_each_lazy_name_resolves() -> None:
     assert third == "True"
 
 
+def test_the_protocol_defers_exactly_what_each_of_its_modules_exports() -> None:
+    """Its table of deferred names is written by hand: it must not drift from the modules."""
+    import importlib
+
+    import mpp_client.protocol as protocol
+
+    for module, names in protocol._LAZY_MODULES.items():
+        exported = importlib.import_module(f"mpp_client.protocol.{module}").__all__
+        assert sorted(names) == sorted(exported), module
+    assert set(protocol._LAZY) <= set(protocol.__all__)
+
+
 def test_a_name_no_package_exports_is_an_attribute_error() -> None:
     result = run(
         """

@@ -30,102 +30,57 @@ from ._terms import BASE_UNITS, ChargeTerms, Quote, charge_terms
 from ._time import format_rfc3339, parse_rfc3339
 
 if TYPE_CHECKING:
-    from ._discovery import (
-        DISCOVERY_PATH,
-        MAX_DISCOVERY_BYTES,
-        DiscoveredOffer,
-        Discovery,
-        DiscoveryError,
-        PricedOperation,
-        parse_discovery,
-    )
-    from ._mcp import (
-        MCP_META_CREDENTIAL,
-        MCP_META_PAYMENT_REQUIRED,
-        MCP_META_RECEIPT,
-        MCP_PAYMENT_REQUIRED,
-        MCP_VERIFICATION_FAILED,
-        McpChallenge,
-        McpPaymentRequired,
-        is_mcp_payment_required,
-        mcp_challenge_object,
-        mcp_credential,
-        mcp_receipt,
-        parse_mcp_credential,
-        parse_mcp_receipt,
-    )
-    from ._x402 import (
-        MAX_X402_BYTES,
-        X402_PAYMENT_REQUIRED,
-        X402_PAYMENT_RESPONSE,
-        X402_PAYMENT_SIGNATURE,
-        X402_V1_PAYMENT,
-        X402_V1_PAYMENT_RESPONSE,
-        X402PaymentRequired,
-        X402Requirement,
-        X402Settlement,
-        parse_x402_body,
-        parse_x402_required,
-        parse_x402_settlement,
-        resource_matches,
-        x402_challenges,
-        x402_payment_header,
-    )
+    from ._discovery import *  # noqa: F403 - the names of _LAZY, for type checkers
+    from ._mcp import *  # noqa: F403
+    from ._x402 import *  # noqa: F403
 
 # Discovery, MCP's spelling of the scheme and x402 load when first named: an
-# HTTP payment under MPP needs none of them before its first 402.
-_LAZY = {
-    **dict.fromkeys(
-        (
-            "DISCOVERY_PATH",
-            "MAX_DISCOVERY_BYTES",
-            "DiscoveredOffer",
-            "Discovery",
-            "DiscoveryError",
-            "PricedOperation",
-            "parse_discovery",
-        ),
-        "._discovery",
+# HTTP payment under MPP needs none of them before its first 402. Each module's
+# exported names, as its own ``__all__`` lists them (tests/test_extras.py checks).
+_LAZY_MODULES = {
+    "_discovery": (
+        "DISCOVERY_PATH",
+        "MAX_DISCOVERY_BYTES",
+        "DiscoveredOffer",
+        "Discovery",
+        "DiscoveryError",
+        "PricedOperation",
+        "parse_discovery",
     ),
-    **dict.fromkeys(
-        (
-            "MCP_META_CREDENTIAL",
-            "MCP_META_PAYMENT_REQUIRED",
-            "MCP_META_RECEIPT",
-            "MCP_PAYMENT_REQUIRED",
-            "MCP_VERIFICATION_FAILED",
-            "McpChallenge",
-            "McpPaymentRequired",
-            "is_mcp_payment_required",
-            "mcp_challenge_object",
-            "mcp_credential",
-            "mcp_receipt",
-            "parse_mcp_credential",
-            "parse_mcp_receipt",
-        ),
-        "._mcp",
+    "_mcp": (
+        "MCP_META_CREDENTIAL",
+        "MCP_META_PAYMENT_REQUIRED",
+        "MCP_META_RECEIPT",
+        "MCP_PAYMENT_REQUIRED",
+        "MCP_VERIFICATION_FAILED",
+        "McpChallenge",
+        "McpPaymentRequired",
+        "is_mcp_payment_required",
+        "mcp_challenge_object",
+        "mcp_credential",
+        "mcp_receipt",
+        "parse_mcp_credential",
+        "parse_mcp_receipt",
     ),
-    **dict.fromkeys(
-        (
-            "MAX_X402_BYTES",
-            "X402_PAYMENT_REQUIRED",
-            "X402_PAYMENT_RESPONSE",
-            "X402_PAYMENT_SIGNATURE",
-            "X402_V1_PAYMENT",
-            "X402_V1_PAYMENT_RESPONSE",
-            "X402PaymentRequired",
-            "X402Requirement",
-            "X402Settlement",
-            "parse_x402_body",
-            "parse_x402_required",
-            "parse_x402_settlement",
-            "resource_matches",
-            "x402_challenges",
-            "x402_payment_header",
-        ),
-        "._x402",
+    "_x402": (
+        "MAX_X402_BYTES",
+        "X402_PAYMENT_REQUIRED",
+        "X402_PAYMENT_RESPONSE",
+        "X402_PAYMENT_SIGNATURE",
+        "X402_V1_PAYMENT",
+        "X402_V1_PAYMENT_RESPONSE",
+        "X402PaymentRequired",
+        "X402Requirement",
+        "X402Settlement",
+        "parse_x402_body",
+        "parse_x402_required",
+        "parse_x402_settlement",
+        "resource_matches",
+        "x402_challenges",
+        "x402_payment_header",
     ),
 }
+_LAZY = {name: f".{module}" for module, names in _LAZY_MODULES.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:
@@ -135,26 +90,13 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AUTHORIZATION",
     "BASE_UNITS",
-    "DISCOVERY_PATH",
     "MAX_CHALLENGE_BYTES",
     "MAX_CREDENTIAL_BYTES",
-    "MAX_DISCOVERY_BYTES",
-    "MCP_META_CREDENTIAL",
-    "MCP_META_PAYMENT_REQUIRED",
-    "MCP_META_RECEIPT",
-    "MCP_PAYMENT_REQUIRED",
-    "MCP_VERIFICATION_FAILED",
     "PAYMENT_AUTHORIZATION",
     "PROBLEM_BASE",
     "Challenge",
     "ChargeTerms",
     "Credential",
-    "DiscoveredOffer",
-    "Discovery",
-    "DiscoveryError",
-    "McpChallenge",
-    "McpPaymentRequired",
-    "PricedOperation",
     "Problem",
     "Quote",
     "Receipt",
@@ -168,35 +110,9 @@ __all__ = [
     "format_accept_payment",
     "format_challenge",
     "format_rfc3339",
-    "is_mcp_payment_required",
-    "mcp_challenge_object",
-    "mcp_credential",
-    "mcp_receipt",
     "parse_challenges",
     "parse_challenges_lenient",
     "parse_digest",
-    "parse_discovery",
-    "parse_mcp_credential",
-    "parse_mcp_receipt",
     "parse_rfc3339",
 ]
-
-# x402, the sibling protocol: its requirements read as offers, its payment and settlement headers.
-
-__all__ += [
-    "MAX_X402_BYTES",
-    "X402_PAYMENT_REQUIRED",
-    "X402_PAYMENT_RESPONSE",
-    "X402_PAYMENT_SIGNATURE",
-    "X402_V1_PAYMENT",
-    "X402_V1_PAYMENT_RESPONSE",
-    "X402PaymentRequired",
-    "X402Requirement",
-    "X402Settlement",
-    "parse_x402_body",
-    "parse_x402_required",
-    "parse_x402_settlement",
-    "resource_matches",
-    "x402_challenges",
-    "x402_payment_header",
-]
+__all__ += list(_LAZY)
