@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._decision import Limit
 from ..money import Amount
@@ -251,34 +251,44 @@ class Recount:
     """
 
     def __init__(self, filters: Sequence[Filter]) -> None:
-        self._any: dict[str, list[Filter]] = {}
-        self._payee: dict[tuple[str, str], list[Filter]] = {}
+        # Each filter as (id, method, tag tokens): all a payment is matched on.
+        self._any: dict[str, list[tuple[int, str | None, tuple[str, ...]]]] = {}
+        self._payee: dict[tuple[str, str], list[tuple[int, str | None, tuple[str, ...]]]] = {}
         for flt in filters:
+            entry = (flt.id, flt.method, flt.tokens)
             if flt.payee is None:
-                self._any.setdefault(flt.scope, []).append(flt)
+                self._any.setdefault(flt.scope, []).append(entry)
             else:
-                self._payee.setdefault((flt.scope, flt.payee), []).append(flt)
+                self._payee.setdefault((flt.scope, flt.payee), []).append(entry)
         self._seconds: dict[tuple[int, str], dict[int, list[int]]] = {}
 
-    def add(self, row: PaymentRow) -> None:
-        if row.status not in COUNTED:
+    def add_row(self, row: PaymentRow) -> None:
+        self.add(
+            (row.id, row.created_us, row.updated_us, row.status, row.scope, row.payee,
+             row.method, row.currency, row.charge_nano, row.tagset)
+        )  # fmt: skip
+
+    def add(self, row: Sequence[Any]) -> None:
+        """One payment, as :meth:`~._store.Tx.payment_rows` gives it (its first ten columns)."""
+        _, created_us, _, status, scope, payee, method, currency, nano, tags = row[:10]
+        if status not in COUNTED:
             return
-        candidates = self._any.get(row.scope, [])
-        own = self._payee.get((row.scope, row.payee))
+        candidates = self._any.get(scope, ())
+        own = self._payee.get((scope, payee))
         if own:
             candidates = [*candidates, *own]
-        second = row.created_us // _US
-        for flt in candidates:
-            if (flt.method is None or flt.method == row.method) and all(
-                token in row.tagset for token in flt.tokens
-            ):
-                cells = self._seconds.setdefault((flt.id, row.currency), {})
+        second = created_us // _US
+        for filter_id, flt_method, tokens in candidates:
+            if (flt_method is None or flt_method == method) and all(t in tags for t in tokens):
+                cells = self._seconds.get((filter_id, currency))
+                if cells is None:
+                    cells = self._seconds[(filter_id, currency)] = {}
                 cell = cells.get(second)
                 if cell is None:
-                    cells[second] = [1, row.charge_nano]
+                    cells[second] = [1, nano]
                 else:
                     cell[0] += 1
-                    cell[1] += row.charge_nano
+                    cell[1] += nano
 
     def cells(self) -> Cells:
         out: Cells = {}
@@ -303,3 +313,7 @@ class Recount:
             if total != [0, 0]:
                 out[(filter_id, LIFETIME, 0, currency)] = total
         return out
+
+    def rows(self) -> list[tuple[int, int, int, str, int, int]]:
+        """:meth:`cells` as sorted (filter id, level, bucket, currency, count, nano) rows."""
+        return sorted((*key, n, nano) for key, (n, nano) in self.cells().items())

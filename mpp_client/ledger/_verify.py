@@ -30,16 +30,16 @@ import hashlib
 import json
 import json.encoder
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ._chain import FORMAT, GENESIS, SignedHead, parse_entry
 from ._legacy import verify_chain
-from ._merkle import EMPTY_ROOT, Frontier, root
-from ._record import COUNTED, PaymentRecord, challenge_key
+from ._merkle import Frontier, root
+from ._record import PaymentRecord, challenge_key
 from ._store import PaymentRow, Tx
-from ._totals import _BITS, _US, LEVELS, LIFETIME, Filter, Recount, tagset, to_nano, us
+from ._totals import Recount, tagset, to_nano, us
 
 __all__ = ["VerifyReport", "verify"]
 
@@ -212,21 +212,15 @@ def _full(
         state.expected += 1
         if state.frontier.size in state.roots:
             state.roots[state.frontier.size] = state.frontier.root().hex()
-    report.chains += len({c for c in chains if chains[c].frontier.size} | set(heads) - {"legacy"})
-    sizes = {chain: state.frontier.size for chain, state in chains.items()}
-    tops = {chain: state.frontier.root().hex() for chain, state in chains.items()}
-    roots = {chain: state.roots for chain, state in chains.items()}
     _check_heads(
         report,
+        chains,
         ledger_id=ledger_id,
         trusted=trusted,
         require_signed=require_signed,
         published=published,
         heads=heads,
         checkpoints=checkpoints,
-        sizes=sizes,
-        tops=tops,
-        roots=roots,
         legacy_leaves=legacy_leaves,
     )
 
@@ -237,7 +231,7 @@ def _full(
     answered: set[str] = set()
     for row in tx.all_payments():
         report.payments += 1
-        recount.add(row)
+        recount.add_row(row)
         seen_ids.add(row.id)
         mine = latest.get(row.id)
         if mine is not None:
@@ -269,8 +263,16 @@ def _full(
     return report
 
 
+class _Grown(Protocol):
+    """A chain's tree as read from the log, and its roots at the sizes asked for."""
+
+    frontier: Frontier
+    roots: dict[int, str]
+
+
 def _check_heads(
     report: VerifyReport,
+    chains: Mapping[str, _Grown],
     *,
     ledger_id: str,
     trusted: set[str] | None,
@@ -278,15 +280,16 @@ def _check_heads(
     published: list[SignedHead],
     heads: Mapping[str, SignedHead],
     checkpoints: list[SignedHead],
-    sizes: Mapping[str, int],
-    tops: Mapping[str, str],
-    roots: Mapping[str, Mapping[int, str]],
     legacy_leaves: list[bytes],
 ) -> None:
-    """The chains (``sizes``, root ``tops``, and the ``roots`` at wanted sizes) against
-    their stored heads, the checkpoints and the published heads; each signature once."""
+    """The ``chains`` against their stored heads, the checkpoints and the published
+    heads; each signature once. Both checks of :func:`verify` end their log pass here."""
 
     problems = report.problems
+    sizes = {chain: grown.frontier.size for chain, grown in chains.items()}
+    tops = {chain: grown.frontier.root().hex() for chain, grown in chains.items()}
+    roots = {chain: grown.roots for chain, grown in chains.items()}
+    report.chains += len({c for c, size in sizes.items() if size} | set(heads) - {"legacy"})
     for chain, size in sizes.items():
         head = heads.get(chain)
         if head is None:
@@ -515,7 +518,7 @@ def _fast_report(
 
     # -- the payments: what each one's newest entry must end with ------------------------
     filters = tx.all_filters()
-    recount = _Recount(filters)
+    recount = Recount(filters)
     add = recount.add
     named: dict[tuple[str, int], tuple[str, int, bytes]] = {}
     revs: dict[str, int] = {}
@@ -615,32 +618,25 @@ def _fast_report(
     report.events = events
 
     # -- the chains against their heads --------------------------------------------------
-    sizes: dict[str, int] = {c: 0 for c in wanted if c != "legacy"}
-    tops: dict[str, str] = {c: EMPTY_ROOT.hex() for c in sizes}
-    roots: dict[str, dict[int, str]] = {c: {} for c in sizes}
-    for name, grown in trees.items():
-        sizes[name] = grown.frontier.size
-        tops[name] = grown.frontier.root().hex()
-        roots[name] = grown.roots
-    report.chains = len({c for c in trees if trees[c].frontier.size} | set(heads) - {"legacy"})
+    for name in wanted:  # a chain a checkpoint or published head names, with no entries
+        if name != "legacy":
+            trees.setdefault(name, _Tree(()))
     _check_heads(
         report,
+        trees,
         ledger_id=ledger_id,
         trusted=trusted,
         require_signed=require_signed,
         published=published,
         heads=heads,
         checkpoints=checkpoints,
-        sizes=sizes,
-        tops=tops,
-        roots=roots,
         legacy_leaves=[],
     )
     if report.problems:
         raise _Unsure
 
     # -- the totals against the payments -------------------------------------------------
-    want = recount.cells()
+    want = recount.rows()
     have = list(tx.total_rows())
     have.sort()
     if have != want:
@@ -672,67 +668,3 @@ class _Tree:
             for size, value in self.frontier.extend(self._batch, self._wanted).items():
                 self.roots[size] = value.hex()
             self._batch.clear()
-
-
-class _Recount:
-    """:class:`~._totals.Recount` over plain columns, its cells as one sorted list."""
-
-    def __init__(self, filters: Sequence[Filter]) -> None:
-        self._any: dict[str, list[tuple[int, str | None, tuple[str, ...]]]] = {}
-        self._payee: dict[tuple[str, str], list[tuple[int, str | None, tuple[str, ...]]]] = {}
-        for flt in filters:
-            entry = (flt.id, flt.method, flt.tokens)
-            if flt.payee is None:
-                self._any.setdefault(flt.scope, []).append(entry)
-            else:
-                self._payee.setdefault((flt.scope, flt.payee), []).append(entry)
-        self._seconds: dict[tuple[int, str], dict[int, list[int]]] = {}
-
-    def add(self, row: Sequence[Any]) -> None:
-        """One payment, as :meth:`~._store.Tx.payment_rows` gives it."""
-        _, created, _, status, scope, payee, method, currency, nano, tags = row[:10]
-        if status not in COUNTED:
-            return
-        candidates = self._any.get(scope, ())
-        own = self._payee.get((scope, payee))
-        if own:
-            candidates = [*candidates, *own]
-        second = created // _US
-        for filter_id, flt_method, tokens in candidates:
-            if (flt_method is None or flt_method == method) and all(t in tags for t in tokens):
-                cells = self._seconds.get((filter_id, currency))
-                if cells is None:
-                    cells = self._seconds[(filter_id, currency)] = {}
-                cell = cells.get(second)
-                if cell is None:
-                    cells[second] = [1, nano]
-                else:
-                    cell[0] += 1
-                    cell[1] += nano
-
-    def cells(self) -> list[tuple[int, int, int, str, int, int]]:
-        """Every non-zero (filter id, level, bucket, currency, count, nano), sorted."""
-        out: list[tuple[int, int, int, str, int, int]] = []
-        append = out.append
-        for (filter_id, currency), seconds in self._seconds.items():
-            level: dict[int, list[int]] = seconds
-            count = total = 0
-            for depth in range(LEVELS):
-                upper: dict[int, list[int]] = {}
-                for bucket, (n, nano) in level.items():
-                    if n or nano:
-                        append((filter_id, depth, bucket, currency, n, nano))
-                    cell = upper.get(bucket >> _BITS)
-                    if cell is None:
-                        upper[bucket >> _BITS] = [n, nano]
-                    else:
-                        cell[0] += n
-                        cell[1] += nano
-                if depth == 0:
-                    count = sum(n for n, _ in level.values())
-                    total = sum(nano for _, nano in level.values())
-                level = upper
-            if count or total:
-                append((filter_id, LIFETIME, 0, currency, count, total))
-        out.sort()
-        return out
