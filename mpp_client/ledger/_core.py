@@ -535,15 +535,7 @@ class StoreLedger(Reports, Ledger):
             updated = current.with_status(status, now=now, receipt=receipt, reason=reason)
             draft = self._draft
             assert draft is not None
-            new = dataclasses.replace(
-                row,
-                status=status,
-                updated_us=us(now),
-                record=record_json(updated),
-                rev=row.rev + 1 if row.rev is not None else 0,
-                log_chain=draft.chain,
-                log_seq=draft.seq,
-            )
+            new = _settled(row, updated, draft, now)
             tx.update_payment(new)
             if (row.status in COUNTED) != (status in COUNTED):
                 cells: Cells = {}
@@ -577,15 +569,7 @@ class StoreLedger(Reports, Ledger):
         updated = current.with_status(status, now=now, receipt=receipt, reason=reason)
         with self._lock:
             draft = self._chain.begin()
-            new = dataclasses.replace(
-                row,
-                status=status,
-                updated_us=us(now),
-                record=record_json(updated),
-                rev=row.rev + 1 if row.rev is not None else 0,
-                log_chain=draft.chain,
-                log_seq=draft.seq,
-            )
+            new = _settled(row, updated, draft, now)
             entry = draft.append(
                 kind,
                 at_us=us(self._clock()),
@@ -765,6 +749,20 @@ class StoreLedger(Reports, Ledger):
             self._store.close()
             if isinstance(self._heads, HeadFiles):
                 self._heads.close()
+
+
+def _settled(row: PaymentRow, updated: PaymentRecord, draft: Draft, now: datetime) -> PaymentRow:
+    """``row`` as it stands once ``updated`` (changed ``now``) is written: its next
+    revision, logged at the draft's next entry."""
+    return dataclasses.replace(
+        row,
+        status=updated.status,
+        updated_us=us(now),
+        record=record_json(updated),
+        rev=row.rev + 1 if row.rev is not None else 0,
+        log_chain=draft.chain,
+        log_seq=draft.seq,
+    )
 
 
 def _scope_of(record: PaymentRecord, limits: Sequence[Limit]) -> str:
