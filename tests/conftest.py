@@ -9,6 +9,7 @@ from mpp_client.testing import LocalServer, PaidServer
 
 from .apps import Switchboard
 from .drivers import Driver, driving
+from .ledger_fixtures import durable, logged  # noqa: F401 - the ledger suites' store fixtures
 
 
 @pytest.fixture(scope="session")

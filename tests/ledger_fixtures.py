@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mpp_client.identity import AgentKey
 from mpp_client.ledger import (
@@ -253,3 +255,31 @@ def open_store(kind: str, tmp_path: Path, *, checkpoint_every: int = 256) -> Sto
     store.raw = Raw("postgres", PG_URL, prefix)
     store._cleanup.append(store.raw.close)
     return store
+
+
+# -- the stores as fixtures (tests/conftest.py registers them) -------------------------
+
+#: The PostgreSQL store as a test parameter, skipped with its reason when none runs here.
+POSTGRES = pytest.param(
+    "postgres",
+    marks=pytest.mark.skipif(
+        postgres_unavailable() is not None, reason=f"PostgreSQL store: {postgres_unavailable()}"
+    ),
+)
+
+
+@pytest.fixture(params=["memory", "sqlite", POSTGRES])
+def logged(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every store, checkpointing every 4 events so checkpoints show up early."""
+    opened = open_store(request.param, tmp_path, checkpoint_every=4)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(params=["sqlite", POSTGRES])
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The SQL stores (their tables can be edited behind the ledger's back), checkpointing
+    every 4 events."""
+    opened = open_store(request.param, tmp_path, checkpoint_every=4)
+    yield opened
+    opened.close()

@@ -67,12 +67,9 @@ from .ledger_fixtures import (
     postgres_unavailable,
     receipt,
 )
+from .ledger_fixtures import POSTGRES as _PG
 
 _NO_PG = postgres_unavailable()
-_PG = pytest.param(
-    "postgres",
-    marks=pytest.mark.skipif(_NO_PG is not None, reason=f"PostgreSQL store: {_NO_PG}"),
-)
 USD = Amount.parse
 
 
@@ -80,14 +77,6 @@ USD = Amount.parse
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """Every store: in memory, one SQLite file, PostgreSQL tables under a fresh prefix."""
     opened = open_store(request.param, tmp_path)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture(params=["sqlite", _PG])
-def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """The SQL stores, checkpointing every 4 events so checkpoints show up early."""
-    opened = open_store(request.param, tmp_path, checkpoint_every=4)
     yield opened
     opened.close()
 

@@ -43,34 +43,13 @@ from .ledger_fixtures import (
     Store,
     activity,
     make_record,
-    open_store,
     postgres_unavailable,
     receipt,
 )
 
 _NO_PG = postgres_unavailable()
-_PG = pytest.param(
-    "postgres",
-    marks=pytest.mark.skipif(_NO_PG is not None, reason=f"PostgreSQL store: {_NO_PG}"),
-)
 USD = Amount.parse
 BUDGET = Limit("budget", cap=USD("1.00 USD"))
-
-
-@pytest.fixture(params=["memory", "sqlite", _PG])
-def logged(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """Every store, checkpointing every 4 events so checkpoints show up early."""
-    opened = open_store(request.param, tmp_path, checkpoint_every=4)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture(params=["sqlite", _PG])
-def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """The SQL stores (their tables can be edited behind the ledger's back)."""
-    opened = open_store(request.param, tmp_path, checkpoint_every=4)
-    yield opened
-    opened.close()
 
 
 # -- an untouched log verifies ----------------------------------------------------------

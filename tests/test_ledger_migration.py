@@ -33,6 +33,7 @@ from mpp_client.money import Amount
 from mpp_client.policy import Limit
 
 from .ledger_fixtures import PG_URL, Clock, make_record, postgres_unavailable, receipt
+from .ledger_fixtures import POSTGRES as _PG
 
 FIXTURE = json.loads((Path(__file__).parent / "data" / "ledger_v1.json").read_text())
 AGENT = AgentKey.from_seed(bytes.fromhex(FIXTURE["agent_seed"]))
@@ -40,10 +41,6 @@ USD = Amount.parse
 #: What the v1 ledger counts: 0.25 + 0.30 (unknown) + 0.05 + 0.40 (held) + 0.15 + 0.20.
 COUNTED = USD("1.35 USD")
 _NO_PG = postgres_unavailable()
-_PG = pytest.param(
-    "postgres",
-    marks=pytest.mark.skipif(_NO_PG is not None, reason=f"PostgreSQL store: {_NO_PG}"),
-)
 
 
 @dataclass

@@ -30,14 +30,11 @@ from mpp_client.protocol import Challenge
 from mpp_client.testing import LocalServer, PaidServer
 
 from .ledger_fixtures import PG_URL, Clock, Store, make_record, open_store, postgres_unavailable
+from .ledger_fixtures import POSTGRES as _PG
 
 REPO = Path(__file__).resolve().parent.parent
 USD = Amount.parse
 _NO_PG = postgres_unavailable()
-_PG = pytest.param(
-    "postgres",
-    marks=pytest.mark.skipif(_NO_PG is not None, reason=f"PostgreSQL store: {_NO_PG}"),
-)
 
 
 @pytest.fixture(params=["memory", "sqlite", _PG])

@@ -10,30 +10,16 @@ signature gives them away and only the byte comparisons do.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mpp_client.ledger import _verify
 
-from .ledger_fixtures import Store, activity, open_store
-from .test_ledger_audit import _PG, TAMPERS, _chain_of, _entries, _forge, _set_entry, _with
+from .ledger_fixtures import Store, activity
 
-
-@pytest.fixture(params=["memory", "sqlite", _PG])
-def logged(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(request.param, tmp_path, checkpoint_every=4)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture(params=["sqlite", _PG])
-def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(request.param, tmp_path, checkpoint_every=4)
-    yield opened
-    opened.close()
+# The audit suite's tampers: the fast check must refuse the same.
+from .test_ledger_audit import TAMPERS, _chain_of, _entries, _forge, _set_entry, _with
 
 
 class Spy:
