@@ -17,6 +17,7 @@ from ..protocol._discovery import (
     DiscoveryError,
     parse_discovery,
 )
+from ._transport import BoundedBody
 
 __all__ = ["DiscoveryBody", "discovery_url"]
 
@@ -26,23 +27,20 @@ def discovery_url(origin: httpx.URL | str) -> httpx.URL:
     return httpx.URL(origin).join(DISCOVERY_PATH)
 
 
-class DiscoveryBody:
-    """The document of one discovery response, gathered chunk by chunk."""
+def _too_large(response: httpx.Response) -> DiscoveryError:
+    return DiscoveryError(
+        f"the discovery document is over {MAX_DISCOVERY_BYTES} bytes; not reading it",
+        response=response,
+    )
+
+
+class DiscoveryBody(BoundedBody):
+    """The document of one discovery response, gathered chunk by chunk (:meth:`add`)."""
+
+    __slots__ = ()
 
     def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self._chunks: list[bytes] = []
-        self._size = 0
-        length = response.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_DISCOVERY_BYTES:
-            raise self._too_large()
-
-    def add(self, chunk: bytes) -> None:
-        """Keep ``chunk``; raises :class:`DiscoveryError` once the body is too large."""
-        self._size += len(chunk)
-        if self._size > MAX_DISCOVERY_BYTES:
-            raise self._too_large()
-        self._chunks.append(chunk)
+        super().__init__(response, MAX_DISCOVERY_BYTES, _too_large)
 
     def document(self) -> Discovery:
         """The parsed document; raises :class:`DiscoveryError` for any other answer."""
@@ -54,13 +52,7 @@ class DiscoveryBody:
                 response=response,
             )
         try:
-            return parse_discovery(b"".join(self._chunks))
+            return parse_discovery(self.content())
         except DiscoveryError as exc:
             exc.response = response
             raise
-
-    def _too_large(self) -> DiscoveryError:
-        return DiscoveryError(
-            f"the discovery document is over {MAX_DISCOVERY_BYTES} bytes; not reading it",
-            response=self._response,
-        )

@@ -24,7 +24,13 @@ from ..policy import ApprovalRequest, Approver, Decision
 from ._call import Call, prepare_request
 from ._engine import ApproverFailed, Engine
 from ._loop import Ask, Effect, Loop, Pay, Read402, Record, Send, SendLost, payment_loop
-from ._transport import MAX_402_BODY, TRANSPORT_ERROR, read_402_limit_error, redact_url
+from ._transport import (
+    MAX_402_BODY,
+    TRANSPORT_ERROR,
+    BoundedBody,
+    read_402_limit_error,
+    redact_url,
+)
 
 __all__ = ["drive_async", "drive_sync"]
 
@@ -165,16 +171,11 @@ def _settle_lost_sync(engine: Engine, loop: Loop, cause: BaseException | None) -
 
 def _read_402_sync(response: httpx.Response) -> None:
     """Read a 402 body (a problem detail), refusing hostile sizes."""
-    _check_length(response)
-    chunks: list[bytes] = []
-    size = 0
+    body = BoundedBody(response, MAX_402_BODY, read_402_limit_error)
     for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > MAX_402_BODY:
-            raise read_402_limit_error(response)
-        chunks.append(chunk)
+        body.add(chunk)
     # Keep the body readable afterwards, as response.read() would.
-    response._content = b"".join(chunks)
+    response._content = body.content()
 
 
 def _ask_sync(
@@ -381,15 +382,10 @@ def _being_cancelled() -> bool:
 
 
 async def _read_402_async(response: httpx.Response) -> None:
-    _check_length(response)
-    chunks: list[bytes] = []
-    size = 0
+    body = BoundedBody(response, MAX_402_BODY, read_402_limit_error)
     async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_402_BODY:
-            raise read_402_limit_error(response)
-        chunks.append(chunk)
-    response._content = b"".join(chunks)
+        body.add(chunk)
+    response._content = body.content()
 
 
 async def _ask_async(
@@ -415,12 +411,6 @@ async def _ask_async(
 
 
 # -- the inner auth -----------------------------------------------------------------------
-
-
-def _check_length(response: httpx.Response) -> None:
-    length = response.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_402_BODY:
-        raise read_402_limit_error(response)
 
 
 class _Inner:

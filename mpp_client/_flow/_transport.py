@@ -9,6 +9,7 @@ body only holds a problem detail, so a hostile size is refused unread.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 import httpx
 
@@ -18,6 +19,7 @@ __all__ = [
     "MAX_402_BODY",
     "TRANSPORT_ERROR",
     "UNSAFE_METHODS",
+    "BoundedBody",
     "check_transport",
     "is_loopback",
     "read_402_limit_error",
@@ -80,3 +82,39 @@ def read_402_limit_error(response: httpx.Response) -> ChallengeError:
         f"402 response body is over {MAX_402_BODY} bytes; refusing to process it",
         response=response,
     )
+
+
+class BoundedBody:
+    """A response body gathered as it arrives, refused past ``limit`` bytes.
+
+    A hostile server may declare or send any size: the declared length is
+    refused before a byte is read, the sent one as soon as it passes the
+    limit, each with the error ``too_large`` makes for the response. The 402
+    reader and the discovery reader share it.
+    """
+
+    __slots__ = ("_chunks", "_limit", "_response", "_size", "_too_large")
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        limit: int,
+        too_large: Callable[[httpx.Response], Exception],
+    ) -> None:
+        self._response = response
+        self._limit = limit
+        self._too_large = too_large
+        self._chunks: list[bytes] = []
+        self._size = 0
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise too_large(response)
+
+    def add(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise self._too_large(self._response)
+        self._chunks.append(chunk)
+
+    def content(self) -> bytes:
+        return b"".join(self._chunks)
