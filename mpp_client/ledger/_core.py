@@ -273,14 +273,7 @@ class StoreLedger(Reports, Ledger):
         at_us = us(self._clock())
         if isinstance(row, PaymentRow):
             assert (row.log_chain, row.log_seq) == (draft.chain, draft.seq)
-            entry = draft.append(
-                kind,
-                at_us=at_us,
-                record_id=row.id,
-                rev=row.rev,
-                columns=row.columns(),
-                body=row.record.encode("utf-8"),
-            )
+            entry = _log_row(draft, kind, row, at_us)
         else:
             body = json.dumps(dict(extra), sort_keys=True, separators=(",", ":"))
             entry = draft.append(
@@ -400,14 +393,7 @@ class StoreLedger(Reports, Ledger):
             for flt in registered:
                 if flt.matches_row(row):
                     add_row(cells, flt.id, row, 1)
-            entry = draft.append(
-                "reserve",
-                at_us=us(self._clock()),
-                record_id=row.id,
-                rev=row.rev,
-                columns=row.columns(),
-                body=row.record.encode("utf-8"),
-            )
+            entry = _log_row(draft, "reserve", row, us(self._clock()))
             if draft.marks:
                 return None  # a checkpoint is due: the general path keeps it
             head = self._chain.head_of(draft)
@@ -570,14 +556,7 @@ class StoreLedger(Reports, Ledger):
         with self._lock:
             draft = self._chain.begin()
             new = _settled(row, updated, draft, now)
-            entry = draft.append(
-                kind,
-                at_us=us(self._clock()),
-                record_id=new.id,
-                rev=new.rev,
-                columns=new.columns(),
-                body=new.record.encode("utf-8"),
-            )
+            entry = _log_row(draft, kind, new, us(self._clock()))
             if draft.marks:
                 return None
             head = self._chain.head_of(draft)
@@ -669,14 +648,7 @@ class StoreLedger(Reports, Ledger):
                     stamped = dataclasses.replace(record, scope=record.scope or "")
                     row = PaymentRow.of(stamped, draft.chain, draft.seq)
                     rows.append(row)
-                    draft.append(
-                        "import",
-                        at_us=row.updated_us,
-                        record_id=row.id,
-                        rev=0,
-                        columns=row.columns(),
-                        body=row.record.encode("utf-8"),
-                    )
+                    _log_row(draft, "import", row, row.updated_us)
                     if row.status in COUNTED:
                         for flt in filters.get(row.scope, ()):
                             if flt.matches_row(row):
@@ -749,6 +721,19 @@ class StoreLedger(Reports, Ledger):
             self._store.close()
             if isinstance(self._heads, HeadFiles):
                 self._heads.close()
+
+
+def _log_row(draft: Draft, kind: str, row: PaymentRow, at_us: int) -> Entry:
+    """Log a payment's change: the entry holds the row's revision, every column budgets
+    are counted over, and the record, so ``verify()`` can hold the row to it."""
+    return draft.append(
+        kind,
+        at_us=at_us,
+        record_id=row.id,
+        rev=row.rev,
+        columns=row.columns(),
+        body=row.record.encode("utf-8"),
+    )
 
 
 def _settled(row: PaymentRow, updated: PaymentRecord, draft: Draft, now: datetime) -> PaymentRow:
