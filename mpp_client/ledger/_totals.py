@@ -290,30 +290,36 @@ class Recount:
                     cell[0] += 1
                     cell[1] += nano
 
-    def cells(self) -> Cells:
-        out: Cells = {}
+    def rows(self) -> list[tuple[int, int, int, str, int, int]]:
+        """Every non-zero (filter id, level, bucket, currency, count, nano), sorted: the
+        form :meth:`~._store.Tx.total_rows` reads the stored totals in."""
+        out: list[tuple[int, int, int, str, int, int]] = []
+        append = out.append
         for (filter_id, currency), seconds in self._seconds.items():
-            level = seconds
-            total = [0, 0]
+            level: dict[int, list[int]] = seconds
+            count = total = 0
             for depth in range(LEVELS):
                 upper: dict[int, list[int]] = {}
                 for bucket, (n, nano) in level.items():
                     if n or nano:
-                        out[(filter_id, depth, bucket, currency)] = [n, nano]
-                    if depth == 0:
-                        total[0] += n
-                        total[1] += nano
+                        append((filter_id, depth, bucket, currency, n, nano))
                     cell = upper.get(bucket >> _BITS)
                     if cell is None:
                         upper[bucket >> _BITS] = [n, nano]
                     else:
                         cell[0] += n
                         cell[1] += nano
+                if depth == 0:
+                    count = sum(n for n, _ in level.values())
+                    total = sum(nano for _, nano in level.values())
                 level = upper
-            if total != [0, 0]:
-                out[(filter_id, LIFETIME, 0, currency)] = total
+            if count or total:
+                append((filter_id, LIFETIME, 0, currency, count, total))
+        out.sort()
         return out
 
-    def rows(self) -> list[tuple[int, int, int, str, int, int]]:
-        """:meth:`cells` as sorted (filter id, level, bucket, currency, count, nano) rows."""
-        return sorted((*key, n, nano) for key, (n, nano) in self.cells().items())
+    def cells(self) -> Cells:
+        """:meth:`rows` keyed by (filter id, level, bucket, currency)."""
+        return {
+            (f, level, bucket, cur): [n, nano] for f, level, bucket, cur, n, nano in self.rows()
+        }
